@@ -1,0 +1,579 @@
+//! The event loop: the only owner of `mio::Poll`, and the only place actions become syscalls.
+//!
+//! Owns: the poll tokens (signal self-pipe, listener, connections, one pidfd per watched
+//! process), the single reaper (`waitpid(-1, WNOHANG)` until nothing is left), and carrying out
+//! the supervisor's [`Action`]s.
+//! Must never: decide anything, sleep, or wake up on a timer of its own. The poll timeout is the
+//! supervisor's next deadline, so an idle reapd makes no system calls at all.
+//!
+//! Canonical turn: wait → turn readiness into inputs (signals, reaped children, gone processes,
+//! requests) → feed each to the supervisor and perform its actions → tick if a deadline passed
+//! → scan `/proc` while the supervisor asks for it → wait again.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+
+use crate::config::{self, Config, ConfigError};
+use crate::control::{self, Control, Incoming, Lock};
+use crate::logging;
+use crate::notify::Notifier;
+use crate::pidfd::PidFd;
+use crate::procfs;
+use crate::proctree::{ExitStatus, Pid, ProcId};
+use crate::protocol::{Event, event_line};
+use crate::signals::SignalSource;
+use crate::spawn::{self, ChildLimits, SpawnSpec};
+use crate::supervisor::{Action, Input, Mode, Supervisor};
+
+const SIGNALS: Token = Token(0);
+const PIDFD_BASE: usize = 2 << 32;
+/// Scans per turn before the loop lets other events in (a fork storm can keep asking).
+const MAX_SCANS_PER_TURN: usize = 100;
+/// How long exiting may spend delivering the last lines to clients.
+const FINAL_FLUSH: Duration = Duration::from_millis(200);
+
+/// Everything the loop needs, prepared by `main`.
+#[derive(Debug)]
+pub struct Setup {
+    /// Config file or single command.
+    pub mode: Mode,
+    /// The validated config (single-command mode: one service).
+    pub config: Config,
+    /// Where to re-read the config on reload.
+    pub config_path: Option<PathBuf>,
+    /// Control socket to bind, if any.
+    pub socket: Option<PathBuf>,
+    /// `--shutdown-timeout`, which keeps overriding the file on reload.
+    pub shutdown_override: Option<u64>,
+    /// Readiness channels.
+    pub notifier: Notifier,
+    /// Limits to restore in children.
+    pub limits: ChildLimits,
+    /// The installed signal handlers.
+    pub signals: SignalSource,
+}
+
+struct Watched {
+    start: u64,
+    fd: PidFd,
+}
+
+/// The running loop.
+pub struct EventLoop {
+    poll: Poll,
+    signals: SignalSource,
+    control: Option<Control>,
+    lock: Option<Lock>,
+    sup: Supervisor,
+    pidfds: HashMap<Pid, Watched>,
+    notifier: Notifier,
+    limits: ChildLimits,
+    config_path: Option<PathBuf>,
+    self_pid: Pid,
+    exit_code: Option<i32>,
+    inputs: VecDeque<Input>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("watched", &self.pidfds.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn pidfd_token(pid: Pid) -> Token {
+    Token(PIDFD_BASE + pid as usize)
+}
+
+fn token_pid(t: Token) -> Option<Pid> {
+    (t.0 >= PIDFD_BASE)
+        .then(|| Pid::try_from(t.0 - PIDFD_BASE).ok())
+        .flatten()
+}
+
+/// Runs reapd until it exits; returns the exit status.
+pub fn run(setup: Setup) -> i32 {
+    let Setup {
+        mode,
+        config,
+        config_path,
+        socket,
+        shutdown_override,
+        notifier,
+        limits,
+        mut signals,
+    } = setup;
+    let poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => {
+            error!("cannot create the event loop (epoll): {e}");
+            return 3;
+        }
+    };
+    if let Err(e) = poll
+        .registry()
+        .register(signals.source(), SIGNALS, Interest::READABLE)
+    {
+        error!("cannot watch the signal pipe: {e}");
+        return 3;
+    }
+    let (control, lock) = match &socket {
+        None => (None, None),
+        Some(path) => {
+            let lock = match Lock::acquire(path) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("cannot start: {e}");
+                    return 3;
+                }
+            };
+            let listener = match control::bind(path) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("cannot start: {e}");
+                    let _ = lock.release();
+                    return 3;
+                }
+            };
+            match Control::new(listener, path.clone(), poll.registry()) {
+                Ok(c) => (Some(c), Some(lock)),
+                Err(e) => {
+                    error!("cannot start: cannot watch the control socket: {e}");
+                    let _ = std::fs::remove_file(path);
+                    let _ = lock.release();
+                    return 3;
+                }
+            }
+        }
+    };
+    if let Some(c) = &control {
+        info!("control socket {}", c.path().display());
+    }
+    let self_pid = std::process::id() as Pid;
+    let sup = Supervisor::new(mode, config, shutdown_override, self_pid, Instant::now());
+    let mut lp = EventLoop {
+        poll,
+        signals,
+        control,
+        lock,
+        sup,
+        pidfds: HashMap::new(),
+        notifier,
+        limits,
+        config_path,
+        self_pid,
+        exit_code: None,
+        inputs: VecDeque::new(),
+    };
+    // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
+    lp.reap();
+    lp.dispatch(Input::Start);
+    lp.turn_loop()
+}
+
+impl EventLoop {
+    fn turn_loop(&mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        let mut poll_failures = 0u32;
+        loop {
+            if let Some(code) = self.exit_code {
+                return self.exit(code);
+            }
+            let now = Instant::now();
+            let timeout = if self.sup.scan_request().is_some() {
+                Some(Duration::ZERO)
+            } else {
+                self.sup
+                    .deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => poll_failures = 0,
+                // A signal arrived during epoll_wait, which is never restarted; it is in the pipe.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // We must not die with services running: treat a broken loop like Ctrl-C
+                    // twice, which kills everything bottom-up and exits.
+                    poll_failures += 1;
+                    error!("event loop failure ({e}); shutting down");
+                    if poll_failures > 50 {
+                        return self.exit(1);
+                    }
+                    self.dispatch(Input::Signal(Signal::SIGINT));
+                    self.dispatch(Input::Signal(Signal::SIGINT));
+                    events.clear();
+                }
+            }
+            let mut reap = false;
+            let mut gone: Vec<Pid> = Vec::new();
+            for ev in events.iter() {
+                let token = ev.token();
+                if token == SIGNALS {
+                    for sig in self.signals.pending() {
+                        if sig == Signal::SIGCHLD {
+                            reap = true;
+                        } else {
+                            self.inputs.push_back(Input::Signal(sig));
+                        }
+                    }
+                } else if token == control::LISTENER {
+                    if let Some(c) = self.control.as_mut() {
+                        c.accept(self.poll.registry());
+                    }
+                } else if let Some(conn) = control::token_conn(token) {
+                    let Some(c) = self.control.as_mut() else {
+                        continue;
+                    };
+                    let mut got = Vec::new();
+                    if ev.is_readable() || ev.is_read_closed() {
+                        got.extend(c.readable(conn, self.poll.registry()));
+                    }
+                    if ev.is_writable() || ev.is_write_closed() {
+                        got.extend(c.writable(conn, self.poll.registry()));
+                    }
+                    self.queue_incoming(got);
+                } else if let Some(pid) = token_pid(token) {
+                    gone.push(pid);
+                    reap = true;
+                }
+            }
+            if reap {
+                self.reap();
+            }
+            for pid in gone {
+                self.forget(pid);
+            }
+            self.drain_inputs();
+            for _ in 0..3 {
+                if self.sup.deadline().is_some_and(|d| d <= Instant::now()) {
+                    self.dispatch(Input::Tick);
+                } else {
+                    break;
+                }
+            }
+            self.scans();
+        }
+    }
+
+    /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.reaped(pid.as_raw(), ExitStatus::Code(code))
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.reaped(pid.as_raw(), ExitStatus::Signal(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    error!("waitpid: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reaped(&mut self, pid: Pid, status: ExitStatus) {
+        self.inputs.push_back(Input::Reaped { pid, status });
+        self.forget(pid);
+    }
+
+    /// The process behind a pidfd is gone: close the pidfd and say so.
+    fn forget(&mut self, pid: Pid) {
+        if let Some(w) = self.pidfds.remove(&pid) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd.raw()));
+            self.inputs.push_back(Input::Gone(ProcId {
+                pid,
+                start: w.start,
+            }));
+        }
+    }
+
+    fn dispatch(&mut self, input: Input) {
+        self.inputs.push_back(input);
+        self.drain_inputs();
+    }
+
+    fn drain_inputs(&mut self) {
+        while let Some(input) = self.inputs.pop_front() {
+            self.sup.handle(input, Instant::now());
+            for action in self.sup.take_actions() {
+                self.perform(action);
+            }
+        }
+    }
+
+    fn scans(&mut self) {
+        for _ in 0..MAX_SCANS_PER_TURN {
+            let Some(req) = self.sup.scan_request() else {
+                return;
+            };
+            // Collect exited children first, so their exit status is known before the scan
+            // reports them gone.
+            self.reap();
+            self.drain_inputs();
+            if self.sup.scan_request().is_none() {
+                return;
+            }
+            let snap = procfs::scan(self.self_pid, &req);
+            self.dispatch(Input::Scanned(snap));
+        }
+    }
+
+    fn queue_incoming(&mut self, got: Vec<Incoming>) {
+        for i in got {
+            self.inputs.push_back(match i {
+                Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
+                Incoming::Closed(conn) => Input::ConnClosed(conn),
+            });
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Spawn {
+                who,
+                cmd,
+                env,
+                cwd,
+                inherit_stdin,
+            } => {
+                let spec = SpawnSpec {
+                    cmd: &cmd,
+                    env: &env,
+                    cwd: cwd.as_ref(),
+                    inherit_stdin,
+                };
+                let input = match spawn::spawn(&spec, self.limits) {
+                    Ok(pid) => match self.adopt_child(pid) {
+                        Ok(proc) => Input::Spawned { who, proc },
+                        Err(e) => Input::SpawnFailed { who, error: e },
+                    },
+                    Err(e) => Input::SpawnFailed { who, error: e },
+                };
+                self.inputs.push_back(input);
+            }
+            Action::Signal { proc, signal } => {
+                if !self.send(proc, signal) {
+                    self.inputs.push_back(Input::Gone(proc));
+                }
+            }
+            Action::Watch(proc) => {
+                if !self.watch(proc) {
+                    self.inputs.push_back(Input::Gone(proc));
+                }
+            }
+            Action::Reply { conn, line } => {
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.reply(conn, &line, self.poll.registry()))
+                    .unwrap_or_default();
+                self.queue_incoming(got);
+            }
+            Action::Event(ev) => {
+                let ev = if let Event::Done { .. } = ev {
+                    self.clean_up(ev)
+                } else {
+                    ev
+                };
+                let line = event_line(&ev, logging::unix_ms(SystemTime::now()));
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.broadcast(&line, self.poll.registry()))
+                    .unwrap_or_default();
+                self.queue_incoming(got);
+            }
+            Action::Close(conn) => {
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.close_after_flush(conn, self.poll.registry()))
+                    .unwrap_or_default();
+                self.queue_incoming(got);
+            }
+            Action::CloseIdle => {
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.close_idle(self.poll.registry()))
+                    .unwrap_or_default();
+                self.queue_incoming(got);
+            }
+            Action::CloseListener => {
+                if let Some(c) = self.control.as_mut() {
+                    c.close_listener(self.poll.registry());
+                }
+            }
+            Action::LoadConfig { reply } => {
+                let result = match &self.config_path {
+                    Some(p) => match std::fs::read_to_string(p) {
+                        Ok(text) => config::parse(&text),
+                        Err(e) => Err(vec![ConfigError {
+                            path: String::new(),
+                            message: format!("cannot read {}: {e}", p.display()),
+                        }]),
+                    },
+                    None => Err(vec![ConfigError {
+                        path: String::new(),
+                        message: "no config file to reload".into(),
+                    }]),
+                };
+                self.inputs.push_back(Input::ConfigLoaded { result, reply });
+            }
+            Action::Notify(n) => self.notifier.send(&n),
+            // A failed clean-up step may already have turned a 0 into 1.
+            Action::Exit { code } => {
+                self.exit_code = Some(self.exit_code.filter(|_| code == 0).unwrap_or(code))
+            }
+        }
+    }
+
+    /// Takes a freshly spawned child under watch. It is our unreaped child, so its pid cannot
+    /// have been reused yet and its `/proc` entry exists even if it already exited.
+    fn adopt_child(&mut self, pid: Pid) -> Result<ProcId, String> {
+        let start = procfs::read_stat(pid)
+            .map(|p| p.start)
+            .ok_or_else(|| format!("pid {pid} vanished from /proc right after it was spawned"))?;
+        let proc = ProcId { pid, start };
+        match PidFd::open(pid) {
+            Ok(fd) => self.register(proc, fd),
+            Err(e) => warn!("pidfd_open({pid}): {e}; relying on SIGCHLD for it"),
+        }
+        Ok(proc)
+    }
+
+    fn register(&mut self, proc: ProcId, fd: PidFd) {
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&fd.raw()),
+            pidfd_token(proc.pid),
+            Interest::READABLE,
+        ) {
+            warn!("cannot watch pid {}: {e}", proc.pid);
+        }
+        self.pidfds.insert(
+            proc.pid,
+            Watched {
+                start: proc.start,
+                fd,
+            },
+        );
+    }
+
+    /// Makes sure a pidfd is open for exactly this process. False if it is gone.
+    fn watch(&mut self, proc: ProcId) -> bool {
+        match self.pidfds.get(&proc.pid) {
+            Some(w) if w.start == proc.start => return true,
+            Some(_) => self.forget(proc.pid),
+            None => {}
+        }
+        match PidFd::open_verified(proc) {
+            Some(fd) => {
+                self.register(proc, fd);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Signals one process through its pidfd. False if it is gone.
+    fn send(&mut self, proc: ProcId, signal: Signal) -> bool {
+        if !self.watch(proc) {
+            return false;
+        }
+        let Some(w) = self.pidfds.get(&proc.pid) else {
+            return false;
+        };
+        match w.fd.send_signal(signal) {
+            Ok(()) => {
+                debug!("sent {} to pid {}", signal.as_str(), proc.pid);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+            Err(e) => {
+                warn!("cannot send {} to pid {}: {e}", signal.as_str(), proc.pid);
+                true
+            }
+        }
+    }
+
+    /// CleanedUp: remove the socket and the lock before watchers hear `done`, and fill in what
+    /// survivors look like now.
+    fn clean_up(&mut self, ev: Event) -> Event {
+        let Event::Done {
+            mut clean,
+            elapsed_ms,
+            mut exit_code,
+            survivors,
+        } = ev
+        else {
+            return ev;
+        };
+        let mut still = Vec::new();
+        for mut s in survivors {
+            if let Some(p) = procfs::read_stat(s.pid) {
+                s.state = p.state.to_string();
+                if let Some(c) = procfs::read_cmdline(s.pid).filter(|c| !c.is_empty()) {
+                    s.cmdline = c;
+                }
+                error!("survivor: pid {} state {} ({})", s.pid, s.state, s.cmdline);
+                still.push(s);
+            }
+        }
+        if let Some(c) = self.control.as_mut() {
+            c.close_listener(self.poll.registry());
+            if let Err(e) = c.remove_socket() {
+                error!("cannot remove socket {}: {e}", c.path().display());
+                clean = false;
+            }
+        }
+        if let Some(l) = self.lock.take()
+            && let Err(e) = l.release()
+        {
+            error!("cannot remove lock file: {e}");
+            clean = false;
+        }
+        if !clean && exit_code == 0 {
+            exit_code = 1;
+            self.exit_code = Some(1);
+        }
+        Event::Done {
+            clean,
+            elapsed_ms,
+            exit_code,
+            survivors: still,
+        }
+    }
+
+    fn exit(&mut self, code: i32) -> i32 {
+        if let Some(c) = self.control.as_mut() {
+            c.flush_all(Instant::now() + FINAL_FLUSH);
+        }
+        logging::flush();
+        code
+    }
+}
+
+/// Reads and validates a config file for start-up or `reapd check`.
+pub fn load_config(path: &std::path::Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }]
+    })?;
+    config::parse(&text)
+}

@@ -1,0 +1,221 @@
+//! The `reapd` binary: parses the command line and hands over to the daemon, `check` or `ctl`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::{error, warn};
+use reapd::cli::{self, Command, RunArgs};
+use reapd::config::{Config, MAX_STOP_TIMEOUT, RestartPolicy, ServiceSpec};
+use reapd::event_loop::{self, Setup, load_config};
+use reapd::notify::Notifier;
+use reapd::signals::{self, SignalSource};
+use reapd::spawn::{self, ChildLimits};
+use reapd::supervisor::{Mode, SINGLE_NAME};
+use reapd::{ctl, logging, procfs};
+
+const EXIT_USAGE: i32 = 2;
+const EXIT_START: i32 = 3;
+
+fn main() {
+    std::process::exit(real_main());
+}
+
+fn real_main() -> i32 {
+    let command = match cli::parse(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("reapd: {e}\nTry `reapd --help`.");
+            return EXIT_USAGE;
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            0
+        }
+        Command::Version => {
+            println!("reapd {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Command::Check { config } => match load_config(&config) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: {}", config.display(), cfg.summary());
+                0
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "reapd: {}: {} error{}",
+                    config.display(),
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" }
+                );
+                EXIT_USAGE
+            }
+        },
+        Command::Ctl(args) => {
+            let socket = cli::resolve_socket(
+                args.socket.clone(),
+                std::env::var_os("REAPD_SOCKET"),
+                None,
+                default_socket(),
+            );
+            ctl::run(&args, &socket)
+        }
+        Command::Run(args) => daemon(args),
+    }
+}
+
+fn default_socket() -> PathBuf {
+    cli::default_socket(
+        nix::unistd::geteuid().as_raw(),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    )
+}
+
+fn daemon(args: RunArgs) -> i32 {
+    // Before anything else opens a descriptor: nothing inherited may leak into services.
+    spawn::cloexec_inherited_fds();
+    let level = args
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("REAPD_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    logging::init(&level);
+    if let Err(e) = signals::unblock_all() {
+        warn!("cannot unblock signals: {e}");
+    }
+    // As PID 1, a signal without a handler is dropped: install handlers before anything else.
+    let signals = match SignalSource::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return EXIT_START;
+        }
+    };
+    if procfs::read_stat(std::process::id() as i32).is_none() {
+        error!(
+            "cannot read /proc/self/stat: reapd needs /proc mounted to find and stop process trees"
+        );
+        return EXIT_START;
+    }
+    let (mode, mut config) = match &args.config {
+        Some(path) => match load_config(path) {
+            Ok(c) => (Mode::Config, c),
+            Err(errors) => {
+                for e in &errors {
+                    error!("{}: {e}", path.display());
+                }
+                return EXIT_USAGE;
+            }
+        },
+        None => match single_command_config(&args) {
+            Ok(c) => (Mode::Single, c),
+            Err(e) => {
+                error!("{e}");
+                return EXIT_USAGE;
+            }
+        },
+    };
+    if let Some(ms) = args.shutdown_timeout
+        && let Err(e) = config.set_shutdown_timeout(ms)
+    {
+        error!("--shutdown-timeout: {e}");
+        return EXIT_USAGE;
+    }
+    for w in std::mem::take(&mut config.warnings) {
+        warn!("{w}");
+    }
+    let env_socket = std::env::var_os("REAPD_SOCKET").filter(|s| !s.is_empty());
+    let socket = match mode {
+        Mode::Config => Some(cli::resolve_socket(
+            args.socket.clone(),
+            env_socket,
+            config.socket.clone(),
+            default_socket(),
+        )),
+        // Several single-command instances may run side by side: a socket only on request.
+        Mode::Single => args.socket.clone().or(env_socket.map(PathBuf::from)),
+    };
+    if let Some(s) = &socket
+        && s.as_os_str().len() >= 108
+    {
+        error!(
+            "socket path {} is too long: a Unix socket path must be shorter than 108 bytes",
+            s.display()
+        );
+        return EXIT_USAGE;
+    }
+    if let Some(fd) = args.notify_fd
+        && !spawn::fd_is_open(fd)
+    {
+        error!(
+            "--notify-fd {fd}: descriptor {fd} is not open; the service manager must provide it"
+        );
+        return EXIT_USAGE;
+    }
+    become_subreaper();
+    let limits = ChildLimits::raise_own_nofile();
+    let notify_socket = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    // SAFETY: the descriptor was checked open above and nothing else in reapd uses it.
+    let notifier = unsafe { Notifier::new(args.notify_fd, notify_socket) };
+    let setup = Setup {
+        mode,
+        config,
+        config_path: args.config.clone(),
+        socket,
+        shutdown_override: args.shutdown_timeout,
+        notifier,
+        limits,
+        signals,
+    };
+    event_loop::run(setup)
+}
+
+fn single_command_config(args: &RunArgs) -> Result<Config, String> {
+    let mut spec = ServiceSpec::new(SINGLE_NAME, args.command.clone());
+    spec.restart = RestartPolicy::Never;
+    if let Some(sig) = args.stop_signal {
+        spec.stop_signal = sig;
+    }
+    let mut config = Config::default();
+    if let Some(ms) = args.stop_timeout {
+        let d = Duration::from_millis(ms);
+        if d > MAX_STOP_TIMEOUT {
+            config.warnings.push(format!(
+                "--stop-timeout {ms} ms capped to {} ms",
+                MAX_STOP_TIMEOUT.as_millis()
+            ));
+        }
+        spec.stop_timeout = d.min(MAX_STOP_TIMEOUT);
+    }
+    if spec.cmd.first().is_none_or(|c| c.is_empty()) {
+        return Err("-- needs a command to run".into());
+    }
+    config.services.push(spec);
+    Ok(config)
+}
+
+/// Orphans of services must come back to reapd, or they escape shutdown and linger as zombies.
+fn become_subreaper() {
+    if std::process::id() == 1 {
+        return;
+    }
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        warn!(
+            "cannot become a child subreaper ({e}): processes that services orphan will be reparented \
+             to PID 1 instead of reapd, so shutdown cannot find or reap them; run reapd as PID 1 or on Linux 3.4+"
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: OsString) {}

@@ -1,0 +1,145 @@
+//! Reading `/proc`: process snapshots, service markers, command lines and TCP listeners.
+//!
+//! Owns: every read of `/proc` reapd makes, and tolerance for processes that vanish mid-scan
+//! (a missing or unreadable entry is skipped, never an error).
+//! Must never: decide anything about the processes it reads; the pure modules do that.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+
+use crate::proctree::{
+    Listener, Pid, ProcInfo, Snapshot, cmdline_from_bytes, marker_from_environ, parse_stat,
+};
+use crate::supervisor::ScanRequest;
+
+/// Reads one process's `stat`, if it still exists.
+pub fn read_stat(pid: Pid) -> Option<ProcInfo> {
+    let raw = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&raw)
+}
+
+/// Reads a process's command line (empty for kernel threads and zombies).
+pub fn read_cmdline(pid: Pid) -> Option<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|raw| cmdline_from_bytes(&raw))
+}
+
+/// Takes a snapshot of every process. reapd's descendants also get their `REAPD_SERVICE` marker
+/// and command line; the request may ask for more.
+pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
+    let mut procs = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<Pid>().ok())
+            else {
+                continue;
+            };
+            if let Some(p) = read_stat(pid) {
+                procs.push(p);
+            }
+        }
+    }
+    let mut snap = Snapshot::new(self_pid, procs);
+    let ours: HashSet<Pid> = snap.descendants(self_pid).into_iter().collect();
+    for (pid, p) in snap.procs.iter_mut() {
+        if ours.contains(pid) {
+            p.marker = fs::read(format!("/proc/{pid}/environ"))
+                .ok()
+                .and_then(|e| marker_from_environ(&e));
+        }
+        if ours.contains(pid) || req.all_cmdlines {
+            p.cmdline = read_cmdline(*pid);
+        }
+    }
+    if !req.ports.is_empty() {
+        snap.listeners = listeners(&req.ports, snap.procs.keys().copied());
+    }
+    snap
+}
+
+/// Finds the processes holding a listening TCP socket on one of `ports` (IPv4 and IPv6, in
+/// reapd's network namespace).
+pub fn listeners(ports: &[u16], pids: impl IntoIterator<Item = Pid>) -> Vec<Listener> {
+    let mut inodes: HashMap<u64, u16> = HashMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = fs::read_to_string(table) {
+            for (port, inode) in parse_net_tcp_listeners(&text) {
+                if ports.contains(&port) {
+                    inodes.insert(inode, port);
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for pid in pids {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Some(inode) = socket_inode(&fd.path())
+                && let Some(&port) = inodes.get(&inode)
+            {
+                out.push(Listener { port, pid });
+            }
+        }
+    }
+    out.sort_by_key(|l| (l.port, l.pid));
+    out.dedup();
+    out
+}
+
+fn socket_inode(link: &Path) -> Option<u64> {
+    let target = fs::read_link(link).ok()?;
+    let t = target.to_str()?;
+    t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Parses `/proc/net/tcp` or `tcp6` into (port, socket inode) for sockets in LISTEN state.
+pub fn parse_net_tcp_listeners(text: &str) -> Vec<(u16, u64)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.get(3)? != &"0A" {
+                return None;
+            }
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let inode = f.get(9)?.parse().ok()?;
+            Some((port, inode))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_tcp_listen_lines() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:9A59 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12864 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:9A59 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 12999 1 0000000000000000 20 4 30 10 -1\n";
+        assert_eq!(parse_net_tcp_listeners(text), vec![(39513, 12864)]);
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n";
+        assert_eq!(parse_net_tcp_listeners(v6), vec![(8080, 777)]);
+        assert!(parse_net_tcp_listeners("garbage\n1 2 3").is_empty());
+    }
+
+    #[test]
+    fn scans_this_process_and_its_children() {
+        let me = std::process::id() as Pid;
+        let snap = scan(me, &ScanRequest::default());
+        let p = snap.procs.get(&me).expect("own entry");
+        assert!(p.start > 0);
+        assert!(snap.ancestors(me).contains(&p.ppid));
+        assert!(read_stat(me).is_some());
+        assert!(read_cmdline(me).is_some_and(|c| !c.is_empty()));
+    }
+}

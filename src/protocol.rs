@@ -1,0 +1,664 @@
+//! The control protocol: newline-delimited JSON requests, replies and events.
+//!
+//! Owns: request parsing and validation (with the error codes a client sees), reply and event
+//! encoding, and [`LineBuf`], the framing that turns a byte stream into bounded lines.
+//! Must never: touch a socket. `control.rs` moves bytes; this module only decides what they mean.
+//! One request line always gets exactly one reply line (`watch` then streams events).
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::did_you_mean;
+use crate::proctree::ExitStatus;
+use crate::signals::{parse_signal, signal_name};
+
+/// Longest accepted request line, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Every command a client can send.
+pub const COMMANDS: &[&str] = &[
+    "ping", "status", "list", "start", "stop", "restart", "signal", "reload", "shutdown", "watch",
+];
+
+/// A parsed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Liveness check.
+    Ping,
+    /// Daemon summary.
+    Status,
+    /// Per-service table.
+    List,
+    /// Start a stopped service.
+    Start {
+        /// Service name.
+        name: String,
+    },
+    /// Stop a service (the same procedure as shutdown uses); replies once it is stopped.
+    Stop {
+        /// Service name.
+        name: String,
+    },
+    /// Stop then start a service; replies once it runs again.
+    Restart {
+        /// Service name.
+        name: String,
+    },
+    /// Send a signal to a service's main process.
+    Signal {
+        /// Service name.
+        name: String,
+        /// Signal to send.
+        signal: Signal,
+    },
+    /// Re-read the config file.
+    Reload,
+    /// Shut the daemon down.
+    Shutdown,
+    /// Turn this connection into an event stream.
+    Watch,
+}
+
+impl Request {
+    /// Commands that change what runs; refused once shutdown has begun.
+    pub fn is_mutating(&self) -> bool {
+        matches!(
+            self,
+            Request::Start { .. }
+                | Request::Stop { .. }
+                | Request::Restart { .. }
+                | Request::Signal { .. }
+                | Request::Reload
+        )
+    }
+}
+
+/// A request with the optional `id` the client wants echoed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Echoed verbatim in the reply.
+    pub id: Option<Value>,
+    /// The request.
+    pub request: Request,
+}
+
+/// Machine-readable error codes in `{"ok": false, "code": ...}` replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The line is not a valid request (bad JSON, missing or wrong fields).
+    BadRequest,
+    /// The line exceeds [`MAX_LINE`]; the connection is closed after this reply.
+    LineTooLong,
+    /// `cmd` names no known command.
+    UnknownCommand,
+    /// `name` names no configured service.
+    NoSuchService,
+    /// A mutating command arrived after shutdown began, or the request could not finish in time.
+    ShuttingDown,
+    /// The service has no running main process.
+    NotRunning,
+    /// `reload` found errors in the config file; the running set is unchanged.
+    ConfigError,
+    /// Too many clients are connected.
+    TooManyConnections,
+    /// The operation failed in the kernel (e.g. a signal could not be sent).
+    Failed,
+}
+
+impl ErrorCode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::NoSuchService => "no_such_service",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::NotRunning => "not_running",
+            ErrorCode::ConfigError => "config_error",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::Failed => "failed",
+        }
+    }
+}
+
+/// Why a line was not accepted as a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// The request's `id`, when it could be read.
+    pub id: Option<Value>,
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Parses one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
+    let bad = |id: Option<Value>, message: String| RequestError {
+        id,
+        code: ErrorCode::BadRequest,
+        message,
+    };
+    let text = std::str::from_utf8(line).map_err(|e| {
+        bad(
+            None,
+            format!("request is not valid UTF-8 (byte {})", e.valid_up_to() + 1),
+        )
+    })?;
+    let value: Value = serde_json::from_str(text.trim_end_matches('\r')).map_err(|e| {
+        bad(
+            None,
+            format!(
+                "invalid JSON at column {}: {}",
+                e.column(),
+                strip_position(&e.to_string())
+            ),
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(bad(
+            None,
+            "a request must be a JSON object such as {\"cmd\": \"ping\"}".into(),
+        ));
+    };
+    let id = obj.get("id").cloned();
+    let cmd = match obj.get("cmd") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => return Err(bad(id, format!("\"cmd\" must be a string, found {other}"))),
+        None => {
+            return Err(bad(
+                id,
+                format!("missing \"cmd\"; one of: {}", COMMANDS.join(", ")),
+            ));
+        }
+    };
+    let fields: &[&str] = match cmd {
+        "start" | "stop" | "restart" => &["name"],
+        "signal" => &["name", "signal"],
+        c if COMMANDS.contains(&c) => &[],
+        other => {
+            return Err(RequestError {
+                id,
+                code: ErrorCode::UnknownCommand,
+                message: format!(
+                    "unknown command {other:?}{}; commands: {}",
+                    did_you_mean(other, COMMANDS.iter().copied()),
+                    COMMANDS.join(", ")
+                ),
+            });
+        }
+    };
+    for key in obj.keys() {
+        if key != "cmd" && key != "id" && !fields.contains(&key.as_str()) {
+            let hint = did_you_mean(key, fields.iter().copied());
+            return Err(bad(id, format!("unknown field {key:?} for {cmd:?}{hint}")));
+        }
+    }
+    let name = || -> Result<String, RequestError> {
+        match obj.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(other) => Err(bad(
+                id.clone(),
+                format!("\"name\" must be a non-empty string, found {other}"),
+            )),
+            None => Err(bad(
+                id.clone(),
+                format!("{cmd:?} needs \"name\": the service to {cmd}"),
+            )),
+        }
+    };
+    let request = match cmd {
+        "ping" => Request::Ping,
+        "status" => Request::Status,
+        "list" => Request::List,
+        "reload" => Request::Reload,
+        "shutdown" => Request::Shutdown,
+        "watch" => Request::Watch,
+        "start" => Request::Start { name: name()? },
+        "stop" => Request::Stop { name: name()? },
+        "restart" => Request::Restart { name: name()? },
+        _ => {
+            let signal = match obj.get("signal") {
+                Some(Value::String(s)) => parse_signal(s),
+                Some(Value::Number(n)) => parse_signal(&n.to_string()),
+                Some(other) => Err(format!(
+                    "\"signal\" must be a name or a number, found {other}"
+                )),
+                None => {
+                    Err("\"signal\" needs \"signal\": a name such as \"HUP\" or a number".into())
+                }
+            }
+            .map_err(|e| bad(id.clone(), e))?;
+            Request::Signal {
+                name: name()?,
+                signal,
+            }
+        }
+    };
+    Ok(Envelope { id, request })
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// An `{"ok": true, ...}` reply line (newline included).
+pub fn reply_ok(id: Option<&Value>, fields: Value) -> String {
+    reply_line(true, id, fields)
+}
+
+/// An `{"ok": false, "code": ..., "error": ...}` reply line (newline included).
+pub fn reply_err(id: Option<&Value>, code: ErrorCode, message: &str) -> String {
+    reply_err_with(id, code, message, json!({}))
+}
+
+/// An error reply with extra fields (e.g. the list of config errors).
+pub fn reply_err_with(id: Option<&Value>, code: ErrorCode, message: &str, extra: Value) -> String {
+    let mut fields = Map::new();
+    fields.insert("code".into(), Value::String(code.as_str().into()));
+    fields.insert("error".into(), Value::String(message.into()));
+    if let Value::Object(f) = extra {
+        fields.extend(f);
+    }
+    reply_line(false, id, Value::Object(fields))
+}
+
+/// `{"ok":…,"id":…,` then the other fields: `ok` leads so a person reading socat output sees the
+/// verdict first (serde_json would sort it among the rest).
+fn reply_line(ok: bool, id: Option<&Value>, fields: Value) -> String {
+    let mut out = format!("{{\"ok\":{ok}");
+    if let Some(id) = id {
+        out.push_str(&format!(",\"id\":{id}"));
+    }
+    if let Value::Object(mut f) = fields {
+        f.remove("ok");
+        f.remove("id");
+        let rest = Value::Object(f).to_string();
+        if rest.len() > 2 {
+            out.push(',');
+            out.push_str(&rest[1..rest.len() - 1]);
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn line(v: &Value) -> String {
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+impl Serialize for ExitStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            ExitStatus::Code(c) => json!({ "code": c }).serialize(s),
+            ExitStatus::Signal(n) => json!({ "signal": signal_name(n), "signo": n }).serialize(s),
+        }
+    }
+}
+
+/// One stop wave as announced in `shutdown_plan`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WaveInfo {
+    /// Services stopped in parallel in this wave.
+    pub services: Vec<String>,
+    /// Longest stop timeout among them.
+    pub requested_ms: u64,
+    /// Time the wave actually gets within the shutdown bound.
+    pub timeout_ms: u64,
+}
+
+/// A process still alive after shutdown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Survivor {
+    /// Pid.
+    pub pid: i32,
+    /// State letter from `/proc/<pid>/stat` (`D` = uninterruptible sleep).
+    pub state: String,
+    /// Command line.
+    pub cmdline: String,
+}
+
+/// Everything a `watch` client can receive. Each becomes one JSON line with an `"event"` field
+/// and a `"ts_ms"` wall-clock timestamp added when sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The daemon changed state (`running`, `draining`, `killing`, `cleaned_up`).
+    State {
+        /// New state.
+        state: String,
+        /// What caused it.
+        reason: String,
+    },
+    /// A service's main process started.
+    Spawned {
+        /// Service.
+        service: String,
+        /// Its pid.
+        pid: i32,
+    },
+    /// A service could not be started.
+    SpawnFailed {
+        /// Service.
+        service: String,
+        /// Why.
+        error: String,
+    },
+    /// A service's main process exited.
+    Exited {
+        /// Service.
+        service: String,
+        /// Its pid.
+        pid: i32,
+        /// How it ended.
+        status: ExitStatus,
+        /// Milliseconds since the service was asked to stop, when it was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after_ms: Option<u64>,
+    },
+    /// A service will be started again after a back-off delay.
+    Restarting {
+        /// Service.
+        service: String,
+        /// Back-off delay.
+        delay_ms: u64,
+        /// Restarts so far.
+        restarts: u32,
+    },
+    /// A service's stop procedure began.
+    Stopping {
+        /// Service.
+        service: String,
+        /// Its stop signal.
+        signal: String,
+        /// Time it gets before it is killed.
+        timeout_ms: u64,
+    },
+    /// Processes received a service's stop signal (one event per level of the tree).
+    Signalled {
+        /// Service.
+        service: String,
+        /// Signal sent.
+        signal: String,
+        /// Pids signalled, deepest first.
+        pids: Vec<i32>,
+    },
+    /// Processes were frozen and SIGKILLed.
+    Killed {
+        /// Service, or absent for processes that belonged to none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        /// How many.
+        count: usize,
+        /// Pids in the order they were killed (deepest first).
+        pids: Vec<i32>,
+    },
+    /// Every process of a service is gone.
+    Stopped {
+        /// Service.
+        service: String,
+        /// `exited` (all went on their own after the stop signal), `killed`, or `idle` (nothing ran).
+        how: String,
+        /// Milliseconds the stop took.
+        elapsed_ms: u64,
+    },
+    /// The shutdown plan: waves in order, each with its clipped timeout.
+    ShutdownPlan {
+        /// The whole bound.
+        budget_ms: u64,
+        /// Kept back for killing, sweeps and cleanup hooks.
+        reserve_ms: u64,
+        /// Waves in stop order.
+        waves: Vec<WaveInfo>,
+    },
+    /// A process found by the final sweep.
+    Sweep {
+        /// Pid.
+        pid: i32,
+        /// Command line.
+        cmdline: String,
+        /// Why it was chosen.
+        reason: String,
+    },
+    /// A cleanup command finished.
+    Cleanup {
+        /// The command.
+        cmd: Vec<String>,
+        /// True when it exited 0.
+        ok: bool,
+        /// What happened (`exit 0`, `killed at the shutdown deadline`, ...).
+        result: String,
+        /// How long it ran.
+        elapsed_ms: u64,
+    },
+    /// A config reload was applied.
+    Reloaded {
+        /// New services.
+        added: Vec<String>,
+        /// Services being stopped and removed.
+        removed: Vec<String>,
+        /// Services restarted with their new definition.
+        changed: Vec<String>,
+    },
+    /// The final report; the connection is closed after it.
+    Done {
+        /// True when every process was verified gone and every cleanup command succeeded.
+        clean: bool,
+        /// Length of the shutdown.
+        elapsed_ms: u64,
+        /// reapd's exit status.
+        exit_code: i32,
+        /// Processes still alive.
+        survivors: Vec<Survivor>,
+    },
+}
+
+/// Encodes an event as one line with its timestamp.
+pub fn event_line(ev: &Event, ts_ms: u64) -> String {
+    let mut v = serde_json::to_value(ev)
+        .unwrap_or_else(|e| json!({ "event": "error", "error": e.to_string() }));
+    if let Value::Object(m) = &mut v {
+        m.insert("ts_ms".into(), Value::from(ts_ms));
+    }
+    line(&v)
+}
+
+/// A line that could not be framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineTooLong;
+
+/// Accumulates bytes from a stream and hands out complete lines, each at most `max` bytes.
+#[derive(Debug)]
+pub struct LineBuf {
+    buf: Vec<u8>,
+    /// Bytes already searched for a newline.
+    scanned: usize,
+    max: usize,
+}
+
+impl LineBuf {
+    /// A buffer for lines of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        LineBuf {
+            buf: Vec::new(),
+            scanned: 0,
+            max,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes of an incomplete line still held.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete line without its newline, `None` when no full line is buffered, or
+    /// `Err` when a line is longer than allowed (the stream cannot be resynchronised).
+    pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(off) => {
+                let end = self.scanned + off;
+                if end > self.max {
+                    return Some(Err(LineTooLong));
+                }
+                let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
+                self.scanned = 0;
+                Some(Ok(line))
+            }
+            None if self.buf.len() > self.max => Some(Err(LineTooLong)),
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(line: &str) -> (ErrorCode, String) {
+        let e = parse_request(line.as_bytes()).expect_err("should fail");
+        (e.code, e.message)
+    }
+
+    #[test]
+    fn parses_every_command() {
+        let p = |s: &str| parse_request(s.as_bytes()).expect("parses").request;
+        assert_eq!(p(r#"{"cmd":"ping"}"#), Request::Ping);
+        assert_eq!(p(r#"{"cmd":"list","id":7}"#), Request::List);
+        assert_eq!(
+            p(r#"{"cmd":"stop","name":"web"}"#),
+            Request::Stop { name: "web".into() }
+        );
+        assert_eq!(
+            p(r#"{"cmd":"signal","name":"web","signal":"hup"}"#),
+            Request::Signal {
+                name: "web".into(),
+                signal: Signal::SIGHUP
+            }
+        );
+        assert_eq!(
+            p(r#"{"cmd":"signal","name":"web","signal":10}"#),
+            Request::Signal {
+                name: "web".into(),
+                signal: Signal::SIGUSR1
+            }
+        );
+        let env = parse_request(br#"{"id":{"a":[1]},"cmd":"status"}"#).expect("parses");
+        assert_eq!(env.id, Some(json!({"a":[1]})));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        assert_eq!(
+            err(r#"{"cmd":"ping""#),
+            (
+                ErrorCode::BadRequest,
+                "invalid JSON at column 13: EOF while parsing an object".into()
+            )
+        );
+        assert_eq!(err("[1]").0, ErrorCode::BadRequest);
+        assert_eq!(
+            err(r#"{"cmd":"lst"}"#),
+            (ErrorCode::UnknownCommand, "unknown command \"lst\" (did you mean \"list\"?); commands: ping, status, list, start, stop, restart, signal, reload, shutdown, watch".into())
+        );
+        assert_eq!(
+            err(r#"{"cmd":"stop"}"#).1,
+            "\"stop\" needs \"name\": the service to stop"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"stop","nme":"x"}"#).1,
+            "unknown field \"nme\" for \"stop\" (did you mean \"name\"?)"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"signal","name":"x","signal":"NOPE"}"#).0,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            err(r#"{"id":3}"#).1,
+            "missing \"cmd\"; one of: ping, status, list, start, stop, restart, signal, reload, shutdown, watch"
+        );
+        let e = parse_request(b"{\"id\":3,\"cmd\":5}").expect_err("bad");
+        assert_eq!(e.id, Some(json!(3)));
+        assert_eq!(err("\u{fffd}").0, ErrorCode::BadRequest);
+        assert_eq!(
+            parse_request(b"\xff").expect_err("bad").message,
+            "request is not valid UTF-8 (byte 1)"
+        );
+    }
+
+    #[test]
+    fn replies_echo_the_id() {
+        assert_eq!(
+            reply_ok(Some(&json!("a")), json!({"pong": true})),
+            "{\"ok\":true,\"id\":\"a\",\"pong\":true}\n"
+        );
+        assert_eq!(
+            reply_err(None, ErrorCode::NoSuchService, "no service \"x\""),
+            "{\"ok\":false,\"code\":\"no_such_service\",\"error\":\"no service \\\"x\\\"\"}\n"
+        );
+    }
+
+    #[test]
+    fn events_are_tagged_lines() {
+        let line = event_line(
+            &Event::Killed {
+                service: None,
+                count: 2,
+                pids: vec![5, 4],
+            },
+            99,
+        );
+        assert_eq!(
+            line,
+            "{\"count\":2,\"event\":\"killed\",\"pids\":[5,4],\"ts_ms\":99}\n"
+        );
+        let line = event_line(
+            &Event::Exited {
+                service: "a".into(),
+                pid: 3,
+                status: ExitStatus::Signal(9),
+                after_ms: None,
+            },
+            1,
+        );
+        assert!(
+            line.contains("\"status\":{\"signal\":\"SIGKILL\",\"signo\":9}"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn framing_handles_split_joined_and_oversized_lines() {
+        let mut b = LineBuf::new(8);
+        b.push(b"ab");
+        assert_eq!(b.next_line(), None);
+        b.push(b"c\nde\nf");
+        assert_eq!(b.next_line(), Some(Ok(b"abc".to_vec())));
+        assert_eq!(b.next_line(), Some(Ok(b"de".to_vec())));
+        assert_eq!(b.next_line(), None);
+        assert_eq!(b.pending(), 1);
+        b.push(b"12345678");
+        assert_eq!(b.next_line(), Some(Err(LineTooLong)));
+        let mut b = LineBuf::new(4);
+        b.push(b"12345\n");
+        assert_eq!(b.next_line(), Some(Err(LineTooLong)));
+        let mut b = LineBuf::new(4);
+        b.push(b"1234\n\n");
+        assert_eq!(b.next_line(), Some(Ok(b"1234".to_vec())));
+        assert_eq!(b.next_line(), Some(Ok(Vec::new())));
+    }
+}

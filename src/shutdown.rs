@@ -1,0 +1,798 @@
+//! The daemon's shutdown state machine and its budget planner.
+//!
+//! Owns: [`Phase`] (Running → Draining → Killing → CleanedUp → Exit), the transitions between
+//! phases, the stop waves (reverse dependency order) and how the shutdown bound is shared among
+//! them ([`plan`]), and every shutdown deadline.
+//! Must never: stop a service itself, make a system call or read a clock. It turns triggers,
+//! progress reports and the current time into [`Step`]s that the supervisor carries out.
+//!
+//! Budget: the whole shutdown must end before `shutdown_timeout`. A reserve at the end is kept for
+//! killing, sweeping and cleanup hooks; the waves share the rest. A wave whose services ask for
+//! less than a fair share keeps its full timeout and leaves the remainder to the others
+//! (max-min fairness), and time a wave does not use rolls over to the next one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+/// Where the daemon is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Supervising.
+    Running,
+    /// Listener closed; services stopping wave by wave.
+    Draining,
+    /// Freezing and killing whatever is left, sweeping, verifying, running cleanup hooks.
+    Killing,
+    /// Everything is done; the socket and lock are being removed.
+    CleanedUp,
+    /// The process is exiting.
+    Exit,
+}
+
+impl Phase {
+    /// Wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Killing => "killing",
+            Phase::CleanedUp => "cleaned_up",
+            Phase::Exit => "exit",
+        }
+    }
+}
+
+/// What asked for the shutdown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// A signal (SIGTERM, SIGINT, SIGQUIT).
+    Signal(Signal),
+    /// The `shutdown` control command.
+    Request,
+    /// Single-command mode: the command exited on its own.
+    CommandExited,
+}
+
+impl Trigger {
+    /// For logs and events.
+    pub fn describe(&self) -> String {
+        match self {
+            Trigger::Signal(s) => s.as_str().to_string(),
+            Trigger::Request => "shutdown request".into(),
+            Trigger::CommandExited => "command exited".into(),
+        }
+    }
+}
+
+/// What the planner needs to know about one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopSpec {
+    /// Service name.
+    pub name: String,
+    /// Services it starts after (they stop after it).
+    pub after: Vec<String>,
+    /// Its own stop timeout.
+    pub stop_timeout: Duration,
+}
+
+/// Services stopped in parallel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wave {
+    /// Names, sorted.
+    pub services: Vec<String>,
+    /// The longest stop timeout among them.
+    pub requested: Duration,
+    /// What the plan gives the wave.
+    pub allotted: Duration,
+}
+
+/// The shutdown plan announced when shutdown starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The whole bound.
+    pub budget: Duration,
+    /// Kept back for killing, sweeps, verification and cleanup hooks.
+    pub reserve: Duration,
+    /// Waves in stop order.
+    pub waves: Vec<Wave>,
+}
+
+impl Plan {
+    /// `wave 1: web, worker (10 s); wave 2: db (20 s → clipped to 17.5 s)`.
+    pub fn describe(&self) -> String {
+        if self.waves.is_empty() {
+            return "no services to stop".into();
+        }
+        let waves: Vec<String> = self
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let t = if w.allotted < w.requested {
+                    format!("{} → clipped to {}", secs(w.requested), secs(w.allotted))
+                } else {
+                    secs(w.requested)
+                };
+                format!("wave {}: {} ({t})", i + 1, w.services.join(", "))
+            })
+            .collect();
+        format!(
+            "{}; reserve {} of {}",
+            waves.join("; "),
+            secs(self.reserve),
+            secs(self.budget)
+        )
+    }
+}
+
+/// `10 s`, `17.5 s`, `0.25 s`.
+pub fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        let s = format!("{:.3}", d.as_secs_f64());
+        format!("{} s", s.trim_end_matches('0'))
+    }
+}
+
+/// Time kept back from the waves for killing, sweeping and cleanup: a twelfth of the budget,
+/// at least 200 ms and at most 2.5 s (never more than half the budget).
+pub fn reserve_for(budget: Duration) -> Duration {
+    (budget / 12)
+        .clamp(Duration::from_millis(200), Duration::from_millis(2500))
+        .min(budget / 2)
+}
+
+/// Time kept at the very end to remove the socket and lock, flush and exit.
+pub fn exit_margin(budget: Duration) -> Duration {
+    (budget / 20).min(Duration::from_millis(200))
+}
+
+/// Shares `available` among `wants` by max-min fairness: nobody gets more than they want, and
+/// those who want more than an equal share split what the others leave.
+pub fn water_fill(wants: &[Duration], available: Duration) -> Vec<Duration> {
+    let mut out = vec![Duration::ZERO; wants.len()];
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| wants[i]);
+    let mut left = available;
+    for (k, &i) in order.iter().enumerate() {
+        let share = left / (wants.len() - k) as u32;
+        out[i] = wants[i].min(share);
+        left = left.saturating_sub(out[i]);
+    }
+    out
+}
+
+/// Groups services into stop waves: a service stops only after every service that starts after
+/// it has stopped. Independent services share a wave.
+pub fn waves(specs: &[StopSpec]) -> Vec<Vec<String>> {
+    let names: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in specs {
+        for a in s.after.iter().filter(|a| names.contains(a.as_str())) {
+            dependents
+                .entry(a.as_str())
+                .or_default()
+                .push(s.name.as_str());
+        }
+    }
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    fn depth<'a>(
+        n: &'a str,
+        dependents: &BTreeMap<&'a str, Vec<&'a str>>,
+        level: &mut BTreeMap<&'a str, usize>,
+        guard: usize,
+    ) -> usize {
+        if let Some(&l) = level.get(n) {
+            return l;
+        }
+        // Config validation rejects cycles; the guard only keeps a reload race from recursing forever.
+        let l = if guard == 0 {
+            0
+        } else {
+            dependents
+                .get(n)
+                .into_iter()
+                .flatten()
+                .map(|d| depth(d, dependents, level, guard - 1) + 1)
+                .max()
+                .unwrap_or(0)
+        };
+        level.insert(n, l);
+        l
+    }
+    for s in specs {
+        depth(&s.name, &dependents, &mut level, specs.len());
+    }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for (name, l) in level {
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(name.to_string());
+    }
+    out.retain(|w| !w.is_empty());
+    out
+}
+
+/// Plans the waves within `budget`.
+pub fn plan(specs: &[StopSpec], budget: Duration) -> Plan {
+    let reserve = reserve_for(budget);
+    let timeout: BTreeMap<&str, Duration> = specs
+        .iter()
+        .map(|s| (s.name.as_str(), s.stop_timeout))
+        .collect();
+    let groups = waves(specs);
+    let wants: Vec<Duration> = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .filter_map(|n| timeout.get(n.as_str()))
+                .copied()
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let available = budget.saturating_sub(reserve + exit_margin(budget));
+    let allotted = water_fill(&wants, available);
+    let waves = groups
+        .into_iter()
+        .zip(wants)
+        .zip(allotted)
+        .map(|((services, requested), allotted)| Wave {
+            services,
+            requested,
+            allotted,
+        })
+        .collect();
+    Plan {
+        budget,
+        reserve,
+        waves,
+    }
+}
+
+/// What the shutdown machine is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShutdownInput {
+    /// Something asked for a shutdown (again).
+    Trigger(Trigger),
+    /// Every service of the current wave is stopped.
+    WaveStopped,
+    /// Everything left was killed and verified gone (or could not be).
+    KillFinished,
+    /// The last cleanup hook ended.
+    HooksFinished,
+    /// Time passed.
+    Tick,
+}
+
+/// What the supervisor must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Entered a new phase (log it, tell watchers and the service manager).
+    Entered {
+        /// The new phase.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
+    /// Shutdown began: stop accepting connections.
+    CloseListener,
+    /// Announce the plan.
+    Announce(Plan),
+    /// Stop these services, each by `deadline` at the latest.
+    StopWave {
+        /// Services.
+        services: Vec<String>,
+        /// End of the wave's allotment.
+        deadline: Instant,
+    },
+    /// In-flight requests are out of time: fail them and close idle connections.
+    EndGrace,
+    /// Freeze and kill everything that is left, then sweep; verify by `deadline`.
+    KillEverything {
+        /// When to stop waiting for killed processes to disappear.
+        deadline: Instant,
+    },
+    /// Run the cleanup hooks; the last one must end by `deadline`.
+    RunHooks {
+        /// Hard end of the hooks.
+        deadline: Instant,
+    },
+    /// Everything is done (or out of time): report, remove the socket and lock, exit.
+    Finish,
+    /// A repeated trigger: log it, change nothing.
+    AlreadyStopping(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KillStage {
+    Sweeping { until: Instant },
+    Hooks,
+}
+
+/// The shutdown state machine.
+#[derive(Debug)]
+pub struct Shutdown {
+    phase: Phase,
+    budget: Duration,
+    grace: Duration,
+    has_hooks: bool,
+    started: Option<Instant>,
+    grace_over: bool,
+    sigints: u32,
+    plan: Option<Plan>,
+    wave: usize,
+    kill: Option<KillStage>,
+}
+
+impl Shutdown {
+    /// A machine in [`Phase::Running`].
+    pub fn new(budget: Duration, grace: Duration, has_hooks: bool) -> Self {
+        Shutdown {
+            phase: Phase::Running,
+            budget,
+            grace: grace.min(budget),
+            has_hooks,
+            started: None,
+            grace_over: false,
+            sigints: 0,
+            plan: None,
+            wave: 0,
+            kill: None,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// When shutdown began.
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    /// Updates limits after a config reload (only meaningful while running).
+    pub fn reconfigure(&mut self, budget: Duration, grace: Duration, has_hooks: bool) {
+        if self.phase == Phase::Running {
+            *self = Shutdown::new(budget, grace, has_hooks);
+        }
+    }
+
+    /// The services of the wave being stopped.
+    pub fn current_wave(&self) -> Option<&Wave> {
+        match self.phase {
+            Phase::Draining => self.plan.as_ref().and_then(|p| p.waves.get(self.wave)),
+            _ => None,
+        }
+    }
+
+    /// The moment the whole shutdown must be over (exit margin excluded).
+    pub fn hard_deadline(&self) -> Option<Instant> {
+        self.started
+            .map(|t| t + self.budget.saturating_sub(exit_margin(self.budget)))
+    }
+
+    fn drain_deadline(&self) -> Option<Instant> {
+        self.started.map(|t| {
+            t + self
+                .budget
+                .saturating_sub(reserve_for(self.budget) + exit_margin(self.budget))
+        })
+    }
+
+    /// The next moment [`ShutdownInput::Tick`] has work to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let t0 = self.started?;
+        let mut d = match self.phase {
+            Phase::Draining => self.drain_deadline(),
+            Phase::Killing => match self.kill {
+                Some(KillStage::Sweeping { until }) => Some(until),
+                _ => self.hard_deadline(),
+            },
+            _ => None,
+        };
+        if !self.grace_over && matches!(self.phase, Phase::Draining | Phase::Killing) {
+            let g = t0 + self.grace;
+            d = Some(d.map_or(g, |d| d.min(g)));
+        }
+        d
+    }
+
+    /// Feeds one input.
+    pub fn on_input(
+        &mut self,
+        input: ShutdownInput,
+        specs: &[StopSpec],
+        now: Instant,
+    ) -> Vec<Step> {
+        let mut steps = Vec::new();
+        match (self.phase, input) {
+            (Phase::Running, ShutdownInput::Trigger(t)) => {
+                if t == Trigger::Signal(Signal::SIGINT) {
+                    self.sigints = 1;
+                }
+                self.started = Some(now);
+                self.phase = Phase::Draining;
+                steps.push(Step::Entered {
+                    phase: Phase::Draining,
+                    reason: t.describe(),
+                });
+                steps.push(Step::CloseListener);
+                let plan = plan(specs, self.budget);
+                steps.push(Step::Announce(plan.clone()));
+                self.plan = Some(plan);
+                self.wave = 0;
+                self.start_wave(now, &mut steps);
+            }
+            (Phase::Draining, ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)))
+                if self.sigints >= 1 =>
+            {
+                self.sigints += 1;
+                self.enter_killing("second SIGINT".into(), now, &mut steps);
+            }
+            (
+                Phase::Draining | Phase::Killing | Phase::CleanedUp | Phase::Exit,
+                ShutdownInput::Trigger(t),
+            ) => {
+                if t == Trigger::Signal(Signal::SIGINT) {
+                    self.sigints += 1;
+                }
+                steps.push(Step::AlreadyStopping(format!(
+                    "{} received while {}: shutdown already under way",
+                    t.describe(),
+                    self.phase.as_str()
+                )));
+            }
+            (Phase::Draining, ShutdownInput::WaveStopped) => {
+                self.wave += 1;
+                self.start_wave(now, &mut steps);
+            }
+            (Phase::Killing, ShutdownInput::KillFinished) => {
+                if matches!(self.kill, Some(KillStage::Sweeping { .. })) {
+                    self.after_sweep(now, &mut steps);
+                }
+            }
+            (Phase::Killing, ShutdownInput::HooksFinished) => {
+                if self.kill == Some(KillStage::Hooks) {
+                    self.finish(&mut steps);
+                }
+            }
+            (Phase::Draining | Phase::Killing, ShutdownInput::Tick) => {
+                if let Some(t0) = self.started
+                    && !self.grace_over
+                    && now >= t0 + self.grace
+                {
+                    self.grace_over = true;
+                    steps.push(Step::EndGrace);
+                }
+                if self.hard_deadline().is_some_and(|h| now >= h) {
+                    self.finish(&mut steps);
+                } else if self.phase == Phase::Draining
+                    && self.drain_deadline().is_some_and(|d| now >= d)
+                {
+                    self.enter_killing(
+                        "shutdown budget for graceful stops used up".into(),
+                        now,
+                        &mut steps,
+                    );
+                } else if let Some(KillStage::Sweeping { until }) = self.kill
+                    && now >= until
+                {
+                    self.after_sweep(now, &mut steps);
+                }
+            }
+            // Progress reports that arrive in a phase where they mean nothing (a wave finishing
+            // after a second SIGINT, a tick while running) are ignored on purpose.
+            (
+                Phase::Running,
+                ShutdownInput::WaveStopped
+                | ShutdownInput::KillFinished
+                | ShutdownInput::HooksFinished
+                | ShutdownInput::Tick,
+            )
+            | (Phase::Draining, ShutdownInput::KillFinished | ShutdownInput::HooksFinished)
+            | (Phase::Killing, ShutdownInput::WaveStopped)
+            | (Phase::CleanedUp | Phase::Exit, _) => {}
+        }
+        steps
+    }
+
+    /// The supervisor has carried out [`Step::Finish`] and is about to exit.
+    pub fn exited(&mut self) {
+        self.phase = Phase::Exit;
+    }
+
+    fn start_wave(&mut self, now: Instant, steps: &mut Vec<Step>) {
+        let Some(plan) = &self.plan else { return };
+        let Some(wave) = plan.waves.get(self.wave) else {
+            self.enter_killing("every service stopped".into(), now, steps);
+            return;
+        };
+        // Re-share what is left: time earlier waves did not use rolls over.
+        let left = self
+            .drain_deadline()
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        let wants: Vec<Duration> = plan.waves[self.wave..]
+            .iter()
+            .map(|w| w.requested)
+            .collect();
+        let allotted = water_fill(&wants, left)
+            .first()
+            .copied()
+            .unwrap_or_default();
+        steps.push(Step::StopWave {
+            services: wave.services.clone(),
+            deadline: now + allotted,
+        });
+    }
+
+    fn enter_killing(&mut self, reason: String, now: Instant, steps: &mut Vec<Step>) {
+        self.phase = Phase::Killing;
+        steps.push(Step::Entered {
+            phase: Phase::Killing,
+            reason,
+        });
+        let hard = self.hard_deadline().unwrap_or(now);
+        // With hooks to run, killing may use at most half of what is left; without, all of it.
+        let until = if self.has_hooks {
+            now + hard.saturating_duration_since(now) / 2
+        } else {
+            hard
+        };
+        self.kill = Some(KillStage::Sweeping { until });
+        steps.push(Step::KillEverything { deadline: until });
+    }
+
+    fn after_sweep(&mut self, now: Instant, steps: &mut Vec<Step>) {
+        if self.has_hooks {
+            self.kill = Some(KillStage::Hooks);
+            steps.push(Step::RunHooks {
+                deadline: self.hard_deadline().unwrap_or(now),
+            });
+        } else {
+            self.finish(steps);
+        }
+    }
+
+    fn finish(&mut self, steps: &mut Vec<Step>) {
+        self.phase = Phase::CleanedUp;
+        self.kill = None;
+        steps.push(Step::Entered {
+            phase: Phase::CleanedUp,
+            reason: "shutdown complete".into(),
+        });
+        steps.push(Step::Finish);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn spec(name: &str, after: &[&str], timeout_ms: u64) -> StopSpec {
+        StopSpec {
+            name: name.into(),
+            after: after.iter().map(|s| s.to_string()).collect(),
+            stop_timeout: ms(timeout_ms),
+        }
+    }
+
+    #[test]
+    fn waves_follow_reverse_dependency_order() {
+        let specs = [
+            spec("db", &[], 1),
+            spec("web", &["db"], 1),
+            spec("proxy", &["web"], 1),
+            spec("worker", &["db"], 1),
+            spec("cron", &[], 1),
+        ];
+        assert_eq!(
+            waves(&specs),
+            vec![vec!["cron", "proxy", "worker"], vec!["web"], vec!["db"]]
+        );
+    }
+
+    #[test]
+    fn water_filling_keeps_small_waves_whole() {
+        assert_eq!(
+            water_fill(&[ms(10_000), ms(20_000)], ms(27_500)),
+            vec![ms(10_000), ms(17_500)]
+        );
+        assert_eq!(water_fill(&[ms(20_000); 3], ms(6_000)), vec![ms(2_000); 3]);
+        assert_eq!(
+            water_fill(&[ms(1_000), ms(1_000)], ms(10_000)),
+            vec![ms(1_000), ms(1_000)]
+        );
+        assert_eq!(water_fill(&[], ms(10_000)), Vec::<Duration>::new());
+    }
+
+    #[test]
+    fn plan_clips_to_the_budget_and_describes_itself() {
+        let specs = [
+            spec("db", &[], 20_000),
+            spec("web", &["db"], 10_000),
+            spec("worker", &["db"], 5_000),
+        ];
+        let p = plan(&specs, ms(30_000));
+        assert_eq!(p.reserve, ms(2_500));
+        assert_eq!(p.waves[0].allotted, ms(10_000));
+        assert_eq!(p.waves[1].allotted, ms(17_300));
+        assert_eq!(
+            p.describe(),
+            "wave 1: web, worker (10 s); wave 2: db (20 s → clipped to 17.3 s); reserve 2.5 s of 30 s"
+        );
+        let total: Duration = p.waves.iter().map(|w| w.allotted).sum();
+        assert!(total + p.reserve <= p.budget);
+    }
+
+    #[test]
+    fn repeated_sigterm_starts_one_shutdown() {
+        let t0 = Instant::now();
+        let specs = [spec("a", &[], 1_000)];
+        let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
+        let steps = s.on_input(
+            ShutdownInput::Trigger(Trigger::Signal(Signal::SIGTERM)),
+            &specs,
+            t0,
+        );
+        assert_eq!(s.phase(), Phase::Draining);
+        assert!(steps.contains(&Step::CloseListener));
+        assert!(steps.contains(&Step::StopWave {
+            services: vec!["a".into()],
+            deadline: t0 + ms(1_000)
+        }));
+        for i in 0..20 {
+            let steps = s.on_input(
+                ShutdownInput::Trigger(Trigger::Signal(Signal::SIGTERM)),
+                &specs,
+                t0 + ms(i),
+            );
+            assert!(
+                matches!(steps.as_slice(), [Step::AlreadyStopping(_)]),
+                "{steps:?}"
+            );
+            let steps = s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0 + ms(i));
+            assert!(matches!(steps.as_slice(), [Step::AlreadyStopping(_)]));
+        }
+        assert_eq!(s.phase(), Phase::Draining);
+        assert_eq!(s.started(), Some(t0));
+    }
+
+    #[test]
+    fn second_sigint_escalates_to_killing() {
+        let t0 = Instant::now();
+        let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
+        s.on_input(
+            ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)),
+            &[spec("a", &[], 9_000)],
+            t0,
+        );
+        let steps = s.on_input(
+            ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)),
+            &[],
+            t0 + ms(5),
+        );
+        assert_eq!(s.phase(), Phase::Killing);
+        assert!(
+            steps
+                .iter()
+                .any(|st| matches!(st, Step::KillEverything { .. }))
+        );
+        // A third one changes nothing.
+        let steps = s.on_input(
+            ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)),
+            &[],
+            t0 + ms(6),
+        );
+        assert!(matches!(steps.as_slice(), [Step::AlreadyStopping(_)]));
+    }
+
+    #[test]
+    fn sigterm_then_sigint_does_not_escalate() {
+        let t0 = Instant::now();
+        let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
+        s.on_input(
+            ShutdownInput::Trigger(Trigger::Signal(Signal::SIGTERM)),
+            &[spec("a", &[], 9_000)],
+            t0,
+        );
+        s.on_input(
+            ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)),
+            &[],
+            t0,
+        );
+        assert_eq!(s.phase(), Phase::Draining);
+    }
+
+    #[test]
+    fn waves_advance_and_unused_time_rolls_over() {
+        let t0 = Instant::now();
+        let specs = [spec("db", &[], 20_000), spec("web", &["db"], 20_000)];
+        let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
+        let steps = s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0);
+        // 30 s - 2.5 s reserve - 0.2 s exit margin = 27.3 s, split over two waves.
+        assert!(steps.contains(&Step::StopWave {
+            services: vec!["web".into()],
+            deadline: t0 + ms(13_650)
+        }));
+        let steps = s.on_input(ShutdownInput::WaveStopped, &specs, t0 + ms(1_000));
+        assert!(steps.contains(&Step::StopWave {
+            services: vec!["db".into()],
+            deadline: t0 + ms(20_000) + ms(1_000)
+        }));
+        let steps = s.on_input(ShutdownInput::WaveStopped, &specs, t0 + ms(2_000));
+        assert_eq!(s.phase(), Phase::Killing);
+        assert!(steps.contains(&Step::KillEverything {
+            deadline: t0 + ms(29_800)
+        }));
+        let steps = s.on_input(ShutdownInput::KillFinished, &specs, t0 + ms(2_100));
+        assert_eq!(steps.last(), Some(&Step::Finish));
+        assert_eq!(s.phase(), Phase::CleanedUp);
+    }
+
+    #[test]
+    fn deadlines_escalate_and_finish_no_matter_what() {
+        let t0 = Instant::now();
+        let specs = [spec("a", &[], 30_000)];
+        let mut s = Shutdown::new(ms(6_000), ms(1_000), true);
+        s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0);
+        assert_eq!(s.deadline(), Some(t0 + ms(1_000)), "grace first");
+        assert!(
+            s.on_input(ShutdownInput::Tick, &specs, t0 + ms(999))
+                .is_empty(),
+            "early tick is a no-op"
+        );
+        assert_eq!(
+            s.on_input(ShutdownInput::Tick, &specs, t0 + ms(1_000)),
+            vec![Step::EndGrace]
+        );
+        // 6 s - 0.5 s reserve - 0.2 s margin.
+        assert_eq!(s.deadline(), Some(t0 + ms(5_300)));
+        let steps = s.on_input(ShutdownInput::Tick, &specs, t0 + ms(5_300));
+        assert!(
+            steps.contains(&Step::KillEverything {
+                deadline: t0 + ms(5_550)
+            }),
+            "{steps:?}"
+        );
+        let steps = s.on_input(ShutdownInput::Tick, &specs, t0 + ms(5_550));
+        assert_eq!(
+            steps,
+            vec![Step::RunHooks {
+                deadline: t0 + ms(5_800)
+            }]
+        );
+        let steps = s.on_input(ShutdownInput::Tick, &specs, t0 + ms(5_800));
+        assert_eq!(steps.last(), Some(&Step::Finish));
+        assert_eq!(s.phase(), Phase::CleanedUp);
+        assert!(
+            s.on_input(ShutdownInput::Tick, &specs, t0 + ms(9_000))
+                .is_empty()
+        );
+        s.exited();
+        assert_eq!(s.phase(), Phase::Exit);
+    }
+
+    #[test]
+    fn no_services_goes_straight_to_killing() {
+        let t0 = Instant::now();
+        let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
+        let steps = s.on_input(ShutdownInput::Trigger(Trigger::Request), &[], t0);
+        assert_eq!(s.phase(), Phase::Killing);
+        assert!(
+            steps
+                .iter()
+                .any(|st| matches!(st, Step::KillEverything { .. }))
+        );
+    }
+}

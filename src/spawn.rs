@@ -1,0 +1,157 @@
+//! Starting processes: a clean slate for every service and hook.
+//!
+//! Owns: `fork`/`exec` through `std::process::Command`, with what runs between them: a new
+//! session, an empty signal mask, default signal dispositions and the file limit reapd found.
+//! Must never: leak one of reapd's descriptors into a child (everything reapd opens is
+//! close-on-exec), or run anything but async-signal-safe calls between fork and exec.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::proctree::Pid;
+
+/// What to start.
+#[derive(Debug)]
+pub struct SpawnSpec<'a> {
+    /// argv; the program is looked up in `PATH` when it has no slash.
+    pub cmd: &'a [String],
+    /// Variables added to (or replacing) reapd's environment.
+    pub env: &'a [(String, String)],
+    /// Working directory.
+    pub cwd: Option<&'a PathBuf>,
+    /// Keep reapd's stdin instead of `/dev/null`.
+    pub inherit_stdin: bool,
+}
+
+/// The open-file limit to give children: reapd raises its own soft limit to track many pidfds,
+/// but programs that use `select()` break above 1024, so children get the limit reapd inherited.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildLimits {
+    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
+}
+
+impl ChildLimits {
+    /// Raises reapd's own soft `RLIMIT_NOFILE` to the hard limit and remembers the original.
+    pub fn raise_own_nofile() -> ChildLimits {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return ChildLimits { nofile: None };
+        }
+        let original = (lim.rlim_cur, lim.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return ChildLimits { nofile: None };
+        }
+        ChildLimits {
+            nofile: Some(original),
+        }
+    }
+}
+
+/// Starts a process in its own session and returns its pid.
+pub fn spawn(spec: &SpawnSpec<'_>, limits: ChildLimits) -> Result<Pid, String> {
+    let Some((program, args)) = spec.cmd.split_first() else {
+        return Err("empty command".into());
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        // Readiness belongs to reapd; a service that saw NOTIFY_SOCKET could report for it.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("REAPD_SERVICE")
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.inherit_stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    if let Some(dir) = spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let nofile = limits.nofile;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (setsid, sigprocmask, sigaction, setrlimit) on stack data; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // std keeps the parent's mask and ignored signals across exec; reset both so a
+            // service can be stopped by the signals it is sent.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
+            if let Some((cur, max)) = nofile {
+                let lim = libc::rlimit {
+                    rlim_cur: cur,
+                    rlim_max: max,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        // Dropping `Child` neither waits nor kills; reapd reaps every child with waitpid(-1).
+        Ok(child) => Pid::try_from(child.id()).map_err(|_| "pid out of range".to_string()),
+        Err(e) => {
+            let cwd = spec
+                .cwd
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default();
+            Err(format!("cannot execute {program:?}{cwd}: {e}"))
+        }
+    }
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so nothing reapd inherited (a leaked lock, a
+/// readiness fd) reaches a service. reapd's own descriptors are all opened close-on-exec anyway.
+pub fn cloexec_inherited_fds() {
+    // SAFETY: close_range only changes flags on descriptors; it touches no memory.
+    let r = unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if r != 0 {
+        // Kernels before 5.11: fall back to walking /proc/self/fd.
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in fds.into_iter().filter(|&fd| fd > 2) {
+                // SAFETY: F_SETFD on a descriptor number; harmless if it was closed meanwhile.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+}
+
+/// True if `fd` is an open descriptor.
+pub fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}

@@ -1,0 +1,701 @@
+//! The stop procedure for one set of processes: graceful bottom-up, then freeze-then-kill.
+//!
+//! Owns: [`StopJob`], used for every stop reapd performs — `stop NAME`, restarts, reload, each
+//! service of a shutdown wave, the final kill of everything left, and overrunning cleanup hooks.
+//! One code path, so what the tests prove for shutdown holds for all of them.
+//! Must never: read `/proc`, send a signal or look at a clock. It is fed snapshots, "process
+//! gone" notices and the current time, and answers with [`JobOut`] actions.
+//!
+//! Contract: after creating a job or feeding it anything, the caller checks [`StopJob::wants_scan`]
+//! and, if set, scans and calls [`StopJob::on_scan`]; it calls [`StopJob::on_tick`] once
+//! [`StopJob::deadline`] has passed (early or repeated ticks are harmless).
+//!
+//! Bottom-up is something to wait for, not something to send: signalling six levels within a
+//! microsecond lets the scheduler pick the order. So a process receives the stop signal only once
+//! every process below it is gone, or once that level's share of the stop timeout is used up.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::config::StopScope;
+use crate::proctree::{Forest, Pid, ProcId, Snapshot};
+
+/// Freeze passes before reapd gives up on reaching a fixpoint and kills what it has.
+pub const MAX_FREEZE_ROUNDS: u32 = 64;
+
+/// How a stop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopHow {
+    /// Every process left after the stop signal.
+    Exited,
+    /// Some processes had to be killed.
+    Killed,
+    /// Nothing was running.
+    Idle,
+}
+
+impl StopHow {
+    /// Wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopHow::Exited => "exited",
+            StopHow::Killed => "killed",
+            StopHow::Idle => "idle",
+        }
+    }
+}
+
+/// What a job asks the event loop to do, or reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOut {
+    /// Send a signal through the process's pidfd.
+    Signal {
+        /// Target.
+        proc: ProcId,
+        /// Signal.
+        signal: Signal,
+    },
+    /// Open a pidfd for the process so its exit is noticed.
+    Watch(ProcId),
+    /// Progress: these pids just received the stop signal (one level, deepest first).
+    Signalled {
+        /// Signal sent.
+        signal: Signal,
+        /// Pids.
+        pids: Vec<Pid>,
+    },
+    /// Progress: these pids were frozen and killed, deepest first.
+    Killed {
+        /// Pids.
+        pids: Vec<Pid>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Graceful,
+    Freezing { round: u32 },
+    Killing,
+    Done(StopHow),
+}
+
+/// One stop in progress.
+#[derive(Debug)]
+pub struct StopJob {
+    signal: Signal,
+    scope: StopScope,
+    main: Option<ProcId>,
+    started: Instant,
+    deadline: Instant,
+    stage: Stage,
+    level_deadline: Option<Instant>,
+    force_level: bool,
+    scan_wanted: bool,
+    seen_any: bool,
+    signalled: HashMap<ProcId, Option<ProcId>>,
+    bereaved: HashSet<ProcId>,
+    frozen: HashSet<ProcId>,
+    killed: HashSet<ProcId>,
+    gone: HashSet<ProcId>,
+    watched: HashSet<ProcId>,
+}
+
+impl StopJob {
+    /// A graceful stop: `signal` bottom-up (or to `main` only, with [`StopScope::Main`]), then
+    /// freeze-then-kill once `timeout` has passed.
+    pub fn new(
+        signal: Signal,
+        scope: StopScope,
+        main: Option<ProcId>,
+        timeout: Duration,
+        now: Instant,
+    ) -> Self {
+        StopJob {
+            signal,
+            scope,
+            main,
+            started: now,
+            deadline: now + timeout,
+            stage: Stage::Graceful,
+            level_deadline: None,
+            force_level: false,
+            scan_wanted: true,
+            seen_any: false,
+            signalled: HashMap::new(),
+            bereaved: HashSet::new(),
+            frozen: HashSet::new(),
+            killed: HashSet::new(),
+            gone: HashSet::new(),
+            watched: HashSet::new(),
+        }
+    }
+
+    /// A stop that skips the graceful part: freeze and kill at once.
+    pub fn kill_now(now: Instant) -> Self {
+        let mut job = StopJob::new(Signal::SIGKILL, StopScope::Tree, None, Duration::ZERO, now);
+        job.stage = Stage::Freezing { round: 0 };
+        job
+    }
+
+    /// When the job was created.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The stop timeout's deadline.
+    pub fn stop_deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// True once a scan is needed to make progress.
+    pub fn wants_scan(&self) -> bool {
+        self.scan_wanted && !self.is_done()
+    }
+
+    /// How the job ended, once every member is gone.
+    pub fn outcome(&self) -> Option<StopHow> {
+        match self.stage {
+            Stage::Done(how) => Some(how),
+            _ => None,
+        }
+    }
+
+    /// True once every member is gone.
+    pub fn is_done(&self) -> bool {
+        self.outcome().is_some()
+    }
+
+    /// True once the graceful part is over.
+    pub fn is_killing(&self) -> bool {
+        matches!(self.stage, Stage::Freezing { .. } | Stage::Killing)
+    }
+
+    /// Every process this job has sent a signal to.
+    pub fn touched(&self) -> impl Iterator<Item = ProcId> + '_ {
+        self.signalled.keys().chain(self.frozen.iter()).copied()
+    }
+
+    /// The next moment [`StopJob::on_tick`] has work to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::Graceful => Some(
+                self.level_deadline
+                    .map_or(self.deadline, |l| l.min(self.deadline)),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Moves the stop timeout earlier (a shutdown wave with less time than the service asks).
+    pub fn clip(&mut self, deadline: Instant) {
+        if deadline < self.deadline {
+            self.deadline = deadline;
+        }
+    }
+
+    /// Skips what is left of the graceful part.
+    pub fn escalate(&mut self) {
+        if self.stage == Stage::Graceful {
+            self.stage = Stage::Freezing { round: 0 };
+            self.scan_wanted = true;
+        }
+    }
+
+    /// Time has passed: end a level's share or the graceful part.
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.stage != Stage::Graceful {
+            return;
+        }
+        if now >= self.deadline {
+            self.escalate();
+        } else if self.level_deadline.is_some_and(|l| now >= l) {
+            self.level_deadline = None;
+            self.force_level = true;
+            self.scan_wanted = true;
+        }
+    }
+
+    /// A member's pidfd became readable (it exited) or it could not be found any more.
+    pub fn on_gone(&mut self, id: ProcId) {
+        if !self.gone.insert(id) {
+            return;
+        }
+        if let Some(Some(parent)) = self.signalled.get(&id) {
+            self.bereaved.insert(*parent);
+        }
+        match self.stage {
+            Stage::Graceful => self.scan_wanted = true,
+            Stage::Killing => {
+                // One confirming scan once every killed process is gone, not one per death.
+                if self.killed.iter().all(|k| self.gone.contains(k)) {
+                    self.scan_wanted = true;
+                }
+            }
+            Stage::Freezing { .. } | Stage::Done(_) => {}
+        }
+    }
+
+    /// Feeds a fresh scan. `members` are the pids that belong to this job in `snap`.
+    pub fn on_scan(&mut self, snap: &Snapshot, members: &[Pid], now: Instant) -> Vec<JobOut> {
+        self.scan_wanted = false;
+        let mut out = Vec::new();
+        if self.is_done() {
+            return out;
+        }
+        let alive: Vec<Pid> = members
+            .iter()
+            .copied()
+            .filter(|p| {
+                snap.procs
+                    .get(p)
+                    .is_some_and(|i| !i.is_dead() && !self.gone.contains(&i.id()))
+            })
+            .collect();
+        let id = |p: Pid| snap.procs.get(&p).map(|i| i.id());
+        for &p in &alive {
+            if let Some(i) = id(p)
+                && self.watched.insert(i)
+            {
+                out.push(JobOut::Watch(i));
+            }
+        }
+        if alive.is_empty() {
+            let how = if !self.killed.is_empty() {
+                StopHow::Killed
+            } else if self.seen_any || !self.signalled.is_empty() {
+                StopHow::Exited
+            } else {
+                StopHow::Idle
+            };
+            self.stage = Stage::Done(how);
+            return out;
+        }
+        self.seen_any = true;
+        let forest = Forest::new(snap, alive.iter().copied());
+        match self.stage {
+            Stage::Graceful => self.graceful(snap, &forest, now, &mut out),
+            Stage::Freezing { round } => {
+                let new: Vec<Pid> = forest
+                    .top_down()
+                    .into_iter()
+                    .filter(|&p| id(p).is_some_and(|i| !self.frozen.contains(&i)))
+                    .collect();
+                for &p in &new {
+                    if let Some(i) = id(p) {
+                        self.frozen.insert(i);
+                        out.push(JobOut::Signal {
+                            proc: i,
+                            signal: Signal::SIGSTOP,
+                        });
+                    }
+                }
+                let all_stopped = alive
+                    .iter()
+                    .all(|p| snap.procs.get(p).is_some_and(|i| i.is_stopped()));
+                if (new.is_empty() && all_stopped) || round >= MAX_FREEZE_ROUNDS {
+                    self.kill(&forest, snap, &mut out);
+                    self.stage = Stage::Killing;
+                } else {
+                    self.stage = Stage::Freezing { round: round + 1 };
+                    self.scan_wanted = true;
+                }
+            }
+            Stage::Killing => {
+                // Anything alive here escaped the freeze (it was forked while the fixpoint search
+                // gave up); stop and kill it the same way.
+                let fresh: Vec<Pid> = forest
+                    .members()
+                    .iter()
+                    .copied()
+                    .filter(|&p| id(p).is_some_and(|i| !self.killed.contains(&i)))
+                    .collect();
+                if !fresh.is_empty() {
+                    let sub = Forest::new(snap, fresh);
+                    for p in sub.top_down() {
+                        if let Some(i) = id(p)
+                            && self.frozen.insert(i)
+                        {
+                            out.push(JobOut::Signal {
+                                proc: i,
+                                signal: Signal::SIGSTOP,
+                            });
+                        }
+                    }
+                    self.kill(&sub, snap, &mut out);
+                }
+            }
+            Stage::Done(_) => {}
+        }
+        out
+    }
+
+    fn graceful(&mut self, snap: &Snapshot, forest: &Forest, now: Instant, out: &mut Vec<JobOut>) {
+        let id = |p: Pid| snap.procs.get(&p).map(|i| i.id());
+        let main_alive = self
+            .main
+            .filter(|m| forest.members().contains(&m.pid) && id(m.pid) == Some(*m));
+        let eligible: Vec<Pid> = match (self.scope, main_alive) {
+            (StopScope::Main, Some(m)) => {
+                if self.signalled.contains_key(&m) {
+                    Vec::new()
+                } else {
+                    vec![m.pid]
+                }
+            }
+            _ => {
+                let signalled = |p: Pid| id(p).is_some_and(|i| self.signalled.contains_key(&i));
+                forest
+                    .deepest_first()
+                    .into_iter()
+                    .filter(|&p| !signalled(p))
+                    .filter(|&p| {
+                        let below = forest.below(p);
+                        let lost_a_child = id(p).is_some_and(|i| self.bereaved.contains(&i));
+                        below.is_empty()
+                            // It replaced the children we stopped with new ones (a shell loop,
+                            // a master respawning workers): stopping the new ones alone would
+                            // chase it forever.
+                            || (lost_a_child && !below.iter().any(|&q| signalled(q)))
+                            || (self.force_level && below.iter().all(|&q| signalled(q)))
+                    })
+                    .collect()
+            }
+        };
+        self.force_level = false;
+        if eligible.is_empty() {
+            return;
+        }
+        for &p in &eligible {
+            let Some(i) = id(p) else { continue };
+            let parent = snap
+                .procs
+                .get(&p)
+                .and_then(|info| snap.procs.get(&info.ppid))
+                .map(|pp| pp.id());
+            self.signalled.insert(i, parent);
+            out.push(JobOut::Signal {
+                proc: i,
+                signal: self.signal,
+            });
+            // A stopped process cannot act on its stop signal until it is continued.
+            out.push(JobOut::Signal {
+                proc: i,
+                signal: Signal::SIGCONT,
+            });
+        }
+        out.push(JobOut::Signalled {
+            signal: self.signal,
+            pids: eligible,
+        });
+        let unsignalled = |p: Pid| id(p).is_some_and(|i| !self.signalled.contains_key(&i));
+        let levels_left = match (self.scope, main_alive) {
+            (StopScope::Main, Some(_)) => 0,
+            _ => forest
+                .roots()
+                .into_iter()
+                .map(|r| forest.chain_len(r, &unsignalled))
+                .max()
+                .unwrap_or(0),
+        };
+        self.level_deadline = (levels_left > 0 && now < self.deadline)
+            .then(|| now + (self.deadline - now) / (levels_left as u32 + 1));
+    }
+
+    fn kill(&mut self, forest: &Forest, snap: &Snapshot, out: &mut Vec<JobOut>) {
+        let mut pids = Vec::new();
+        for p in forest.deepest_first() {
+            if let Some(i) = snap.procs.get(&p).map(|i| i.id())
+                && self.killed.insert(i)
+            {
+                out.push(JobOut::Signal {
+                    proc: i,
+                    signal: Signal::SIGKILL,
+                });
+                pids.push(p);
+            }
+        }
+        if !pids.is_empty() {
+            out.push(JobOut::Killed { pids });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proctree::tests::proc;
+
+    const ME: Pid = 1;
+
+    fn chain(n: i32) -> Snapshot {
+        // 100 → 101 → ... → 100+n-1, all in session 100.
+        Snapshot::new(
+            ME,
+            (0..n).map(|i| proc(100 + i, if i == 0 { ME } else { 99 + i }, 100)),
+        )
+    }
+
+    fn members(s: &Snapshot) -> Vec<Pid> {
+        s.procs.keys().copied().filter(|&p| p != ME).collect()
+    }
+
+    fn signalled(out: &[JobOut]) -> Vec<(Pid, Signal)> {
+        out.iter()
+            .filter_map(|o| match o {
+                JobOut::Signal { proc, signal } => Some((proc.pid, *signal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn remove(s: &mut Snapshot, pid: Pid) -> ProcId {
+        s.procs.remove(&pid).expect("present").id()
+    }
+
+    #[test]
+    fn chain_is_signalled_one_level_at_a_time_as_levels_exit() {
+        let t0 = Instant::now();
+        let mut snap = chain(3);
+        let main = snap.procs[&100].id();
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            Some(main),
+            Duration::from_secs(9),
+            t0,
+        );
+        assert!(job.wants_scan());
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [(102, Signal::SIGTERM), (102, Signal::SIGCONT)]
+        );
+        assert_eq!(
+            out.iter().filter(|o| matches!(o, JobOut::Watch(_))).count(),
+            3
+        );
+        // Level share: 9 s over three levels.
+        assert_eq!(job.deadline(), Some(t0 + Duration::from_secs(3)));
+        // Nothing new happens until the deepest level is gone.
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
+        let gone = remove(&mut snap, 102);
+        job.on_gone(gone);
+        assert!(job.wants_scan());
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            signalled(&job.on_scan(&snap, &members(&snap), t1)),
+            [(101, Signal::SIGTERM), (101, Signal::SIGCONT)]
+        );
+        job.on_gone(remove(&mut snap, 101));
+        assert_eq!(
+            signalled(&job.on_scan(&snap, &members(&snap), t1)),
+            [(100, Signal::SIGTERM), (100, Signal::SIGCONT)]
+        );
+        job.on_gone(remove(&mut snap, 100));
+        assert!(job.on_scan(&snap, &members(&snap), t1).is_empty());
+        assert_eq!(job.outcome(), Some(StopHow::Exited));
+    }
+
+    #[test]
+    fn a_stubborn_level_gives_way_after_its_share() {
+        let t0 = Instant::now();
+        let snap = chain(2);
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        job.on_scan(&snap, &members(&snap), t0);
+        let share = job.deadline().expect("level deadline");
+        assert_eq!(share, t0 + Duration::from_secs(5));
+        job.on_tick(share - Duration::from_millis(1));
+        assert!(!job.wants_scan(), "an early tick does nothing");
+        job.on_tick(share);
+        assert!(job.wants_scan());
+        assert_eq!(
+            signalled(&job.on_scan(&snap, &members(&snap), share)),
+            [(100, Signal::SIGTERM), (100, Signal::SIGCONT)]
+        );
+        assert_eq!(job.deadline(), Some(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn timeout_freezes_top_down_then_kills_deepest_first() {
+        let t0 = Instant::now();
+        let mut snap = chain(3);
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(1),
+            t0,
+        );
+        job.on_scan(&snap, &members(&snap), t0);
+        job.on_tick(t0 + Duration::from_secs(1));
+        assert!(job.is_killing());
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [
+                (100, Signal::SIGSTOP),
+                (101, Signal::SIGSTOP),
+                (102, Signal::SIGSTOP)
+            ]
+        );
+        assert!(job.wants_scan(), "not all stopped yet: rescan");
+        // A fork slipped through before the parent stopped.
+        for p in snap.procs.values_mut() {
+            p.state = 'T';
+        }
+        snap.procs.insert(103, proc(103, 102, 100));
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(signalled(&out), [(103, Signal::SIGSTOP)]);
+        snap.procs.get_mut(&103).expect("103").state = 'T';
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [
+                (103, Signal::SIGKILL),
+                (102, Signal::SIGKILL),
+                (101, Signal::SIGKILL),
+                (100, Signal::SIGKILL)
+            ]
+        );
+        assert!(out.contains(&JobOut::Killed {
+            pids: vec![103, 102, 101, 100]
+        }));
+        for p in [100, 101, 102] {
+            let id = remove(&mut snap, p);
+            job.on_gone(id);
+            assert!(!job.wants_scan(), "one confirming scan, not one per death");
+        }
+        job.on_gone(remove(&mut snap, 103));
+        assert!(job.wants_scan());
+        job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(job.outcome(), Some(StopHow::Killed));
+    }
+
+    #[test]
+    fn freezing_gives_up_on_a_fixpoint_after_bounded_rounds() {
+        let t0 = Instant::now();
+        let snap = chain(1); // never reaches state T (e.g. uninterruptible sleep)
+        let mut job = StopJob::kill_now(t0);
+        let mut rounds = 0;
+        while job.wants_scan() && rounds < 1000 {
+            job.on_scan(&snap, &members(&snap), t0);
+            rounds += 1;
+        }
+        assert_eq!(rounds, MAX_FREEZE_ROUNDS as usize + 1);
+        assert!(job.is_killing() && !job.is_done());
+    }
+
+    #[test]
+    fn main_scope_signals_only_the_main_process() {
+        let t0 = Instant::now();
+        let snap = chain(3);
+        let main = snap.procs[&100].id();
+        let mut job = StopJob::new(
+            Signal::SIGQUIT,
+            StopScope::Main,
+            Some(main),
+            Duration::from_secs(5),
+            t0,
+        );
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [(100, Signal::SIGQUIT), (100, Signal::SIGCONT)]
+        );
+        assert_eq!(
+            job.deadline(),
+            Some(t0 + Duration::from_secs(5)),
+            "no level shares"
+        );
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
+    }
+
+    #[test]
+    fn a_respawning_parent_is_signalled_once_its_stopped_child_is_replaced() {
+        let t0 = Instant::now();
+        // Shell 100 running `while :; do sleep 1; done`: child 101.
+        let mut snap = chain(2);
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        assert_eq!(
+            signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
+            (101, Signal::SIGTERM)
+        );
+        job.on_gone(remove(&mut snap, 101));
+        snap.procs.insert(102, proc(102, 100, 100));
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [
+                (102, Signal::SIGTERM),
+                (102, Signal::SIGCONT),
+                (100, Signal::SIGTERM),
+                (100, Signal::SIGCONT)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_parent_waits_while_any_signalled_child_lives() {
+        let t0 = Instant::now();
+        // 100 with children 101 and 102.
+        let mut snap = Snapshot::new(
+            ME,
+            [proc(100, ME, 100), proc(101, 100, 100), proc(102, 100, 100)],
+        );
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert!(out.contains(&JobOut::Signalled {
+            signal: Signal::SIGTERM,
+            pids: vec![101, 102]
+        }));
+        job.on_gone(remove(&mut snap, 101));
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
+    }
+
+    #[test]
+    fn nothing_running_is_idle_and_reused_pids_are_not_members() {
+        let t0 = Instant::now();
+        let snap = Snapshot::new(ME, []);
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(1),
+            t0,
+        );
+        job.on_scan(&snap, &[], t0);
+        assert_eq!(job.outcome(), Some(StopHow::Idle));
+        // A zombie counts as gone.
+        let mut snap = chain(1);
+        snap.procs.get_mut(&100).expect("100").state = 'Z';
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(1),
+            t0,
+        );
+        job.on_scan(&snap, &members(&snap), t0);
+        assert!(job.is_done());
+    }
+}

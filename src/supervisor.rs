@@ -1,0 +1,1737 @@
+//! The supervisor core: services, restarts, control requests, and the shutdown they all end in.
+//!
+//! Owns: every decision reapd makes — when to spawn, restart, signal, scan, reply, and exit —
+//! as a deterministic state machine. [`Supervisor::handle`] takes one [`Input`] and the current
+//! time; [`Supervisor::take_actions`] drains the [`Action`]s for the event loop to perform;
+//! [`Supervisor::deadline`] says when to call again with [`Input::Tick`].
+//! Must never: make a system call, read a clock or touch a file descriptor. Results of actions
+//! that the loop performs (a spawn, a scan) come back as inputs.
+//!
+//! Contract with the loop: after every `handle`, perform all actions in order; then, while
+//! [`Supervisor::scan_request`] returns a request, scan `/proc` and feed [`Input::Scanned`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::config::{Config, ConfigError, RestartPolicy, ServiceSpec, StopScope, stop_signal_name};
+use crate::proctree::{Attribution, ExitStatus, Owner, Pid, ProcId, Roots, Snapshot};
+use crate::protocol::{
+    ErrorCode, Event, Request, Survivor, WaveInfo, reply_err, reply_err_with, reply_ok,
+};
+use crate::shutdown::{Phase, Shutdown, ShutdownInput, Step, StopSpec, Trigger, secs};
+use crate::signals::FORWARDED;
+use crate::stop::{JobOut, StopHow, StopJob};
+
+/// First restart delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run this long resets the back-off.
+pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// Name of the service in single-command mode.
+pub const SINGLE_NAME: &str = "main";
+
+/// A control connection, as numbered by the loop.
+pub type ConnId = u64;
+
+/// A reply destination: the connection and the request's `id`.
+pub type ReplyTo = (ConnId, Option<Value>);
+
+/// How reapd was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `--config FILE`: services from a file, reloadable.
+    Config,
+    /// `-- CMD ARGS`: one command; its exit ends reapd.
+    Single,
+}
+
+/// Who a spawn is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spawnee {
+    /// A service's main process.
+    Service(String),
+    /// A cleanup hook, by index.
+    Hook(usize),
+}
+
+/// Extra facts a scan must collect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// Read every process's command line (for `match` sweeps), not only reapd's descendants'.
+    pub all_cmdlines: bool,
+    /// Find the processes listening on these TCP ports.
+    pub ports: Vec<u16>,
+}
+
+/// Messages for the service manager (s6 readiness fd, systemd `NOTIFY_SOCKET`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Socket bound, initial services spawned.
+    Ready,
+    /// Shutdown began.
+    Stopping,
+    /// A human-readable status line.
+    Status(String),
+}
+
+/// Everything the supervisor reacts to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The loop is ready: spawn the initial services.
+    Start,
+    /// A signal arrived (SIGCHLD excepted: the loop reaps and reports [`Input::Reaped`]).
+    Signal(Signal),
+    /// `waitpid` collected a child.
+    Reaped {
+        /// Its pid.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A process is gone: its pidfd became readable, or it vanished before one could be opened.
+    Gone(ProcId),
+    /// A spawn succeeded.
+    Spawned {
+        /// For whom.
+        who: Spawnee,
+        /// The new process.
+        proc: ProcId,
+    },
+    /// A spawn failed.
+    SpawnFailed {
+        /// For whom.
+        who: Spawnee,
+        /// Why, ready to log.
+        error: String,
+    },
+    /// A scan the supervisor asked for.
+    Scanned(Snapshot),
+    /// A control request.
+    Request {
+        /// From which connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: Option<Value>,
+        /// The request.
+        request: Request,
+    },
+    /// A control connection went away.
+    ConnClosed(ConnId),
+    /// The config file was re-read.
+    ConfigLoaded {
+        /// The new config, or its errors.
+        result: Result<Config, Vec<ConfigError>>,
+        /// Who asked, if a client did.
+        reply: Option<ReplyTo>,
+    },
+    /// A deadline passed.
+    Tick,
+}
+
+/// Everything the loop does on the supervisor's behalf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start a process in its own session; answer with [`Input::Spawned`] or [`Input::SpawnFailed`].
+    Spawn {
+        /// For whom.
+        who: Spawnee,
+        /// argv.
+        cmd: Vec<String>,
+        /// Variables added to reapd's environment.
+        env: Vec<(String, String)>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+        /// Keep reapd's stdin (single-command mode) instead of `/dev/null`.
+        inherit_stdin: bool,
+    },
+    /// Send a signal through the process's pidfd (opening one if needed).
+    Signal {
+        /// Target.
+        proc: ProcId,
+        /// Signal.
+        signal: Signal,
+    },
+    /// Open a pidfd so the process's exit produces [`Input::Gone`].
+    Watch(ProcId),
+    /// Send a reply line.
+    Reply {
+        /// To whom.
+        conn: ConnId,
+        /// The line, newline included.
+        line: String,
+    },
+    /// Send an event to every watcher.
+    Event(Event),
+    /// Close a connection once its output is flushed.
+    Close(ConnId),
+    /// Close every connection that is not watching.
+    CloseIdle,
+    /// Stop accepting connections.
+    CloseListener,
+    /// Re-read the config file and answer with [`Input::ConfigLoaded`].
+    LoadConfig {
+        /// Who asked.
+        reply: Option<ReplyTo>,
+    },
+    /// Tell the service manager something.
+    Notify(Notice),
+    /// Remove the socket and lock, flush, and exit with this status.
+    Exit {
+        /// Exit status.
+        code: i32,
+    },
+}
+
+#[derive(Debug)]
+struct Service {
+    spec: ServiceSpec,
+    main: Option<ProcId>,
+    running_since: Option<Instant>,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    restarts: u32,
+    last_exit: Option<ExitStatus>,
+    /// Asked to be down (stopped by a client, or never to be restarted).
+    down: bool,
+    stop: Option<StopJob>,
+    /// What happens once the stop finishes.
+    then: AfterStop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterStop {
+    Stay,
+    Start,
+    Replace(Box<ServiceSpec>),
+    Remove,
+}
+
+impl Service {
+    fn new(spec: ServiceSpec) -> Self {
+        Service {
+            spec,
+            main: None,
+            running_since: None,
+            restart_at: None,
+            backoff: BACKOFF_MIN,
+            restarts: 0,
+            last_exit: None,
+            down: false,
+            stop: None,
+            then: AfterStop::Stay,
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        if self.stop.is_some() {
+            "stopping"
+        } else if self.main.is_some() {
+            "running"
+        } else if self.restart_at.is_some() {
+            "backoff"
+        } else if self.down || self.last_exit.is_none() {
+            "stopped"
+        } else {
+            "exited"
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Waiter {
+    Stopped(String),
+    Running(String),
+}
+
+#[derive(Debug)]
+struct HookRun {
+    index: usize,
+    proc: Option<ProcId>,
+    started: Instant,
+    deadline: Instant,
+    result: Option<String>,
+    ok: bool,
+    reaper: Option<StopJob>,
+}
+
+/// The supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    mode: Mode,
+    cfg: Config,
+    shutdown_timeout_override: Option<u64>,
+    self_pid: Pid,
+    started: Instant,
+    services: Vec<Service>,
+    attribution: Attribution,
+    roots: Roots,
+    shutdown: Shutdown,
+    wave: Vec<String>,
+    /// Everything left at Killing time that no service claims, plus sweep targets.
+    leftovers: Option<StopJob>,
+    sweep_done: bool,
+    sweep_set: BTreeMap<ProcId, String>,
+    hooks_deadline: Option<Instant>,
+    next_hook: usize,
+    hook: Option<HookRun>,
+    /// Every process reapd signalled that it has not yet seen gone, with a description.
+    touched: BTreeMap<ProcId, String>,
+    failures: Vec<String>,
+    watchers: BTreeSet<ConnId>,
+    waiters: Vec<(ReplyTo, Waiter)>,
+    forwards: Vec<Signal>,
+    command_status: Option<ExitStatus>,
+    last_descriptions: HashMap<Pid, String>,
+    actions: Vec<Action>,
+}
+
+impl Supervisor {
+    /// A supervisor for `cfg`, not yet started. `shutdown_timeout_override` is the command-line
+    /// value that keeps winning over the file on reload.
+    pub fn new(
+        mode: Mode,
+        cfg: Config,
+        shutdown_timeout_override: Option<u64>,
+        self_pid: Pid,
+        now: Instant,
+    ) -> Self {
+        let shutdown = Shutdown::new(
+            cfg.shutdown_timeout,
+            cfg.effective_grace(),
+            !cfg.cleanup.is_empty(),
+        );
+        let services = cfg.services.iter().cloned().map(Service::new).collect();
+        let mut sup = Supervisor {
+            mode,
+            cfg,
+            shutdown_timeout_override,
+            self_pid,
+            started: now,
+            services,
+            attribution: Attribution::default(),
+            roots: Roots::default(),
+            shutdown,
+            wave: Vec::new(),
+            leftovers: None,
+            sweep_done: false,
+            sweep_set: BTreeMap::new(),
+            hooks_deadline: None,
+            next_hook: 0,
+            hook: None,
+            touched: BTreeMap::new(),
+            failures: Vec::new(),
+            watchers: BTreeSet::new(),
+            waiters: Vec::new(),
+            forwards: Vec::new(),
+            command_status: None,
+            last_descriptions: HashMap::new(),
+            actions: Vec::new(),
+        };
+        sup.refresh_roots();
+        sup
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.shutdown.phase()
+    }
+
+    /// Actions produced so far, in order.
+    #[must_use]
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The earliest deadline at which [`Input::Tick`] has work to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut add = |x: Option<Instant>| {
+            if let Some(x) = x {
+                d = Some(d.map_or(x, |d| d.min(x)));
+            }
+        };
+        add(self.shutdown.deadline());
+        for s in &self.services {
+            if self.phase() == Phase::Running {
+                add(s.restart_at);
+            }
+            add(s.stop.as_ref().and_then(StopJob::deadline));
+        }
+        if let Some(h) = &self.hook
+            && h.reaper.is_none()
+            && h.result.is_none()
+        {
+            add(Some(h.deadline));
+        }
+        d
+    }
+
+    /// The scan needed before more progress can be made, if any.
+    pub fn scan_request(&self) -> Option<ScanRequest> {
+        let jobs = self.services.iter().filter_map(|s| s.stop.as_ref());
+        let hook_job = self.hook.as_ref().and_then(|h| h.reaper.as_ref());
+        let wanted = !self.forwards.is_empty()
+            || jobs
+                .chain(self.leftovers.as_ref())
+                .chain(hook_job)
+                .any(StopJob::wants_scan);
+        if !wanted {
+            return None;
+        }
+        let mut req = ScanRequest::default();
+        if self.leftovers.is_some() && !self.sweep_done {
+            req.all_cmdlines = self.services.iter().any(|s| !s.spec.matches.is_empty());
+            req.ports = self
+                .services
+                .iter()
+                .flat_map(|s| s.spec.ports.iter().copied())
+                .collect();
+            req.ports.sort_unstable();
+            req.ports.dedup();
+        }
+        Some(req)
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Start => self.start_all(now),
+            Input::Signal(sig) => self.on_signal(sig, now),
+            Input::Reaped { pid, status } => self.on_reaped(pid, status, now),
+            Input::Gone(id) => self.on_gone(id, now),
+            Input::Spawned { who, proc } => self.on_spawned(who, proc, now),
+            Input::SpawnFailed { who, error } => self.on_spawn_failed(who, error, now),
+            Input::Scanned(snap) => self.on_scan(snap, now),
+            Input::Request { conn, id, request } => self.on_request((conn, id), request, now),
+            Input::ConnClosed(conn) => {
+                self.watchers.remove(&conn);
+                self.waiters.retain(|((c, _), _)| *c != conn);
+            }
+            Input::ConfigLoaded { result, reply } => self.on_config(result, reply, now),
+            Input::Tick => self.on_tick(now),
+        }
+    }
+
+    // ----- starting and restarting -------------------------------------------------------------
+
+    fn start_all(&mut self, now: Instant) {
+        let names: Vec<String> = self.services.iter().map(|s| s.spec.name.clone()).collect();
+        for name in names {
+            self.spawn(&name, now);
+        }
+        self.actions.push(Action::Notify(Notice::Ready));
+        self.notify_status();
+        if self.services.is_empty() && self.mode == Mode::Config {
+            warn!("no services configured; add some and send SIGHUP (or `reapd ctl reload`)");
+        }
+    }
+
+    fn spawn(&mut self, name: &str, now: Instant) {
+        let inherit_stdin = self.mode == Mode::Single;
+        let Some(s) = self.service_mut(name) else {
+            return;
+        };
+        s.restart_at = None;
+        s.down = false;
+        let mut env: Vec<(String, String)> = s
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("REAPD_SERVICE".into(), s.spec.name.clone()));
+        let action = Action::Spawn {
+            who: Spawnee::Service(s.spec.name.clone()),
+            cmd: s.spec.cmd.clone(),
+            env,
+            cwd: s.spec.cwd.clone(),
+            inherit_stdin,
+        };
+        s.running_since = Some(now);
+        self.actions.push(action);
+    }
+
+    fn on_spawned(&mut self, who: Spawnee, proc: ProcId, now: Instant) {
+        match who {
+            Spawnee::Service(name) => {
+                let Some(s) = self.service_mut(&name) else {
+                    return;
+                };
+                s.main = Some(proc);
+                s.running_since = Some(now);
+                info!("{name}: started, pid {}", proc.pid);
+                self.actions.push(Action::Event(Event::Spawned {
+                    service: name.clone(),
+                    pid: proc.pid,
+                }));
+                self.refresh_roots();
+                self.answer_waiters(
+                    |w| matches!(w, Waiter::Running(n) if *n == name),
+                    |s| s.ok_running(&name),
+                );
+                self.notify_status();
+            }
+            Spawnee::Hook(index) => {
+                if let Some(h) = self.hook.as_mut().filter(|h| h.index == index) {
+                    h.proc = Some(proc);
+                    self.roots.spawned.insert(proc, Owner::Hook(index));
+                    debug!("cleanup[{index}]: started, pid {}", proc.pid);
+                }
+            }
+        }
+    }
+
+    fn on_spawn_failed(&mut self, who: Spawnee, err: String, now: Instant) {
+        match who {
+            Spawnee::Service(name) => {
+                error!("{name}: cannot start: {err}");
+                self.actions.push(Action::Event(Event::SpawnFailed {
+                    service: name.clone(),
+                    error: err.clone(),
+                }));
+                let fail_waiters = |sup: &mut Self| {
+                    sup.answer_waiters(
+                        |w| matches!(w, Waiter::Running(n) if *n == name),
+                        |_| Err((ErrorCode::Failed, format!("{name}: cannot start: {err}"))),
+                    )
+                };
+                fail_waiters(self);
+                if self.mode == Mode::Single {
+                    // Like a shell: a command that cannot be executed exits 127.
+                    self.command_status = Some(ExitStatus::Code(127));
+                    self.trigger(Trigger::CommandExited, now);
+                    return;
+                }
+                let Some(s) = self.service_mut(&name) else {
+                    return;
+                };
+                s.running_since = None;
+                s.last_exit = Some(ExitStatus::Code(127));
+                self.schedule_restart(&name, ExitStatus::Code(127), now);
+            }
+            Spawnee::Hook(index) => {
+                if let Some(h) = self.hook.as_mut().filter(|h| h.index == index) {
+                    h.result = Some(format!("cannot start: {err}"));
+                    h.ok = false;
+                }
+                self.advance_hooks(now);
+            }
+        }
+    }
+
+    fn on_reaped(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        self.touched.retain(|id, _| id.pid != pid);
+        self.roots.spawned.retain(|id, _| id.pid != pid);
+        if let Some(h) = self.hook.as_mut()
+            && h.proc.is_some_and(|p| p.pid == pid)
+        {
+            if h.result.is_none() {
+                h.ok = status.success();
+                h.result = Some(status.to_string());
+            }
+            self.advance_hooks(now);
+            return;
+        }
+        let Some(idx) = self
+            .services
+            .iter()
+            .position(|s| s.main.is_some_and(|m| m.pid == pid))
+        else {
+            debug!("reaped pid {pid} ({status})");
+            return;
+        };
+        let phase = self.phase();
+        let mode = self.mode;
+        let s = &mut self.services[idx];
+        let name = s.spec.name.clone();
+        s.main = None;
+        s.last_exit = Some(status);
+        let after_ms = s
+            .stop
+            .as_ref()
+            .map(|j| ms(now.saturating_duration_since(j.started())));
+        self.actions.push(Action::Event(Event::Exited {
+            service: name.clone(),
+            pid,
+            status,
+            after_ms,
+        }));
+        if let Some(job) = s.stop.as_mut() {
+            info!("{name}: main process {pid} ended ({status}) while stopping");
+            // The main process counts as a member of the tree: let the job see it gone.
+            let id = job.touched().find(|id| id.pid == pid);
+            if let Some(id) = id {
+                job.on_gone(id);
+            }
+            if job.is_done() {
+                self.finish_stop(&name, now);
+                self.check_progress(now);
+            }
+            return;
+        }
+        if mode == Mode::Single {
+            info!("{name}: command exited ({status})");
+            self.command_status = Some(status);
+            self.trigger(Trigger::CommandExited, now);
+            return;
+        }
+        if phase != Phase::Running {
+            info!("{name}: exited ({status}) during shutdown");
+            return;
+        }
+        let ran = s
+            .running_since
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default();
+        s.running_since = None;
+        if ran >= HEALTHY_RUN {
+            s.backoff = BACKOFF_MIN;
+        }
+        self.schedule_restart(&name, status, now);
+        self.notify_status();
+    }
+
+    fn schedule_restart(&mut self, name: &str, status: ExitStatus, now: Instant) {
+        if self.phase() != Phase::Running {
+            return;
+        }
+        let Some(s) = self.service_mut(name) else {
+            return;
+        };
+        let restart = !s.down
+            && match s.spec.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !status.success(),
+                RestartPolicy::Never => false,
+            };
+        if !restart {
+            info!(
+                "{name}: exited ({status}); restart policy {} keeps it down",
+                s.spec.restart.as_str()
+            );
+            return;
+        }
+        let delay = s.backoff;
+        s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
+        s.restarts += 1;
+        s.restart_at = Some(now + delay);
+        let restarts = s.restarts;
+        info!("{name}: exited ({status}); restarting in {}", secs(delay));
+        self.actions.push(Action::Event(Event::Restarting {
+            service: name.to_string(),
+            delay_ms: ms(delay),
+            restarts,
+        }));
+    }
+
+    // ----- signals and ticks -------------------------------------------------------------------
+
+    fn on_signal(&mut self, sig: Signal, now: Instant) {
+        match (self.mode, sig) {
+            (_, Signal::SIGTERM | Signal::SIGINT) | (Mode::Config, Signal::SIGQUIT) => {
+                self.trigger(Trigger::Signal(sig), now)
+            }
+            (Mode::Single, s) if FORWARDED.contains(&s) => {
+                self.forwards.push(s);
+            }
+            (Mode::Config, Signal::SIGHUP) => {
+                if self.phase() == Phase::Running {
+                    info!("SIGHUP: reloading the config");
+                    self.actions.push(Action::LoadConfig { reply: None });
+                } else {
+                    info!("SIGHUP ignored: shutdown under way");
+                }
+            }
+            (_, Signal::SIGCONT) => {
+                debug!("SIGCONT received (harmless; supervisors send it after SIGTERM)")
+            }
+            (_, other) => info!("{} received; reapd takes no action on it", other.as_str()),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if self.phase() == Phase::Running {
+            let due: Vec<String> = self
+                .services
+                .iter()
+                .filter(|s| s.restart_at.is_some_and(|t| t <= now))
+                .map(|s| s.spec.name.clone())
+                .collect();
+            for name in due {
+                info!("{name}: restarting");
+                self.spawn(&name, now);
+            }
+        }
+        for s in &mut self.services {
+            if let Some(job) = s.stop.as_mut() {
+                job.on_tick(now);
+            }
+        }
+        if let Some(h) = self.hook.as_mut()
+            && h.result.is_none()
+            && h.reaper.is_none()
+            && now >= h.deadline
+        {
+            warn!(
+                "cleanup[{}]: still running at its deadline; killing it",
+                h.index
+            );
+            h.result = Some("killed: ran past its share of the shutdown bound".into());
+            h.ok = false;
+            h.reaper = Some(StopJob::kill_now(now));
+        }
+        self.shutdown_input(ShutdownInput::Tick, now);
+    }
+
+    // ----- scans -------------------------------------------------------------------------------
+
+    fn on_scan(&mut self, snap: Snapshot, now: Instant) {
+        let owners = self.attribution.update(&snap, &self.roots);
+        self.prune_sessions(&snap);
+        for p in snap.procs.values() {
+            if owners.contains_key(&p.pid) {
+                self.last_descriptions.insert(p.pid, p.describe());
+            }
+        }
+        self.deliver_forwards(&snap);
+        // Service stops.
+        let mut finished = Vec::new();
+        for i in 0..self.services.len() {
+            let name = self.services[i].spec.name.clone();
+            let main = self.services[i].main;
+            let Some(job) = self.services[i].stop.as_mut() else {
+                continue;
+            };
+            if !job.wants_scan() {
+                continue;
+            }
+            let mut members: Vec<Pid> = owners
+                .iter()
+                .filter(|(_, o)| matches!(o, Owner::Service(n) if *n == name))
+                .map(|(p, _)| *p)
+                .collect();
+            if let Some(m) = main
+                && snap.get(m).is_some()
+                && !members.contains(&m.pid)
+            {
+                members.push(m.pid);
+            }
+            let outs = job.on_scan(&snap, &members, now);
+            // The main process is our child: the stop is complete once it is reaped, so its exit
+            // status is always reported before the service counts as stopped.
+            let done = job.is_done() && main.is_none();
+            self.perform(outs, Some(&name), &snap);
+            if done {
+                finished.push(name);
+            }
+        }
+        // Everything left at Killing time.
+        if let Some(job) = self.leftovers.as_mut()
+            && job.wants_scan()
+        {
+            let mut members: Vec<Pid> = owners
+                .iter()
+                .filter(|(_, o)| match o {
+                    Owner::Service(n) => !self
+                        .services
+                        .iter()
+                        .any(|s| s.spec.name == *n && s.stop.is_some()),
+                    Owner::Hook(_) | Owner::Unknown => true,
+                })
+                .map(|(p, _)| *p)
+                .collect();
+            if !self.sweep_done {
+                self.sweep_done = true;
+                let found = sweep_targets(&snap, &self.services, &owners);
+                for (id, reason) in found {
+                    let cmdline = snap.get(id).map(|p| p.describe()).unwrap_or_default();
+                    warn!("sweep: pid {} ({cmdline}): {reason}", id.pid);
+                    self.actions.push(Action::Event(Event::Sweep {
+                        pid: id.pid,
+                        cmdline,
+                        reason: reason.clone(),
+                    }));
+                    self.sweep_set.insert(id, reason);
+                }
+            }
+            let protected = snap.protected();
+            for id in self.sweep_set.keys() {
+                if snap.get(*id).is_some() {
+                    members.push(id.pid);
+                    members.extend(snap.descendants(id.pid));
+                }
+            }
+            members.retain(|p| !protected.contains(p));
+            members.sort_unstable();
+            members.dedup();
+            let outs = job.on_scan(&snap, &members, now);
+            self.perform(outs, None, &snap);
+        }
+        // An overrunning cleanup hook.
+        if let Some(h) = self.hook.as_mut()
+            && let Some(job) = h.reaper.as_mut()
+            && job.wants_scan()
+        {
+            // Services and leftovers are gone by now, so every descendant is the hook's: even
+            // children it left behind that were never seen while it ran (they look like orphans).
+            let members: Vec<Pid> = owners.keys().copied().collect();
+            let outs = job.on_scan(&snap, &members, now);
+            self.perform(outs, None, &snap);
+        }
+        for name in finished {
+            self.finish_stop(&name, now);
+        }
+        self.check_progress(now);
+    }
+
+    /// Turns a job's outputs into actions and events.
+    fn perform(&mut self, outs: Vec<JobOut>, service: Option<&str>, snap: &Snapshot) {
+        for o in outs {
+            match o {
+                JobOut::Signal { proc, signal } => {
+                    let desc = snap.get(proc).map(|p| p.describe()).unwrap_or_default();
+                    self.touched.insert(proc, desc);
+                    self.actions.push(Action::Signal { proc, signal });
+                }
+                JobOut::Watch(proc) => self.actions.push(Action::Watch(proc)),
+                JobOut::Signalled { signal, pids } => {
+                    let who = service.unwrap_or("leftovers");
+                    info!("{who}: sent {} to {}", signal.as_str(), pid_list(&pids));
+                    if let Some(s) = service {
+                        self.actions.push(Action::Event(Event::Signalled {
+                            service: s.to_string(),
+                            signal: signal.as_str().to_string(),
+                            pids,
+                        }));
+                    }
+                }
+                JobOut::Killed { pids } => {
+                    let who = service.unwrap_or("leftovers");
+                    warn!(
+                        "{who}: froze and killed {} process{}: {}",
+                        pids.len(),
+                        if pids.len() == 1 { "" } else { "es" },
+                        pid_list(&pids)
+                    );
+                    self.actions.push(Action::Event(Event::Killed {
+                        service: service.map(str::to_string),
+                        count: pids.len(),
+                        pids,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn deliver_forwards(&mut self, snap: &Snapshot) {
+        let sigs = std::mem::take(&mut self.forwards);
+        let Some(main) = self.services.first().and_then(|s| s.main) else {
+            if !sigs.is_empty() {
+                debug!("no command running; not forwarding {sigs:?}");
+            }
+            return;
+        };
+        let group: Vec<ProcId> = snap
+            .procs
+            .values()
+            .filter(|p| p.pgid == main.pid && !p.is_dead())
+            .map(|p| p.id())
+            .collect();
+        for sig in sigs {
+            info!(
+                "forwarding {} to process group {} ({} process{})",
+                sig.as_str(),
+                main.pid,
+                group.len(),
+                if group.len() == 1 { "" } else { "es" }
+            );
+            for &id in &group {
+                let desc = snap.get(id).map(|p| p.describe()).unwrap_or_default();
+                self.touched.insert(id, desc);
+                self.actions.push(Action::Signal {
+                    proc: id,
+                    signal: sig,
+                });
+            }
+        }
+    }
+
+    fn on_gone(&mut self, id: ProcId, now: Instant) {
+        self.touched.remove(&id);
+        for s in &mut self.services {
+            if let Some(job) = s.stop.as_mut() {
+                job.on_gone(id);
+            }
+        }
+        if let Some(job) = self.leftovers.as_mut() {
+            job.on_gone(id);
+        }
+        if let Some(job) = self.hook.as_mut().and_then(|h| h.reaper.as_mut()) {
+            job.on_gone(id);
+        }
+        self.check_progress(now);
+    }
+
+    // ----- stopping ----------------------------------------------------------------------------
+
+    /// Starts (or tightens) the stop procedure of a service. The one path every stop goes through.
+    fn begin_stop(&mut self, name: &str, deadline: Option<Instant>, now: Instant) {
+        let Some(s) = self.service_mut(name) else {
+            return;
+        };
+        s.restart_at = None;
+        if let Some(job) = s.stop.as_mut() {
+            if let Some(d) = deadline {
+                job.clip(d);
+            }
+            return;
+        }
+        let timeout = match deadline {
+            Some(d) => s.spec.stop_timeout.min(d.saturating_duration_since(now)),
+            None => s.spec.stop_timeout,
+        };
+        s.stop = Some(StopJob::new(
+            s.spec.stop_signal,
+            s.spec.stop_scope,
+            s.main,
+            timeout,
+            now,
+        ));
+        let signal = stop_signal_name(s.spec.stop_signal);
+        let scope = match s.spec.stop_scope {
+            StopScope::Tree => "its whole tree, deepest first",
+            StopScope::Main => "its main process",
+        };
+        info!(
+            "{name}: stopping: {signal} to {scope}, killed after {}",
+            secs(timeout)
+        );
+        self.actions.push(Action::Event(Event::Stopping {
+            service: name.to_string(),
+            signal,
+            timeout_ms: ms(timeout),
+        }));
+    }
+
+    fn finish_stop(&mut self, name: &str, now: Instant) {
+        let Some(idx) = self.services.iter().position(|s| s.spec.name == name) else {
+            return;
+        };
+        let Some(job) = self.services[idx].stop.take() else {
+            return;
+        };
+        let how = job.outcome().unwrap_or(StopHow::Killed);
+        let elapsed = ms(now.saturating_duration_since(job.started()));
+        info!("{name}: stopped ({}) after {elapsed} ms", how.as_str());
+        self.actions.push(Action::Event(Event::Stopped {
+            service: name.to_string(),
+            how: how.as_str().into(),
+            elapsed_ms: elapsed,
+        }));
+        let then = std::mem::replace(&mut self.services[idx].then, AfterStop::Stay);
+        let down = self.services[idx].down;
+        let running = self.phase() == Phase::Running;
+        self.answer_waiters(
+            |w| matches!(w, Waiter::Stopped(n) if n == name),
+            |_| Ok(json!({ "name": name, "state": "stopped", "how": how.as_str(), "elapsed_ms": elapsed })),
+        );
+        match then {
+            AfterStop::Stay => {}
+            AfterStop::Remove => {
+                self.services.remove(idx);
+                self.refresh_roots();
+                info!("{name}: removed");
+            }
+            AfterStop::Replace(spec) => {
+                self.services[idx].spec = *spec;
+                if running && !down {
+                    self.spawn(name, now);
+                }
+            }
+            AfterStop::Start => {
+                if running {
+                    self.spawn(name, now);
+                }
+            }
+        }
+        if !running {
+            self.answer_waiters(
+                |w| matches!(w, Waiter::Running(n) if n == name),
+                |_| {
+                    Err((
+                        ErrorCode::ShuttingDown,
+                        format!(
+                            "{name} was stopped, but shutdown began before it could start again"
+                        ),
+                    ))
+                },
+            );
+        }
+        self.notify_status();
+    }
+
+    /// Moves the shutdown forward once the current wave, the kill or a hook is complete.
+    fn check_progress(&mut self, now: Instant) {
+        if self.phase() == Phase::Draining
+            && !self.wave.is_empty()
+            && self
+                .wave
+                .iter()
+                .all(|n| self.service(n).is_none_or(|s| s.stop.is_none()))
+        {
+            self.wave.clear();
+            self.shutdown_input(ShutdownInput::WaveStopped, now);
+        }
+        if self.phase() == Phase::Killing
+            && let Some(job) = &self.leftovers
+            && job.is_done()
+            && self.services.iter().all(|s| s.stop.is_none())
+            && self.touched.is_empty()
+        {
+            self.leftovers = None;
+            self.shutdown_input(ShutdownInput::KillFinished, now);
+        }
+        if let Some(h) = &self.hook
+            && h.result.is_some()
+            && h.reaper.as_ref().is_none_or(StopJob::is_done)
+            && h.proc
+                .is_none_or(|p| !self.roots.spawned.contains_key(&p) || h.reaper.is_some())
+        {
+            self.advance_hooks(now);
+        }
+    }
+
+    fn trigger(&mut self, t: Trigger, now: Instant) {
+        self.shutdown_input(ShutdownInput::Trigger(t), now);
+    }
+
+    fn shutdown_input(&mut self, input: ShutdownInput, now: Instant) {
+        let specs: Vec<StopSpec> = self
+            .services
+            .iter()
+            .map(|s| StopSpec {
+                name: s.spec.name.clone(),
+                after: s.spec.after.clone(),
+                stop_timeout: s.spec.stop_timeout,
+            })
+            .collect();
+        let steps = self.shutdown.on_input(input, &specs, now);
+        for step in steps {
+            self.apply(step, now);
+        }
+    }
+
+    fn apply(&mut self, step: Step, now: Instant) {
+        match step {
+            Step::Entered { phase, reason } => {
+                info!("{}: {reason}", phase.as_str());
+                self.actions.push(Action::Event(Event::State {
+                    state: phase.as_str().into(),
+                    reason: reason.clone(),
+                }));
+                if phase == Phase::Draining {
+                    self.actions.push(Action::Notify(Notice::Stopping));
+                }
+                self.actions.push(Action::Notify(Notice::Status(format!(
+                    "{}: {reason}",
+                    phase.as_str()
+                ))));
+                if phase == Phase::Draining {
+                    for s in &mut self.services {
+                        s.restart_at = None;
+                    }
+                }
+            }
+            Step::AlreadyStopping(msg) => info!("{msg}"),
+            Step::CloseListener => self.actions.push(Action::CloseListener),
+            Step::Announce(plan) => {
+                info!("shutdown plan: {}", plan.describe());
+                let waves = plan
+                    .waves
+                    .iter()
+                    .map(|w| WaveInfo {
+                        services: w.services.clone(),
+                        requested_ms: ms(w.requested),
+                        timeout_ms: ms(w.allotted),
+                    })
+                    .collect();
+                self.actions.push(Action::Event(Event::ShutdownPlan {
+                    budget_ms: ms(plan.budget),
+                    reserve_ms: ms(plan.reserve),
+                    waves,
+                }));
+            }
+            Step::StopWave { services, deadline } => {
+                self.wave = services.clone();
+                for name in &services {
+                    self.begin_stop(name, Some(deadline), now);
+                }
+                self.check_progress(now);
+            }
+            Step::EndGrace => {
+                let waiting = std::mem::take(&mut self.waiters);
+                for ((conn, id), _) in waiting {
+                    self.actions.push(Action::Reply {
+                        conn,
+                        line: reply_err(
+                            id.as_ref(),
+                            ErrorCode::ShuttingDown,
+                            "request not finished within grace_ms of the shutdown",
+                        ),
+                    });
+                }
+                self.actions.push(Action::CloseIdle);
+            }
+            Step::KillEverything { .. } => {
+                // Services still stopping (or still running, after a second SIGINT) are killed by
+                // their own job; everything else left over is the `leftovers` job's.
+                for s in &mut self.services {
+                    s.restart_at = None;
+                    match s.stop.as_mut() {
+                        Some(job) => {
+                            job.clip(now);
+                            job.escalate();
+                        }
+                        None if s.main.is_some() => s.stop = Some(StopJob::kill_now(now)),
+                        None => {}
+                    }
+                }
+                self.wave.clear();
+                self.leftovers = Some(StopJob::kill_now(now));
+            }
+            Step::RunHooks { deadline } => {
+                self.hooks_deadline = Some(deadline);
+                self.next_hook = 0;
+                self.advance_hooks(now);
+            }
+            Step::Finish => self.finish(now),
+        }
+    }
+
+    // ----- cleanup hooks -----------------------------------------------------------------------
+
+    /// Reports the hook that just ended (if any) and starts the next one.
+    fn advance_hooks(&mut self, now: Instant) {
+        if let Some(h) = &self.hook {
+            let Some(result) = h.result.clone() else {
+                return;
+            };
+            if h.reaper.as_ref().is_some_and(|j| !j.is_done()) {
+                return;
+            }
+            // Leftover children of a hook that exited are killed too: nothing may outlive shutdown.
+            if h.reaper.is_none() && h.proc.is_some() {
+                if let Some(h) = self.hook.as_mut() {
+                    h.reaper = Some(StopJob::kill_now(now));
+                }
+                return;
+            }
+            let cmd = self.cfg.cleanup.get(h.index).cloned().unwrap_or_default();
+            let elapsed = ms(now.saturating_duration_since(h.started));
+            if h.ok {
+                info!(
+                    "cleanup[{}] {:?}: {result} after {elapsed} ms",
+                    h.index,
+                    cmd.join(" ")
+                );
+            } else {
+                error!(
+                    "cleanup[{}] {:?} failed: {result} after {elapsed} ms",
+                    h.index,
+                    cmd.join(" ")
+                );
+                self.failures
+                    .push(format!("cleanup[{}] {}: {result}", h.index, cmd.join(" ")));
+            }
+            self.actions.push(Action::Event(Event::Cleanup {
+                cmd,
+                ok: h.ok,
+                result,
+                elapsed_ms: elapsed,
+            }));
+            self.hook = None;
+        }
+        if self.phase() != Phase::Killing {
+            return;
+        }
+        let Some(hard) = self.hooks_deadline else {
+            return;
+        };
+        let Some(cmd) = self.cfg.cleanup.get(self.next_hook).cloned() else {
+            self.hooks_deadline = None;
+            self.shutdown_input(ShutdownInput::HooksFinished, now);
+            return;
+        };
+        let index = self.next_hook;
+        self.next_hook += 1;
+        let left = self.cfg.cleanup.len() - index;
+        // Each hook gets a fair share of what is left, so one that hangs cannot starve the rest.
+        let share = hard.saturating_duration_since(now) / left as u32;
+        self.hook = Some(HookRun {
+            index,
+            proc: None,
+            started: now,
+            deadline: now + share,
+            result: None,
+            ok: false,
+            reaper: None,
+        });
+        info!(
+            "cleanup[{index}]: running {:?} (at most {})",
+            cmd.join(" "),
+            secs(share)
+        );
+        self.actions.push(Action::Spawn {
+            who: Spawnee::Hook(index),
+            cmd,
+            env: Vec::new(),
+            cwd: None,
+            inherit_stdin: false,
+        });
+    }
+
+    // ----- the end -----------------------------------------------------------------------------
+
+    fn finish(&mut self, now: Instant) {
+        let mut survivors: Vec<Survivor> = Vec::new();
+        for (id, desc) in &self.touched {
+            survivors.push(Survivor {
+                pid: id.pid,
+                state: "?".into(),
+                cmdline: desc.clone(),
+            });
+        }
+        for s in &self.services {
+            if let Some(m) = s.main
+                && !self.touched.contains_key(&m)
+            {
+                survivors.push(Survivor {
+                    pid: m.pid,
+                    state: "?".into(),
+                    cmdline: self
+                        .last_descriptions
+                        .get(&m.pid)
+                        .cloned()
+                        .unwrap_or_else(|| s.spec.cmd.join(" ")),
+                });
+            }
+        }
+        if let Some(h) = &self.hook
+            && let Some(p) = h.proc
+            && !self.touched.contains_key(&p)
+            && self.roots.spawned.contains_key(&p)
+        {
+            survivors.push(Survivor {
+                pid: p.pid,
+                state: "?".into(),
+                cmdline: self
+                    .cfg
+                    .cleanup
+                    .get(h.index)
+                    .map(|c| c.join(" "))
+                    .unwrap_or_default(),
+            });
+            self.failures.push(format!(
+                "cleanup[{}] still running at the shutdown deadline",
+                h.index
+            ));
+        }
+        if let Some(h) = &self.hook
+            && let Some(p) = h.proc
+            && self.roots.spawned.contains_key(&p)
+        {
+            self.actions.push(Action::Signal {
+                proc: p,
+                signal: Signal::SIGKILL,
+            });
+        }
+        let hooks_skipped = self.cfg.cleanup.len().saturating_sub(self.next_hook);
+        if hooks_skipped > 0 {
+            self.failures.push(format!(
+                "{hooks_skipped} cleanup command(s) not run: no time left"
+            ));
+        }
+        let clean = survivors.is_empty() && self.failures.is_empty();
+        let code = match self.command_status {
+            Some(status) if !status.success() || clean => status.as_exit_code(),
+            _ => i32::from(!clean),
+        };
+        let elapsed = self
+            .shutdown
+            .started()
+            .map_or(0, |t| ms(now.saturating_duration_since(t)));
+        for f in &self.failures {
+            error!("not clean: {f}");
+        }
+        for s in &survivors {
+            error!("survivor: pid {} ({})", s.pid, s.cmdline);
+        }
+        info!(
+            "done: {} after {elapsed} ms, {} survivor{}, exit status {code}",
+            if clean { "clean" } else { "NOT clean" },
+            survivors.len(),
+            if survivors.len() == 1 { "" } else { "s" }
+        );
+        self.actions.push(Action::Event(Event::Done {
+            clean,
+            elapsed_ms: elapsed,
+            exit_code: code,
+            survivors,
+        }));
+        self.shutdown.exited();
+        self.actions.push(Action::Exit { code });
+    }
+
+    /// Survivor states are filled in by the loop from a last look at `/proc` when it can.
+    pub fn is_finished(&self) -> bool {
+        self.phase() == Phase::Exit
+    }
+
+    // ----- control requests --------------------------------------------------------------------
+
+    fn on_request(&mut self, to: ReplyTo, req: Request, now: Instant) {
+        if req.is_mutating() && self.phase() != Phase::Running {
+            let msg = format!(
+                "reapd is {}; it no longer starts, stops or reloads anything",
+                self.phase().as_str()
+            );
+            self.reply(&to, Err((ErrorCode::ShuttingDown, msg)));
+            return;
+        }
+        let result = match req {
+            Request::Ping => Ok(json!({ "pong": true })),
+            Request::Status => Ok(self.status_json(now)),
+            Request::List => Ok(json!({ "services": self.list_json(now) })),
+            Request::Watch => {
+                self.watchers.insert(to.0);
+                Ok(json!({ "watching": true, "state": self.phase().as_str() }))
+            }
+            Request::Shutdown => {
+                self.trigger(Trigger::Request, now);
+                Ok(json!({ "state": self.phase().as_str() }))
+            }
+            Request::Reload => {
+                if self.mode == Mode::Single {
+                    Err((
+                        ErrorCode::Failed,
+                        "nothing to reload: reapd runs a single command, not a config file"
+                            .to_string(),
+                    ))
+                } else {
+                    self.actions.push(Action::LoadConfig { reply: Some(to) });
+                    return;
+                }
+            }
+            Request::Start { name } => match self.service(&name) {
+                None => Err(self.no_such(&name)),
+                Some(s) if s.main.is_some() && s.stop.is_none() => s.ok_running(&name),
+                Some(s) if s.stop.is_some() => {
+                    if let Some(s) = self.service_mut(&name)
+                        && s.then == AfterStop::Stay
+                    {
+                        s.then = AfterStop::Start;
+                    }
+                    self.waiters.push((to, Waiter::Running(name)));
+                    return;
+                }
+                Some(_) => {
+                    self.waiters.push((to, Waiter::Running(name.clone())));
+                    self.spawn(&name, now);
+                    return;
+                }
+            },
+            Request::Stop { name } => match self.service_mut(&name) {
+                None => Err(self.no_such(&name)),
+                Some(s) => {
+                    s.down = true;
+                    if s.then == AfterStop::Start {
+                        s.then = AfterStop::Stay;
+                    }
+                    self.waiters.push((to, Waiter::Stopped(name.clone())));
+                    self.begin_stop(&name, None, now);
+                    return;
+                }
+            },
+            Request::Restart { name } => match self.service_mut(&name) {
+                None => Err(self.no_such(&name)),
+                Some(s) => {
+                    if s.then == AfterStop::Stay {
+                        s.then = AfterStop::Start;
+                    }
+                    s.down = false;
+                    self.waiters.push((to, Waiter::Running(name.clone())));
+                    self.begin_stop(&name, None, now);
+                    return;
+                }
+            },
+            Request::Signal { name, signal } => match self.service(&name) {
+                None => Err(self.no_such(&name)),
+                Some(s) => match s.main {
+                    None => Err((
+                        ErrorCode::NotRunning,
+                        format!("{name} has no running main process ({})", s.state()),
+                    )),
+                    Some(main) => {
+                        self.touched.insert(main, s.spec.cmd.join(" "));
+                        self.actions.push(Action::Signal { proc: main, signal });
+                        info!(
+                            "{name}: sent {} to pid {} on request",
+                            signal.as_str(),
+                            main.pid
+                        );
+                        Ok(json!({ "name": name, "pid": main.pid, "signal": signal.as_str() }))
+                    }
+                },
+            },
+        };
+        self.reply(&to, result);
+    }
+
+    fn no_such(&self, name: &str) -> (ErrorCode, String) {
+        let hint =
+            crate::config::did_you_mean(name, self.services.iter().map(|s| s.spec.name.as_str()));
+        (
+            ErrorCode::NoSuchService,
+            format!("no service named {name:?}{hint}"),
+        )
+    }
+
+    fn reply(&mut self, (conn, id): &ReplyTo, result: Result<Value, (ErrorCode, String)>) {
+        let line = match result {
+            Ok(v) => reply_ok(id.as_ref(), v),
+            Err((code, msg)) => reply_err(id.as_ref(), code, &msg),
+        };
+        self.actions.push(Action::Reply { conn: *conn, line });
+    }
+
+    fn answer_waiters(
+        &mut self,
+        matches: impl Fn(&Waiter) -> bool,
+        answer: impl Fn(&Service) -> Result<Value, (ErrorCode, String)>,
+    ) {
+        let (hit, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(_, w)| matches(w));
+        self.waiters = keep;
+        for (to, w) in hit {
+            let name = match &w {
+                Waiter::Stopped(n) | Waiter::Running(n) => n.clone(),
+            };
+            let result = match self.service(&name) {
+                Some(s) => answer(s),
+                None => answer(&Service::new(ServiceSpec::new(&name, Vec::new()))),
+            };
+            self.reply(&to, result);
+        }
+    }
+
+    fn status_json(&self, now: Instant) -> Value {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.services {
+            *counts.entry(s.state()).or_default() += 1;
+        }
+        json!({
+            "state": self.phase().as_str(),
+            "pid": self.self_pid,
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": match self.mode { Mode::Config => "config", Mode::Single => "single" },
+            "uptime_ms": ms(now.saturating_duration_since(self.started)),
+            "services": { "total": self.services.len(), "by_state": counts },
+        })
+    }
+
+    fn list_json(&self, now: Instant) -> Vec<Value> {
+        self.services
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.spec.name,
+                    "state": s.state(),
+                    "pid": s.main.map(|m| m.pid),
+                    "restarts": s.restarts,
+                    "last_exit": s.last_exit,
+                    "uptime_ms": s.main.and(s.running_since).map(|t| ms(now.saturating_duration_since(t))),
+                })
+            })
+            .collect()
+    }
+
+    // ----- reload ------------------------------------------------------------------------------
+
+    fn on_config(
+        &mut self,
+        result: Result<Config, Vec<ConfigError>>,
+        reply: Option<ReplyTo>,
+        now: Instant,
+    ) {
+        if self.phase() != Phase::Running {
+            if let Some(to) = reply {
+                self.reply(
+                    &to,
+                    Err((
+                        ErrorCode::ShuttingDown,
+                        "shutdown began before the reload could be applied".into(),
+                    )),
+                );
+            }
+            return;
+        }
+        let mut new = match result {
+            Ok(c) => c,
+            Err(errors) => {
+                error!("reload rejected; the running services are unchanged:");
+                for e in &errors {
+                    error!("  {e}");
+                }
+                if let Some(to) = reply {
+                    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    let line = reply_err_with(
+                        to.1.as_ref(),
+                        ErrorCode::ConfigError,
+                        &format!(
+                            "config rejected ({} error{}); nothing changed",
+                            list.len(),
+                            if list.len() == 1 { "" } else { "s" }
+                        ),
+                        json!({ "errors": list }),
+                    );
+                    self.actions.push(Action::Reply { conn: to.0, line });
+                }
+                return;
+            }
+        };
+        if let Some(ms) = self.shutdown_timeout_override
+            && let Err(e) = new.set_shutdown_timeout(ms)
+        {
+            warn!("--shutdown-timeout: {e}");
+        }
+        for w in &new.warnings {
+            warn!("{w}");
+        }
+        if new.socket.is_some() && new.socket != self.cfg.socket {
+            warn!(
+                "the control socket path changed in the config; it takes effect only after a restart of reapd"
+            );
+        }
+        let old: BTreeMap<String, ServiceSpec> = self
+            .services
+            .iter()
+            .map(|s| (s.spec.name.clone(), s.spec.clone()))
+            .collect();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        for spec in &new.services {
+            match old.get(&spec.name) {
+                None => added.push(spec.name.clone()),
+                Some(o) if o != spec => changed.push(spec.name.clone()),
+                Some(_) => {}
+            }
+        }
+        for name in old.keys() {
+            if new.service(name).is_none() {
+                removed.push(name.clone());
+            }
+        }
+        // Rebuild the table in the new start order; removed services stay until they are stopped.
+        let mut table: Vec<Service> = Vec::new();
+        let mut current: BTreeMap<String, Service> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(|s| (s.spec.name.clone(), s))
+            .collect();
+        for spec in &new.services {
+            match current.remove(&spec.name) {
+                Some(mut s) => {
+                    if changed.contains(&spec.name) {
+                        if s.main.is_some() || s.stop.is_some() {
+                            s.then = AfterStop::Replace(Box::new(spec.clone()));
+                        } else {
+                            s.spec = spec.clone();
+                        }
+                    }
+                    table.push(s);
+                }
+                None => table.push(Service::new(spec.clone())),
+            }
+        }
+        for (_, mut s) in current {
+            s.then = AfterStop::Remove;
+            s.down = true;
+            table.push(s);
+        }
+        self.services = table;
+        self.shutdown.reconfigure(
+            new.shutdown_timeout,
+            new.effective_grace(),
+            !new.cleanup.is_empty(),
+        );
+        self.cfg = Config {
+            services: Vec::new(),
+            ..new
+        };
+        self.refresh_roots();
+        info!(
+            "reload: added [{}], removed [{}], changed [{}]",
+            added.join(", "),
+            removed.join(", "),
+            changed.join(", ")
+        );
+        for name in &removed {
+            self.begin_stop(name, None, now);
+        }
+        for name in &changed {
+            let needs_stop = self
+                .service(name)
+                .is_some_and(|s| matches!(s.then, AfterStop::Replace(_)));
+            if needs_stop {
+                self.begin_stop(name, None, now);
+            }
+        }
+        for name in &added {
+            self.spawn(name, now);
+        }
+        self.actions.push(Action::Event(Event::Reloaded {
+            added: added.clone(),
+            removed: removed.clone(),
+            changed: changed.clone(),
+        }));
+        if let Some(to) = reply {
+            self.reply(
+                &to,
+                Ok(json!({ "added": added, "removed": removed, "changed": changed })),
+            );
+        }
+        self.notify_status();
+    }
+
+    // ----- bookkeeping -------------------------------------------------------------------------
+
+    fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.spec.name == name)
+    }
+
+    fn service_mut(&mut self, name: &str) -> Option<&mut Service> {
+        self.services.iter_mut().find(|s| s.spec.name == name)
+    }
+
+    fn refresh_roots(&mut self) {
+        self.roots.services = self.services.iter().map(|s| s.spec.name.clone()).collect();
+        for s in &self.services {
+            if let Some(m) = s.main {
+                self.roots
+                    .spawned
+                    .insert(m, Owner::Service(s.spec.name.clone()));
+                self.roots.sessions.insert(m.pid, s.spec.name.clone());
+            }
+        }
+        let names = &self.roots.services;
+        self.roots.sessions.retain(|_, n| names.contains(n));
+    }
+
+    /// Forgets session ids no process uses any more (their numbers may be reused).
+    fn prune_sessions(&mut self, snap: &Snapshot) {
+        let live: HashSet<Pid> = snap.procs.values().map(|p| p.sid).collect();
+        let mains: HashSet<Pid> = self
+            .services
+            .iter()
+            .filter_map(|s| s.main.map(|m| m.pid))
+            .collect();
+        self.roots
+            .sessions
+            .retain(|sid, _| live.contains(sid) || mains.contains(sid));
+    }
+
+    fn notify_status(&mut self) {
+        if self.phase() != Phase::Running {
+            return;
+        }
+        let running = self.services.iter().filter(|s| s.main.is_some()).count();
+        self.actions.push(Action::Notify(Notice::Status(format!(
+            "running: {running}/{} services up",
+            self.services.len()
+        ))));
+    }
+}
+
+impl Service {
+    fn ok_running(&self, name: &str) -> Result<Value, (ErrorCode, String)> {
+        Ok(json!({ "name": name, "state": self.state(), "pid": self.main.map(|m| m.pid) }))
+    }
+}
+
+/// Processes the final sweep chooses beyond reapd's own descendants: listeners on the services'
+/// ports and command lines containing their `match` strings. Never pid 1, reapd or its ancestors.
+fn sweep_targets(
+    snap: &Snapshot,
+    services: &[Service],
+    owners: &HashMap<Pid, Owner>,
+) -> Vec<(ProcId, String)> {
+    let protected = snap.protected();
+    let mut out: BTreeMap<ProcId, String> = BTreeMap::new();
+    for (pid, owner) in owners {
+        if *owner == Owner::Unknown
+            && let Some(p) = snap.procs.get(pid)
+            && !p.is_dead()
+            && p.ppid == snap.self_pid
+        {
+            out.insert(
+                p.id(),
+                "orphan reparented to reapd, belonging to no service".into(),
+            );
+        }
+    }
+    for s in services {
+        for l in snap
+            .listeners
+            .iter()
+            .filter(|l| s.spec.ports.contains(&l.port))
+        {
+            if let Some(p) = snap
+                .procs
+                .get(&l.pid)
+                .filter(|p| !p.is_dead() && !protected.contains(&p.pid))
+            {
+                out.entry(p.id()).or_insert_with(|| {
+                    format!("listening on port {} of service {}", l.port, s.spec.name)
+                });
+            }
+        }
+        for m in &s.spec.matches {
+            for p in snap.procs.values() {
+                if !p.is_dead()
+                    && !protected.contains(&p.pid)
+                    && p.cmdline.as_deref().is_some_and(|c| c.contains(m.as_str()))
+                {
+                    out.entry(p.id()).or_insert_with(|| {
+                        format!("command line matches {m:?} of service {}", s.spec.name)
+                    });
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn pid_list(pids: &[Pid]) -> String {
+    let shown: Vec<String> = pids.iter().take(12).map(ToString::to_string).collect();
+    let more = pids.len().saturating_sub(12);
+    if more > 0 {
+        format!("pids {} and {more} more", shown.join(", "))
+    } else {
+        format!(
+            "pid{} {}",
+            if pids.len() == 1 { "" } else { "s" },
+            shown.join(", ")
+        )
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
