@@ -1,0 +1,546 @@
+//! Shared helpers for the integration tests: a temporary directory per test, the real `reapd`
+//! binary started with a unique marker, bounded waits, control-socket clients, and `/proc`
+//! lookups that find a test's processes by its marker (never by name).
+//!
+//! Every process a test starts carries `REAPD_TEST_MARKER=<marker>` in its environment or the
+//! marker in its argv. Dropping a [`Daemon`] (also when a test fails) SIGKILLs, by pid, every
+//! process that carries its marker, so nothing outlives a test.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reapd");
+
+/// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
+pub const SOON: Duration = Duration::from_secs(10);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique token for this test: in the temp dir name, the env marker and fixture argv.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("reapdtest-{tag}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// A temporary directory removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        let path = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TestDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    /// Writes an executable shell script.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.write(name, &format!("#!/bin/sh\n{body}\n"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Path of a fixture script in `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One process seen in `/proc`.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+    pub cmdline: String,
+}
+
+fn stat_fields(pid: i32) -> Option<(char, i32)> {
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = String::from_utf8_lossy(&raw[close + 1..]).to_string();
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Every process whose environment or command line contains `marker`, zombies included.
+pub fn procs_with_marker(marker: &str) -> Vec<Proc> {
+    let mut out = Vec::new();
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let hit = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker.as_bytes());
+        if hit(&env) || hit(&cmd) {
+            if let Some((state, ppid)) = stat_fields(pid) {
+                let cmdline = String::from_utf8_lossy(&cmd)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string();
+                out.push(Proc {
+                    pid,
+                    ppid,
+                    state,
+                    cmdline,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Marker processes that are still alive (not zombies).
+pub fn live_with_marker(marker: &str) -> Vec<Proc> {
+    procs_with_marker(marker)
+        .into_iter()
+        .filter(|p| p.state != 'Z' && p.state != 'X')
+        .collect()
+}
+
+/// SIGKILLs, by pid, every live process carrying `marker` (repeatedly, to beat forks).
+pub fn kill_marked(marker: &str) {
+    for _ in 0..50 {
+        let live = live_with_marker(marker);
+        if live.is_empty() {
+            return;
+        }
+        for p in &live {
+            // SIGSTOP first so a forking process cannot outrun the kill.
+            unsafe { libc::kill(p.pid, libc::SIGSTOP) };
+        }
+        for p in &live {
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The exit status as a shell would show it (code, or 128 + signal).
+pub fn code_of(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// A running reapd.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: TestDir,
+    pub socket: PathBuf,
+    pub marker: String,
+    pub status: Option<ExitStatus>,
+}
+
+/// How to start reapd.
+pub struct Start<'a> {
+    pub args: Vec<String>,
+    pub env: Vec<(&'a str, String)>,
+    pub with_socket: bool,
+}
+
+impl Daemon {
+    /// Starts reapd with this config text and waits until it answers `ping`.
+    pub fn start(tag: &str, config: &str) -> Daemon {
+        let d = Daemon::start_config(tag, config, &[]);
+        d.wait_ready();
+        d
+    }
+
+    /// Starts reapd with this config and extra arguments, without waiting.
+    pub fn start_config(tag: &str, config: &str, extra: &[&str]) -> Daemon {
+        let dir = TestDir::new(tag);
+        let cfg = dir.write("config.json", config);
+        let mut args = vec!["--config".to_string(), cfg.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Daemon::spawn_in(
+            dir,
+            Start {
+                args,
+                env: Vec::new(),
+                with_socket: true,
+            },
+        )
+    }
+
+    /// Starts reapd in single-command mode (`-- CMD...`) with a control socket.
+    pub fn start_single(tag: &str, opts: &[&str], cmd: &[&str]) -> Daemon {
+        let dir = TestDir::new(tag);
+        let mut args: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+        args.push("--".into());
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        Daemon::spawn_in(
+            dir,
+            Start {
+                args,
+                env: Vec::new(),
+                with_socket: true,
+            },
+        )
+    }
+
+    /// Starts reapd in `dir` with full control over its arguments.
+    pub fn spawn_in(dir: TestDir, start: Start<'_>) -> Daemon {
+        let marker = dir
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("reapdtest")
+            .to_string();
+        let socket = dir.join("s.sock");
+        let log = std::fs::File::create(dir.join("reapd.log")).expect("log file");
+        let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout file");
+        let mut cmd = Command::new(BIN);
+        if start.with_socket {
+            cmd.arg("--socket").arg(&socket);
+        }
+        cmd.args(&start.args)
+            .env("REAPD_TEST_MARKER", &marker)
+            .env("REAPD_LOG", "debug")
+            .env("TEST_DIR", &dir.path)
+            .env_remove("REAPD_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log);
+        for (k, v) in &start.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn reapd");
+        Daemon {
+            child,
+            dir,
+            socket,
+            marker,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until the daemon answers `ping` on its socket.
+    pub fn wait_ready(&self) {
+        let ok = wait_until(SOON, || {
+            UnixStream::connect(&self.socket)
+                .ok()
+                .and_then(|s| request_on(s, r#"{"cmd":"ping"}"#).ok())
+                .is_some_and(|v| v["ok"] == Value::Bool(true))
+        });
+        assert!(ok, "reapd did not become ready; log:\n{}", self.log());
+    }
+
+    /// Sends one request line and returns the parsed reply.
+    pub fn request(&self, line: &str) -> Value {
+        let s = UnixStream::connect(&self.socket).unwrap_or_else(|e| {
+            panic!(
+                "connect {}: {e}\nlog:\n{}",
+                self.socket.display(),
+                self.log()
+            )
+        });
+        request_on(s, line).unwrap_or_else(|e| panic!("request {line}: {e}\nlog:\n{}", self.log()))
+    }
+
+    /// Opens a `watch` stream.
+    pub fn watch(&self) -> Watcher {
+        let s = UnixStream::connect(&self.socket).expect("connect for watch");
+        let mut w = Watcher::new(s);
+        w.send(r#"{"cmd":"watch"}"#);
+        let first = w.next_line(SOON).expect("watch reply");
+        assert_eq!(first["ok"], Value::Bool(true), "{first}");
+        w
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for reapd to exit; None if it did not within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let end = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.status = Some(st);
+                return self.status;
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for exit and returns the shell-style code, failing the test if it hangs.
+    pub fn exit_code(&mut self, limit: Duration) -> i32 {
+        match self.wait_exit(limit) {
+            Some(st) => code_of(st),
+            None => panic!("reapd did not exit within {limit:?}; log:\n{}", self.log()),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.dir.read("reapd.log")
+    }
+
+    /// Asserts the daemon left nothing behind: no socket, no lock, no marked process alive.
+    pub fn assert_clean_exit(&mut self) {
+        let code = self.exit_code(Duration::from_secs(40));
+        assert_eq!(code, 0, "exit status; log:\n{}", self.log());
+        assert!(!self.socket.exists(), "socket left behind");
+        assert!(
+            !self.dir.join("s.sock.lock").exists(),
+            "lock file left behind"
+        );
+        let left = live_with_marker(&self.marker);
+        assert!(
+            left.is_empty(),
+            "processes left behind: {left:?}\nlog:\n{}",
+            self.log()
+        );
+    }
+
+    /// The service's main pid from `list`.
+    pub fn pid_of(&self, service: &str) -> Option<i32> {
+        let v = self.request(r#"{"cmd":"list"}"#);
+        v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == service)?["pid"]
+            .as_i64()
+            .map(|p| p as i32)
+    }
+
+    /// Waits until `list` shows the service in `state`.
+    pub fn wait_state(&self, service: &str, state: &str) {
+        let ok = wait_until(SOON, || {
+            let v = self.request(r#"{"cmd":"list"}"#);
+            v["services"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["name"] == service && s["state"] == state)
+            })
+        });
+        assert!(
+            ok,
+            "{service} never reached {state}; list: {}\nlog:\n{}",
+            self.request(r#"{"cmd":"list"}"#),
+            self.log()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        kill_marked(&self.marker);
+    }
+}
+
+fn request_on(s: UnixStream, line: &str) -> Result<Value, String> {
+    let mut w = Watcher::new(s);
+    w.send(line);
+    w.next_line(SOON).ok_or_else(|| "no reply".to_string())
+}
+
+/// A connection that reads JSON lines with a timeout.
+pub struct Watcher {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Watcher {
+    pub fn new(stream: UnixStream) -> Watcher {
+        let reader = BufReader::new(stream.try_clone().expect("clone stream"));
+        Watcher { stream, reader }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next line as JSON, or None at EOF or after `limit`.
+    pub fn next_line(&mut self, limit: Duration) -> Option<Value> {
+        self.stream.set_read_timeout(Some(limit)).ok()?;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => serde_json::from_str(&line).ok(),
+        }
+    }
+
+    /// Reads events until one matches `pred` (returned) or `limit` passes; collects all seen.
+    pub fn until(
+        &mut self,
+        limit: Duration,
+        seen: &mut Vec<Value>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            let left = end
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let v = self.next_line(left)?;
+            seen.push(v.clone());
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Reads until EOF (or `limit`), returning every line.
+    pub fn drain(&mut self, limit: Duration) -> Vec<Value> {
+        let mut all = Vec::new();
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            match self.next_line(
+                end.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ) {
+                Some(v) => all.push(v),
+                None => break,
+            }
+        }
+        all
+    }
+
+    /// True once the peer has closed the connection (read returns EOF).
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(50)));
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// `reapd check --config FILE`: (exit code, stdout, stderr).
+pub fn check(path: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run check");
+    (
+        code_of(out.status),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Whether an external tool is installed; when it is not, say so loudly, and fail instead of
+/// skipping under `REAPD_REQUIRE_ALL=1`.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let msg =
+            format!("SKIPPED: `{tool}` is not installed (run scripts/test, which installs it)");
+        if std::env::var("REAPD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            panic!("{msg}; REAPD_REQUIRE_ALL=1 forbids skipping");
+        }
+        eprintln!("\n*** {msg} ***\n");
+    }
+    found
+}
+
+/// Lines of a fixture log that contain `needle`.
+pub fn lines_with(text: &str, needle: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every event of `kind` in `events`.
+pub fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}

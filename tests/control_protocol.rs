@@ -1,0 +1,251 @@
+//! The control socket through the real binary: every command, every bad-input case, and clients
+//! that misbehave without affecting anyone else.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn two_services() -> String {
+    json!({ "services": {
+        "a": { "cmd": ["sleep", "1000"] },
+        "once": { "cmd": ["true"], "restart": "never" },
+        "hup": { "cmd": ["bash", "-c", "trap 'echo got HUP >> \"$TEST_DIR/hup.log\"' HUP; echo ready >> \"$TEST_DIR/hup.log\"; while :; do sleep 0.05; done"] },
+    }})
+    .to_string()
+}
+
+fn ok(v: &Value) -> bool {
+    v["ok"] == Value::Bool(true)
+}
+
+#[test]
+fn list_status_and_ping_describe_the_running_services() {
+    let mut d = Daemon::start("list", &two_services());
+    d.wait_state("once", "exited");
+    let v = d.request(r#"{"cmd":"list","id":1}"#);
+    assert!(ok(&v) && v["id"] == 1, "{v}");
+    let services = v["services"].as_array().expect("services");
+    let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["a", "hup", "once"]);
+    let a = &services[0];
+    assert_eq!(a["state"], "running");
+    assert_eq!(a["restarts"], 0);
+    assert!(a["uptime_ms"].is_u64());
+    let pid = a["pid"].as_i64().expect("pid") as i32;
+    assert!(
+        live_with_marker(&d.marker)
+            .iter()
+            .any(|p| p.pid == pid && p.cmdline == "sleep 1000")
+    );
+    let once = &services[2];
+    assert_eq!(
+        (once["state"].as_str(), once["pid"].is_null()),
+        (Some("exited"), true)
+    );
+    assert_eq!(once["last_exit"], json!({"code": 0}));
+    let s = d.request(r#"{"cmd":"status"}"#);
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["pid"], d.pid());
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["services"]["total"], 3);
+    assert_eq!(
+        d.request(r#"{"cmd":"ping"}"#),
+        json!({"ok": true, "pong": true})
+    );
+    let mode = std::fs::metadata(&d.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "socket must be private");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn stop_start_restart_and_signal_a_service() {
+    let mut d = Daemon::start("ssr", &two_services());
+    let old = d.pid_of("a").expect("a runs");
+    let v = d.request(r#"{"cmd":"stop","name":"a"}"#);
+    assert!(ok(&v), "{v}");
+    assert_eq!(
+        (v["name"].as_str(), v["state"].as_str(), v["how"].as_str()),
+        (Some("a"), Some("stopped"), Some("exited"))
+    );
+    assert!(
+        !live_with_marker(&d.marker).iter().any(|p| p.pid == old),
+        "stop replies once the process is gone"
+    );
+    d.wait_state("a", "stopped");
+    let v = d.request(r#"{"cmd":"start","name":"a"}"#);
+    assert_eq!(v["state"], "running", "{v}");
+    let started = v["pid"].as_i64().expect("pid") as i32;
+    assert_ne!(started, old);
+    let v = d.request(r#"{"cmd":"restart","name":"a"}"#);
+    let restarted = v["pid"].as_i64().expect("pid") as i32;
+    assert_ne!(restarted, started, "{v}");
+    assert_eq!(d.pid_of("a"), Some(restarted));
+    // A stopped service stays down: it is not restarted behind the user's back.
+    d.request(r#"{"cmd":"stop","name":"a"}"#);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.pid_of("a"), None);
+    assert!(wait_until(SOON, || d.dir.read("hup.log").contains("ready")));
+    let v = d.request(r#"{"cmd":"signal","name":"hup","signal":"HUP"}"#);
+    assert_eq!(v["signal"], "SIGHUP", "{v}");
+    assert!(
+        wait_until(SOON, || d.dir.read("hup.log").contains("got HUP")),
+        "HUP not delivered"
+    );
+    let v = d.request(r#"{"cmd":"signal","name":"a","signal":"USR1"}"#);
+    assert_eq!(v["code"], "not_running", "{v}");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn bad_requests_get_specific_errors_and_the_connection_stays_usable() {
+    let mut d = Daemon::start("bad", &two_services());
+    let mut c = Watcher::new(UnixStream::connect(&d.socket).expect("connect"));
+    let mut ask = |line: &str| {
+        c.send(line);
+        c.next_line(SOON).expect("reply")
+    };
+    let v = ask(r#"{"cmd": "list""#);
+    assert_eq!(v["code"], "bad_request");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("invalid JSON at column 14"),
+        "{v}"
+    );
+    let v = ask(r#"{"cmd":"lst","id":9}"#);
+    assert_eq!(
+        (v["code"].as_str(), v["id"].as_i64()),
+        (Some("unknown_command"), Some(9))
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did you mean \"list\""),
+        "{v}"
+    );
+    let v = ask(r#"{"cmd":"stop","name":"aa"}"#);
+    assert_eq!(v["code"], "no_such_service");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did you mean \"a\""),
+        "{v}"
+    );
+    let v = ask(r#"{"cmd":"stop"}"#);
+    assert_eq!(v["code"], "bad_request");
+    let v = ask("42");
+    assert_eq!(v["code"], "bad_request");
+    // After all that, the same connection still works.
+    assert!(ok(&ask(r#"{"cmd":"ping"}"#)));
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn an_oversized_line_gets_an_error_then_the_connection_is_closed() {
+    let mut d = Daemon::start("long", &two_services());
+    let mut c = Watcher::new(UnixStream::connect(&d.socket).expect("connect"));
+    let big = vec![b'x'; 70 * 1024];
+    let _ = c.send_raw(&big);
+    let v = c.next_line(SOON).expect("error reply");
+    assert_eq!(v["code"], "line_too_long", "{v}");
+    assert!(c.closed_within(SOON), "connection must be closed");
+    assert!(ok(&d.request(r#"{"cmd":"ping"}"#)), "daemon unaffected");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn clients_that_vanish_or_never_read_affect_nobody_else() {
+    let mut d = Daemon::start("rude", &two_services());
+    // Half a line, then gone.
+    {
+        let mut s = UnixStream::connect(&d.socket).expect("connect");
+        s.write_all(br#"{"cmd":"li"#).expect("write");
+    }
+    // Connected and silent.
+    let _idle = UnixStream::connect(&d.socket).expect("connect");
+    // Floods requests and never reads a reply: its output buffer overflows and it is dropped.
+    let mut flood = UnixStream::connect(&d.socket).expect("connect");
+    flood
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let line = b"{\"cmd\":\"list\"}\n".repeat(20_000);
+    let _ = flood.write_all(&line);
+    assert!(
+        wait_until(SOON, || d.log().contains("is not reading")),
+        "flooding client was not dropped:\n{}",
+        d.log()
+    );
+    assert!(ok(&d.request(r#"{"cmd":"ping"}"#)));
+    assert_eq!(d.pid_of("a").is_some(), true);
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn mutating_commands_are_refused_once_shutdown_has_begun() {
+    let cfg = json!({ "services": {
+        "slow": { "cmd": [fixture("chain.sh"), "1", "1", "/dev/null", "ignore"], "stop_timeout_ms": 3000 },
+    }});
+    let mut d = Daemon::start("late", &cfg.to_string());
+    let mut c = Watcher::new(UnixStream::connect(&d.socket).expect("connect"));
+    c.send(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(c.next_line(SOON).expect("reply")["state"], "draining");
+    c.send(r#"{"cmd":"stop","name":"slow"}"#);
+    let v = c.next_line(SOON).expect("reply");
+    assert_eq!(v["code"], "shutting_down", "{v}");
+    c.send(r#"{"cmd":"list"}"#);
+    let v = c.next_line(SOON).expect("reply");
+    assert_eq!(
+        v["services"][0]["state"], "stopping",
+        "read-only commands still work: {v}"
+    );
+    c.send(r#"{"cmd":"shutdown"}"#);
+    assert!(
+        ok(&c.next_line(SOON).expect("reply")),
+        "a repeated shutdown is harmless"
+    );
+    assert!(
+        UnixStream::connect(&d.socket).is_err(),
+        "listener closed while draining"
+    );
+    d.assert_clean_exit();
+}
+
+#[test]
+fn socat_can_talk_to_the_socket() {
+    if !require_tool("socat") {
+        return;
+    }
+    let mut d = Daemon::start("socat", &two_services());
+    let addr = format!("UNIX-CONNECT:{}", d.socket.display());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo '{{\"cmd\":\"list\"}}' | socat -t 5 - {addr}"))
+        .output()
+        .expect("socat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert!(
+        ok(&v) && v["services"].as_array().is_some_and(|a| a.len() == 3),
+        "{text}"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
