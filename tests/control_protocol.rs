@@ -193,7 +193,7 @@ fn clients_that_vanish_or_never_read_affect_nobody_else() {
         d.log()
     );
     assert!(ok(&d.request(r#"{"cmd":"ping"}"#)));
-    assert_eq!(d.pid_of("a").is_some(), true);
+    assert!(d.pid_of("a").is_some());
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }

@@ -131,19 +131,19 @@ pub fn procs_with_marker(marker: &str) -> Vec<Proc> {
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let hit = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker.as_bytes());
-        if hit(&env) || hit(&cmd) {
-            if let Some((state, ppid)) = stat_fields(pid) {
-                let cmdline = String::from_utf8_lossy(&cmd)
-                    .replace('\0', " ")
-                    .trim()
-                    .to_string();
-                out.push(Proc {
-                    pid,
-                    ppid,
-                    state,
-                    cmdline,
-                });
-            }
+        if (hit(&env) || hit(&cmd))
+            && let Some((state, ppid)) = stat_fields(pid)
+        {
+            let cmdline = String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .trim()
+                .to_string();
+            out.push(Proc {
+                pid,
+                ppid,
+                state,
+                cmdline,
+            });
         }
     }
     out
