@@ -33,6 +33,8 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run this long resets the back-off.
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// Time kept at the end of the hooks' share to kill one that overruns.
+pub const HOOK_KILL_MARGIN: Duration = Duration::from_millis(250);
 /// Name of the service in single-command mode.
 pub const SINGLE_NAME: &str = "main";
 
@@ -1171,8 +1173,11 @@ impl Supervisor {
         let index = self.next_hook;
         self.next_hook += 1;
         let left = self.cfg.cleanup.len() - index;
-        // Each hook gets a fair share of what is left, so one that hangs cannot starve the rest.
-        let share = hard.saturating_duration_since(now) / left as u32;
+        // Each hook gets a fair share of what is left, so one that hangs cannot starve the rest,
+        // and the last share ends early enough to kill an overrunning hook before the deadline.
+        let remaining = hard.saturating_duration_since(now);
+        let usable = remaining.saturating_sub((remaining / 10).min(HOOK_KILL_MARGIN));
+        let share = usable / left as u32;
         self.hook = Some(HookRun {
             index,
             proc: None,
@@ -1222,34 +1227,37 @@ impl Supervisor {
                 });
             }
         }
-        if let Some(h) = &self.hook
-            && let Some(p) = h.proc
-            && !self.touched.contains_key(&p)
-            && self.roots.spawned.contains_key(&p)
-        {
-            survivors.push(Survivor {
-                pid: p.pid,
-                state: "?".into(),
-                cmdline: self
-                    .cfg
-                    .cleanup
-                    .get(h.index)
-                    .map(|c| c.join(" "))
-                    .unwrap_or_default(),
-            });
-            self.failures.push(format!(
-                "cleanup[{}] still running at the shutdown deadline",
-                h.index
-            ));
-        }
-        if let Some(h) = &self.hook
-            && let Some(p) = h.proc
-            && self.roots.spawned.contains_key(&p)
-        {
-            self.actions.push(Action::Signal {
-                proc: p,
-                signal: Signal::SIGKILL,
-            });
+        // A hook still running (or being killed) at the deadline: kill it and report it now,
+        // so its `cleanup` event comes before `done`.
+        if let Some(h) = self.hook.take() {
+            let cmd = self.cfg.cleanup.get(h.index).cloned().unwrap_or_default();
+            let result = h
+                .result
+                .clone()
+                .unwrap_or_else(|| "killed at the shutdown deadline".into());
+            if let Some(p) = h.proc.filter(|p| self.roots.spawned.contains_key(p)) {
+                self.actions.push(Action::Signal {
+                    proc: p,
+                    signal: Signal::SIGKILL,
+                });
+                if !self.touched.contains_key(&p) {
+                    survivors.push(Survivor {
+                        pid: p.pid,
+                        state: "?".into(),
+                        cmdline: cmd.join(" "),
+                    });
+                }
+            }
+            error!("cleanup[{}] {:?} failed: {result}", h.index, cmd.join(" "));
+            self.failures
+                .push(format!("cleanup[{}] {}: {result}", h.index, cmd.join(" ")));
+            let elapsed_ms = ms(now.saturating_duration_since(h.started));
+            self.actions.push(Action::Event(Event::Cleanup {
+                cmd,
+                ok: false,
+                result,
+                elapsed_ms,
+            }));
         }
         let hooks_skipped = self.cfg.cleanup.len().saturating_sub(self.next_hook);
         if hooks_skipped > 0 {
@@ -1734,4 +1742,431 @@ fn pid_list(pids: &[Pid]) -> String {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The whole supervisor driven against a fake process table and a fake clock: every action is
+    //! carried out by [`World`], which plays the kernel (signals, deaths, reparenting to reapd).
+
+    use std::collections::{BTreeMap, VecDeque};
+
+    use super::*;
+    use crate::config::parse;
+    use crate::proctree::ProcInfo;
+
+    const ME: Pid = 1000;
+
+    #[derive(Clone, Copy, Default)]
+    struct Quirks {
+        ignores_term: bool,
+        unkillable: bool,
+    }
+
+    struct World {
+        sup: Supervisor,
+        now: Instant,
+        t0: Instant,
+        procs: BTreeMap<Pid, (ProcInfo, Quirks)>,
+        next_pid: Pid,
+        events: Vec<Event>,
+        signals: Vec<(Pid, Signal)>,
+        exit: Option<(i32, Instant)>,
+        /// How each spawned main process behaves, by service name; children to create under it.
+        plan: HashMap<String, (Quirks, Vec<Quirks>)>,
+    }
+
+    impl World {
+        fn new(cfg: &str) -> World {
+            let cfg = parse(cfg).expect("valid config");
+            let t0 = Instant::now();
+            let mut procs = BTreeMap::new();
+            let me = ProcInfo {
+                pid: ME,
+                ppid: 1,
+                pgid: ME,
+                sid: ME,
+                start: 1,
+                state: 'S',
+                comm: "reapd".into(),
+                marker: None,
+                cmdline: None,
+            };
+            procs.insert(ME, (me, Quirks::default()));
+            World {
+                sup: Supervisor::new(Mode::Config, cfg, None, ME, t0),
+                now: t0,
+                t0,
+                procs,
+                next_pid: 2000,
+                events: Vec::new(),
+                signals: Vec::new(),
+                exit: None,
+                plan: HashMap::new(),
+            }
+        }
+
+        fn snapshot(&self) -> Snapshot {
+            Snapshot::new(ME, self.procs.values().map(|(p, _)| p.clone()))
+        }
+
+        fn feed(&mut self, input: Input) {
+            let mut queue = VecDeque::from([input]);
+            loop {
+                while let Some(i) = queue.pop_front() {
+                    self.sup.handle(i, self.now);
+                    for a in self.sup.take_actions() {
+                        self.perform(a, &mut queue);
+                    }
+                }
+                match self.sup.scan_request() {
+                    Some(_) => queue.push_back(Input::Scanned(self.snapshot())),
+                    None => break,
+                }
+            }
+        }
+
+        fn new_proc(&mut self, ppid: Pid, sid: Pid, marker: Option<String>, q: Quirks) -> ProcId {
+            let pid = self.next_pid;
+            self.next_pid += 1;
+            let p = ProcInfo {
+                pid,
+                ppid,
+                pgid: sid,
+                sid: if sid == 0 { pid } else { sid },
+                start: pid as u64 * 7,
+                state: 'S',
+                comm: "fake".into(),
+                marker,
+                cmdline: Some(format!("fake {pid}")),
+            };
+            let id = p.id();
+            self.procs.insert(pid, (p, q));
+            id
+        }
+
+        fn perform(&mut self, a: Action, queue: &mut VecDeque<Input>) {
+            match a {
+                Action::Spawn { who, .. } => {
+                    let name = match &who {
+                        Spawnee::Service(n) => n.clone(),
+                        Spawnee::Hook(i) => format!("hook{i}"),
+                    };
+                    let (q, kids) = self.plan.get(&name).cloned().unwrap_or_default();
+                    let main = self.new_proc(ME, 0, Some(name.clone()), q);
+                    for k in kids {
+                        self.new_proc(main.pid, main.pid, Some(name.clone()), k);
+                    }
+                    queue.push_back(Input::Spawned { who, proc: main });
+                }
+                Action::Signal { proc, signal } => {
+                    self.signals.push((proc.pid, signal));
+                    let Some((p, q)) = self
+                        .procs
+                        .get_mut(&proc.pid)
+                        .filter(|(p, _)| p.start == proc.start)
+                    else {
+                        queue.push_back(Input::Gone(proc));
+                        return;
+                    };
+                    let dies = match signal {
+                        Signal::SIGKILL => !q.unkillable,
+                        Signal::SIGSTOP => {
+                            if !q.unkillable {
+                                p.state = 'T';
+                            }
+                            false
+                        }
+                        Signal::SIGCONT => {
+                            if p.state == 'T' {
+                                p.state = 'S';
+                            }
+                            false
+                        }
+                        Signal::SIGTERM => !q.ignores_term && !q.unkillable,
+                        _ => false,
+                    };
+                    if dies {
+                        self.kill(proc.pid, signal, queue);
+                    }
+                }
+                Action::Watch(proc) => {
+                    if self
+                        .procs
+                        .get(&proc.pid)
+                        .is_none_or(|(p, _)| p.start != proc.start)
+                    {
+                        queue.push_back(Input::Gone(proc));
+                    }
+                }
+                Action::Event(e) => self.events.push(e),
+                Action::Exit { code } => self.exit = Some((code, self.now)),
+                Action::Reply { .. }
+                | Action::Close(_)
+                | Action::CloseIdle
+                | Action::CloseListener
+                | Action::LoadConfig { .. }
+                | Action::Notify(_) => {}
+            }
+        }
+
+        /// A process dies: its children are reparented to reapd (the subreaper), and reapd
+        /// reaps it if it was its child.
+        fn kill(&mut self, pid: Pid, signal: Signal, queue: &mut VecDeque<Input>) {
+            let Some((p, _)) = self.procs.remove(&pid) else {
+                return;
+            };
+            for (c, _) in self.procs.values_mut() {
+                if c.ppid == pid {
+                    c.ppid = ME;
+                }
+            }
+            if p.ppid == ME {
+                queue.push_back(Input::Reaped {
+                    pid,
+                    status: ExitStatus::Signal(signal as i32),
+                });
+            }
+            queue.push_back(Input::Gone(p.id()));
+        }
+
+        /// Moves the clock to each deadline in turn until `limit` (or exit).
+        fn run_until(&mut self, limit: Duration) {
+            let end = self.t0 + limit;
+            while self.exit.is_none() {
+                let Some(d) = self.sup.deadline() else { break };
+                if d > end {
+                    break;
+                }
+                self.now = self.now.max(d);
+                self.feed(Input::Tick);
+            }
+        }
+
+        fn done(&self) -> Option<&Event> {
+            self.events.iter().find(|e| matches!(e, Event::Done { .. }))
+        }
+    }
+
+    #[test]
+    fn an_unkillable_process_is_listed_as_a_survivor_and_the_exit_status_is_1() {
+        let mut w = World::new(
+            r#"{"shutdown_timeout_ms": 3000, "services": {"db": {"cmd": ["x"], "stop_timeout_ms": 1000}}}"#,
+        );
+        w.plan.insert(
+            "db".into(),
+            (
+                Quirks::default(),
+                vec![Quirks {
+                    unkillable: true,
+                    ..Quirks::default()
+                }],
+            ),
+        );
+        w.feed(Input::Start);
+        let stuck = w
+            .procs
+            .values()
+            .find(|(p, q)| q.unkillable && p.ppid != ME)
+            .map(|(p, _)| p.pid)
+            .expect("child");
+        w.feed(Input::Signal(Signal::SIGTERM));
+        w.run_until(Duration::from_secs(60));
+        let (code, at) = w.exit.expect("exited");
+        assert_eq!(code, 1);
+        assert!(
+            at - w.t0 <= Duration::from_secs(3),
+            "within the bound: {:?}",
+            at - w.t0
+        );
+        let Some(Event::Done {
+            clean,
+            survivors,
+            exit_code,
+            ..
+        }) = w.done()
+        else {
+            panic!("no done")
+        };
+        assert!(!clean);
+        assert_eq!(*exit_code, 1);
+        assert_eq!(
+            survivors.iter().map(|s| s.pid).collect::<Vec<_>>(),
+            vec![stuck]
+        );
+        assert!(
+            w.signals.contains(&(stuck, Signal::SIGKILL)),
+            "it was killed, it just did not die"
+        );
+    }
+
+    #[test]
+    fn a_clean_shutdown_exits_0_and_signals_children_before_their_parent() {
+        let mut w = World::new(r#"{"services": {"web": {"cmd": ["x"]}}}"#);
+        w.plan.insert(
+            "web".into(),
+            (
+                Quirks::default(),
+                vec![Quirks::default(), Quirks::default()],
+            ),
+        );
+        w.feed(Input::Start);
+        w.feed(Input::Signal(Signal::SIGTERM));
+        w.run_until(Duration::from_secs(60));
+        assert_eq!(w.exit.map(|e| e.0), Some(0));
+        let terms: Vec<Pid> = w
+            .signals
+            .iter()
+            .filter(|(_, s)| *s == Signal::SIGTERM)
+            .map(|(p, _)| *p)
+            .collect();
+        let main = 2000;
+        assert_eq!(terms.last(), Some(&main), "main last: {terms:?}");
+        assert_eq!(terms.len(), 3);
+        assert!(matches!(w.done(), Some(Event::Done { clean: true, .. })));
+    }
+
+    #[test]
+    fn stubborn_services_in_three_waves_finish_within_the_bound() {
+        let mut w = World::new(
+            r#"{"shutdown_timeout_ms": 6000, "services": {
+                "a": {"cmd": ["x"], "stop_timeout_ms": 20000},
+                "b": {"cmd": ["x"], "after": ["a"], "stop_timeout_ms": 20000},
+                "c": {"cmd": ["x"], "after": ["b"], "stop_timeout_ms": 20000}}}"#,
+        );
+        for s in ["a", "b", "c"] {
+            w.plan.insert(
+                s.into(),
+                (
+                    Quirks {
+                        ignores_term: true,
+                        ..Quirks::default()
+                    },
+                    vec![],
+                ),
+            );
+        }
+        w.feed(Input::Start);
+        w.feed(Input::Signal(Signal::SIGTERM));
+        w.run_until(Duration::from_secs(60));
+        let (code, at) = w.exit.expect("exit");
+        assert_eq!(code, 0);
+        assert!(at - w.t0 <= Duration::from_secs(6), "{:?}", at - w.t0);
+        let stopped: Vec<&str> = w
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Stopped { service, how, .. } if how == "killed" => Some(service.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stopped, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn an_orphan_of_a_service_is_stopped_with_it_and_an_unknown_one_is_swept() {
+        let mut w = World::new(r#"{"services": {"web": {"cmd": ["x"]}}}"#);
+        w.feed(Input::Start);
+        // Reparented to reapd with only the marker to go on; and one with no clue at all.
+        let ours = w.new_proc(
+            ME,
+            5555,
+            Some("web".into()),
+            Quirks {
+                ignores_term: true,
+                ..Quirks::default()
+            },
+        );
+        let stray = w.new_proc(ME, 6666, None, Quirks::default());
+        w.feed(Input::Signal(Signal::SIGTERM));
+        w.run_until(Duration::from_secs(60));
+        assert_eq!(w.exit.map(|e| e.0), Some(0));
+        assert!(
+            w.signals.contains(&(ours.pid, Signal::SIGTERM)),
+            "stopped gracefully as part of web"
+        );
+        assert!(w.events.iter().any(|e| matches!(e, Event::Killed { service: Some(s), pids, .. } if s == "web" && pids == &vec![ours.pid])));
+        assert!(w.events.iter().any(|e| matches!(e, Event::Sweep { pid, reason, .. } if *pid == stray.pid && reason.starts_with("orphan"))));
+        assert!(
+            !w.signals.contains(&(stray.pid, Signal::SIGTERM)),
+            "unknown orphans are only swept"
+        );
+    }
+
+    #[test]
+    fn a_second_sigint_kills_everything_at_once() {
+        let mut w = World::new(r#"{"services": {"a": {"cmd": ["x"], "stop_timeout_ms": 20000}}}"#);
+        w.plan.insert(
+            "a".into(),
+            (
+                Quirks {
+                    ignores_term: true,
+                    ..Quirks::default()
+                },
+                vec![],
+            ),
+        );
+        w.feed(Input::Start);
+        w.feed(Input::Signal(Signal::SIGINT));
+        w.now += Duration::from_millis(10);
+        w.feed(Input::Signal(Signal::SIGINT));
+        w.run_until(Duration::from_secs(60));
+        let (code, at) = w.exit.expect("exit");
+        assert_eq!(code, 0);
+        assert!(
+            at - w.t0 < Duration::from_secs(1),
+            "no waiting for the 20 s timeout: {:?}",
+            at - w.t0
+        );
+    }
+
+    #[test]
+    fn restart_backoff_doubles_and_resets_after_a_healthy_run() {
+        let mut w = World::new(r#"{"services": {"a": {"cmd": ["x"]}}}"#);
+        w.feed(Input::Start);
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let main = w
+                .procs
+                .values()
+                .find(|(p, _)| p.ppid == ME && p.pid != ME)
+                .map(|(p, _)| p.pid)
+                .expect("main");
+            let mut q = VecDeque::new();
+            w.kill(main, Signal::SIGKILL, &mut q);
+            for i in q {
+                w.feed(i);
+            }
+            let Some(Event::Restarting { delay_ms, .. }) = w
+                .events
+                .iter()
+                .rev()
+                .find(|e| matches!(e, Event::Restarting { .. }))
+            else {
+                panic!()
+            };
+            delays.push(*delay_ms);
+            let d = w.sup.deadline().expect("restart deadline");
+            w.now = d;
+            w.feed(Input::Tick);
+        }
+        assert_eq!(delays, vec![100, 200, 400, 800]);
+        // Ten healthy seconds later, the next crash restarts after 100 ms again.
+        w.now += HEALTHY_RUN;
+        let main = w
+            .procs
+            .values()
+            .find(|(p, _)| p.ppid == ME && p.pid != ME)
+            .map(|(p, _)| p.pid)
+            .expect("main");
+        let mut q = VecDeque::new();
+        w.kill(main, Signal::SIGKILL, &mut q);
+        for i in q {
+            w.feed(i);
+        }
+        assert!(matches!(
+            w.events.last(),
+            Some(Event::Restarting { delay_ms: 100, .. })
+        ));
+    }
 }
