@@ -346,6 +346,17 @@ impl Forest {
         self.children_of(pid).is_empty()
     }
 
+    /// The members above `pid`, nearest first.
+    pub fn above(&self, pid: Pid) -> Vec<Pid> {
+        let mut out = Vec::new();
+        let mut cur = pid;
+        while let Some(&p) = self.parent.get(&cur) {
+            out.push(p);
+            cur = p;
+        }
+        out
+    }
+
     /// Every member below `pid`.
     pub fn below(&self, pid: Pid) -> Vec<Pid> {
         let mut out = Vec::new();

@@ -346,10 +346,14 @@ impl StopJob {
             }
             _ => {
                 let signalled = |p: Pid| id(p).is_some_and(|i| self.signalled.contains_key(&i));
+                // A process born under one that already has the stop signal is part of that
+                // process's own shutdown (a trap running cleanup commands): leave it alone. The
+                // stop timeout still kills it if it lingers.
+                let spared = |p: Pid| forest.above(p).into_iter().any(signalled);
                 forest
                     .deepest_first()
                     .into_iter()
-                    .filter(|&p| !signalled(p))
+                    .filter(|&p| !signalled(p) && !spared(p))
                     .filter(|&p| {
                         let below = forest.below(p);
                         let lost_a_child = id(p).is_some_and(|i| self.bereaved.contains(&i));
@@ -389,7 +393,13 @@ impl StopJob {
             signal: self.signal,
             pids: eligible,
         });
-        let unsignalled = |p: Pid| id(p).is_some_and(|i| !self.signalled.contains_key(&i));
+        let unsignalled = |p: Pid| {
+            id(p).is_some_and(|i| !self.signalled.contains_key(&i))
+                && !forest
+                    .above(p)
+                    .into_iter()
+                    .any(|a| id(a).is_some_and(|i| self.signalled.contains_key(&i)))
+        };
         let levels_left = match (self.scope, main_alive) {
             (StopScope::Main, Some(_)) => 0,
             _ => forest
@@ -645,6 +655,38 @@ mod tests {
                 (100, Signal::SIGTERM),
                 (100, Signal::SIGCONT)
             ]
+        );
+    }
+
+    #[test]
+    fn children_born_after_their_parent_got_the_stop_signal_are_left_to_it() {
+        let t0 = Instant::now();
+        let mut snap = chain(1);
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        assert_eq!(
+            signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
+            (100, Signal::SIGTERM)
+        );
+        // Its TERM handler runs a cleanup command.
+        snap.procs.insert(101, proc(101, 100, 100));
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
+        assert_eq!(
+            job.deadline(),
+            Some(t0 + Duration::from_secs(10)),
+            "no level share for it"
+        );
+        // If it lingers past the timeout, it is killed with the rest.
+        job.on_tick(t0 + Duration::from_secs(10));
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [(100, Signal::SIGSTOP), (101, Signal::SIGSTOP)]
         );
     }
 
