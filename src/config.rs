@@ -324,7 +324,12 @@ impl Cx {
                     specs.push(spec);
                 }
             }
-            cfg.services = self.start_order(specs);
+            let declared: BTreeSet<&str> = map
+                .keys()
+                .filter(|k| !k.starts_with('_'))
+                .map(String::as_str)
+                .collect();
+            cfg.services = self.start_order(specs, &declared);
         }
         if let Some(v) = top.get("cleanup")
             && let Some(list) = self.array("cleanup", v)
@@ -477,13 +482,18 @@ impl Cx {
 
     /// Orders services so every one comes after the services it names in `after`; reports
     /// unknown names and cycles.
-    fn start_order(&mut self, specs: Vec<ServiceSpec>) -> Vec<ServiceSpec> {
-        let names: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        let mut bad = false;
+    /// `declared` holds every service name in the file, including services with errors of their
+    /// own: depending on one of those is not an "unknown service".
+    fn start_order(
+        &mut self,
+        specs: Vec<ServiceSpec>,
+        declared: &BTreeSet<&str>,
+    ) -> Vec<ServiceSpec> {
+        let mut bad = !self.errors.is_empty();
         for s in &specs {
             for (i, dep) in s.after.iter().enumerate() {
-                if !names.contains(dep.as_str()) {
-                    let hint = did_you_mean(dep, names.iter().copied());
+                if !declared.contains(dep.as_str()) {
+                    let hint = did_you_mean(dep, declared.iter().copied());
                     self.err(
                         &format!("{}[{i}]", join(&join("services", &s.name), "after")),
                         format!("unknown service {dep:?}{hint}"),
@@ -819,6 +829,19 @@ mod tests {
         assert_eq!(
             errors(r#"{"services": {"a": {"cmd": ["x"], "after": ["a"]}}}"#),
             ["services.a.after: dependency cycle: a → a"]
+        );
+    }
+
+    #[test]
+    fn depending_on_a_service_with_errors_is_not_an_unknown_dependency() {
+        assert_eq!(
+            errors(
+                r#"{"services": {"web": {"cmd": "x"}, "proxy": {"cmd": ["x"], "after": ["web", "wbe"]}}}"#
+            ),
+            [
+                "services.web.cmd: expected an array of strings (argv, no shell), found \"x\"; write [\"sh\", \"-c\", \"x\"] to use a shell",
+                "services.proxy.after[1]: unknown service \"wbe\" (did you mean \"web\"?)",
+            ]
         );
     }
 

@@ -94,13 +94,7 @@ pub fn spawn(spec: &SpawnSpec<'_>, limits: ChildLimits) -> Result<Pid, String> {
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
-            for sig in 1..32 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
-                }
-            }
+            reset_dispositions();
             if let Some((cur, max)) = nofile {
                 let lim = libc::rlimit {
                     rlim_cur: cur,
@@ -120,6 +114,58 @@ pub fn spawn(spec: &SpawnSpec<'_>, limits: ChildLimits) -> Result<Pid, String> {
                 .map(|d| format!(" in {}", d.display()))
                 .unwrap_or_default();
             Err(format!("cannot execute {program:?}{cwd}: {e}"))
+        }
+    }
+}
+
+/// Resets every signal, real-time ones included, to its default action. Runs between fork and
+/// exec, so it only makes raw system calls.
+///
+/// glibc refuses to touch signals 32 and 33 (its own thread signals), but a parent can still hand
+/// them down ignored, so the kernel's `rt_sigaction` is called directly for every signal.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn reset_dispositions() {
+    // The kernel's struct sigaction on these architectures: handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a valid signal number, a pointer to a live struct of the kernel's layout, no
+        // old action, and the kernel's sigset size (8 bytes). Failure leaves the signal as it was.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+/// Elsewhere the kernel's layout differs: reset what glibc lets us reset.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn reset_dispositions() {
+    // SAFETY: sigaction with a zeroed struct (SIG_DFL) is async-signal-safe.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
     }
 }

@@ -1527,23 +1527,32 @@ impl Supervisor {
                 "the control socket path changed in the config; it takes effect only after a restart of reapd"
             );
         }
-        let old: BTreeMap<String, ServiceSpec> = self
+        // Compare with what each service is about to become: a pending replacement counts, and
+        // a service still being removed is no longer part of the running set.
+        let effective: BTreeMap<String, Option<ServiceSpec>> = self
             .services
             .iter()
-            .map(|s| (s.spec.name.clone(), s.spec.clone()))
+            .map(|s| {
+                let eff = match &s.then {
+                    AfterStop::Remove => None,
+                    AfterStop::Replace(spec) => Some((**spec).clone()),
+                    AfterStop::Stay | AfterStop::Start => Some(s.spec.clone()),
+                };
+                (s.spec.name.clone(), eff)
+            })
             .collect();
         let mut added = Vec::new();
         let mut removed = Vec::new();
         let mut changed = Vec::new();
         for spec in &new.services {
-            match old.get(&spec.name) {
-                None => added.push(spec.name.clone()),
-                Some(o) if o != spec => changed.push(spec.name.clone()),
-                Some(_) => {}
+            match effective.get(&spec.name) {
+                None | Some(None) => added.push(spec.name.clone()),
+                Some(Some(o)) if o != spec => changed.push(spec.name.clone()),
+                Some(Some(_)) => {}
             }
         }
-        for name in old.keys() {
-            if new.service(name).is_none() {
+        for (name, eff) in &effective {
+            if eff.is_some() && new.service(name).is_none() {
                 removed.push(name.clone());
             }
         }
@@ -1556,12 +1565,21 @@ impl Supervisor {
         for spec in &new.services {
             match current.remove(&spec.name) {
                 Some(mut s) => {
-                    if changed.contains(&spec.name) {
-                        if s.main.is_some() || s.stop.is_some() {
-                            s.then = AfterStop::Replace(Box::new(spec.clone()));
+                    if added.contains(&spec.name) || changed.contains(&spec.name) {
+                        // Back in the config while being removed: it stays after all.
+                        s.down = false;
+                        s.then = if s.stop.is_some() {
+                            if s.spec == *spec {
+                                AfterStop::Start
+                            } else {
+                                AfterStop::Replace(Box::new(spec.clone()))
+                            }
+                        } else if s.main.is_some() {
+                            AfterStop::Replace(Box::new(spec.clone()))
                         } else {
                             s.spec = spec.clone();
-                        }
+                            AfterStop::Stay
+                        };
                     }
                     table.push(s);
                 }
@@ -1602,7 +1620,13 @@ impl Supervisor {
             }
         }
         for name in &added {
-            self.spawn(name, now);
+            // One still stopping starts once its stop is over (see `AfterStop`).
+            if self
+                .service(name)
+                .is_some_and(|s| s.stop.is_none() && s.main.is_none())
+            {
+                self.spawn(name, now);
+            }
         }
         self.actions.push(Action::Event(Event::Reloaded {
             added: added.clone(),
