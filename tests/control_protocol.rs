@@ -91,10 +91,15 @@ fn stop_start_restart_and_signal_a_service() {
     let restarted = v["pid"].as_i64().expect("pid") as i32;
     assert_ne!(restarted, started, "{v}");
     assert_eq!(d.pid_of("a"), Some(restarted));
-    // A stopped service stays down: it is not restarted behind the user's back.
+    // A stopped service stays down: "stopped", not "backoff" (no restart is scheduled).
     d.request(r#"{"cmd":"stop","name":"a"}"#);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(d.pid_of("a"), None);
+    let a = d.request(r#"{"cmd":"list"}"#)["services"][0].clone();
+    assert_eq!(
+        (a["name"].as_str(), a["state"].as_str()),
+        (Some("a"), Some("stopped")),
+        "{a}"
+    );
+    assert!(a["pid"].is_null());
     assert!(wait_until(SOON, || d.dir.read("hup.log").contains("ready")));
     let v = d.request(r#"{"cmd":"signal","name":"hup","signal":"HUP"}"#);
     assert_eq!(v["signal"], "SIGHUP", "{v}");

@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -112,6 +112,19 @@ fn stat_fields(pid: i32) -> Option<(char, i32)> {
     let state = f.next()?.chars().next()?;
     let ppid = f.next()?.parse().ok()?;
     Some((state, ppid))
+}
+
+/// A process's (ppid, process group, session) from `/proc/<pid>/stat`.
+pub fn stat_ids(pid: i32) -> Option<(i32, i32, i32)> {
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = String::from_utf8_lossy(&raw[close + 1..]).to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(3)?.parse().ok()?,
+    ))
 }
 
 /// Every process whose environment or command line contains `marker`, zombies included.
@@ -240,6 +253,20 @@ impl Daemon {
 
     /// Starts reapd in `dir` with full control over its arguments.
     pub fn spawn_in(dir: TestDir, start: Start<'_>) -> Daemon {
+        Daemon::spawn_wrapped(dir, &[], &[], start)
+    }
+
+    /// Like [`Daemon::spawn_in`], but reapd is started through `wrapper`, an argv prefix that
+    /// must end by exec'ing its arguments (so the wrapper's pid becomes reapd's), e.g.
+    /// `["bash", "-c", "trap '' HUP; exec 7</dev/null; exec \"$@\"", "_"]`; and with the signals
+    /// in `blocked` blocked in the initial signal mask. For tests of what services must not
+    /// inherit from whoever started reapd. The wrapper sees the same environment as reapd.
+    pub fn spawn_wrapped(
+        dir: TestDir,
+        wrapper: &[&str],
+        blocked: &[i32],
+        start: Start<'_>,
+    ) -> Daemon {
         let marker = dir
             .path
             .file_name()
@@ -249,7 +276,32 @@ impl Daemon {
         let socket = dir.join("s.sock");
         let log = std::fs::File::create(dir.join("reapd.log")).expect("log file");
         let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        if !blocked.is_empty() {
+            let blocked = blocked.to_vec();
+            // SAFETY: only sigemptyset, sigaddset and sigprocmask run between fork and exec, on
+            // a set built on the stack; the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    for &sig in &blocked {
+                        libc::sigaddset(&mut set, sig);
+                    }
+                    if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if start.with_socket {
             cmd.arg("--socket").arg(&socket);
         }
@@ -543,4 +595,311 @@ pub fn lines_with(text: &str, needle: &str) -> Vec<String> {
 /// Every event of `kind` in `events`.
 pub fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+// ----- Running reapd under other tools: s6, runit, socat, unshare, chroot, a notify pipe -----
+
+/// The marker of a test directory: its unique name, as [`Daemon`] uses it.
+pub fn marker_of(dir: &TestDir) -> String {
+    dir.path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("reapdtest")
+        .to_string()
+}
+
+/// Like [`require_tool`] for any other precondition (root, a namespace, a static binary): when
+/// `ok` is false, say loudly that the test is skipped, or fail under `REAPD_REQUIRE_ALL=1`.
+pub fn require(ok: bool, what: &str) -> bool {
+    if !ok {
+        let msg = format!("SKIPPED: {what}");
+        if std::env::var("REAPD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            panic!("{msg}; REAPD_REQUIRE_ALL=1 forbids skipping");
+        }
+        eprintln!("\n*** {msg} ***\n");
+    }
+    ok
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sends one request line to the control socket at `socket` and returns the parsed reply.
+pub fn request_at(socket: &Path, line: &str) -> Result<Value, String> {
+    let s = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    request_on(s, line)
+}
+
+/// Waits until a reapd answers `ping` on `socket`.
+pub fn wait_ping(socket: &Path, limit: Duration) -> bool {
+    wait_until(limit, || {
+        request_at(socket, r#"{"cmd":"ping"}"#).is_ok_and(|v| v["pong"] == Value::Bool(true))
+    })
+}
+
+/// What a tool run by [`run_bounded`] did.
+#[derive(Debug)]
+pub struct ToolRun {
+    /// Shell-style exit code; None if it had to be killed at the time limit.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a short-lived tool with piped output, SIGKILLing it if it outlives `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> ToolRun {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = collect(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = collect(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let end = Instant::now() + limit;
+    let code = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(code_of(st));
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A grandchild that kept the pipes open must not hang the test: give up on its output.
+    let join = |h: std::thread::JoinHandle<String>| {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !h.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            h.join().unwrap_or_default()
+        } else {
+            "<output still open>".to_string()
+        }
+    };
+    ToolRun {
+        code,
+        stdout: join(out),
+        stderr: join(err),
+    }
+}
+
+/// A process tree a test started (a supervisor, `unshare`, `chroot`, `socat`) with
+/// `REAPD_TEST_MARKER=<marker>` in its environment. Dropping it (also when the test fails)
+/// kills the child and then, by pid, every live process that carries the marker.
+#[derive(Debug)]
+pub struct Marked {
+    pub child: Child,
+    pub marker: String,
+    pub status: Option<ExitStatus>,
+}
+
+impl Marked {
+    /// Spawns `cmd` with the marker in its environment.
+    pub fn spawn(cmd: &mut Command, marker: &str) -> Marked {
+        let child = cmd
+            .env("REAPD_TEST_MARKER", marker)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Marked {
+            child,
+            marker: marker.to_string(),
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if self.status.is_none() {
+            // SAFETY: kill has no memory effects; the child is unreaped, so its pid is its own.
+            unsafe { libc::kill(self.pid(), sig) };
+        }
+    }
+
+    /// Waits for the child to exit; None if it did not within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let end = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.status = Some(st);
+                return self.status;
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Live marked processes other than the ones in `except`.
+    pub fn live_except(&self, except: &[i32]) -> Vec<Proc> {
+        live_with_marker(&self.marker)
+            .into_iter()
+            .filter(|p| !except.contains(&p.pid))
+            .collect()
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        kill_marked(&self.marker);
+    }
+}
+
+/// Every process (marked or not) whose parent is `ppid`, zombies included.
+pub fn children_of(ppid: i32) -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let (state, parent) = stat_fields(pid)?;
+            (parent == ppid).then(|| Proc {
+                pid,
+                ppid: parent,
+                state,
+                cmdline: String::from_utf8_lossy(
+                    &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+                )
+                .replace('\0', " ")
+                .trim()
+                .to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Zombies whose parent is `ppid`: children it has not reaped.
+pub fn zombies_of(ppid: i32) -> Vec<Proc> {
+    children_of(ppid)
+        .into_iter()
+        .filter(|p| p.state == 'Z')
+        .collect()
+}
+
+impl Daemon {
+    /// Like [`Daemon::spawn_in`], plus a pipe whose write end reapd gets as descriptor
+    /// `target_fd` (for `--notify-fd`); returns the read end. The test keeps no copy of the
+    /// write end, so the read end sees EOF once reapd (and anything it leaked it to) closes it.
+    pub fn spawn_with_pipe(
+        dir: TestDir,
+        target_fd: i32,
+        start: Start<'_>,
+    ) -> (Daemon, std::fs::File) {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array. O_CLOEXEC keeps both ends out of
+        // whatever other test threads spawn meanwhile.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+            0,
+            "pipe2"
+        );
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let marker = marker_of(&dir);
+        let socket = dir.join("s.sock");
+        let log = std::fs::File::create(dir.join("reapd.log")).expect("log file");
+        let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout file");
+        let mut cmd = Command::new(BIN);
+        if start.with_socket {
+            cmd.arg("--socket").arg(&socket);
+        }
+        cmd.args(&start.args)
+            .env("REAPD_TEST_MARKER", &marker)
+            .env("REAPD_LOG", "debug")
+            .env("TEST_DIR", &dir.path)
+            .env_remove("REAPD_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log);
+        for (k, v) in &start.env {
+            cmd.env(k, v);
+        }
+        let w = write.as_raw_fd();
+        // SAFETY: only dup2 and fcntl run between fork and exec; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if w == target_fd {
+                    // dup2 onto itself would keep close-on-exec: clear it instead.
+                    if libc::fcntl(w, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(w, target_fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn reapd");
+        drop(write);
+        (
+            Daemon {
+                child,
+                dir,
+                socket,
+                marker,
+                status: None,
+            },
+            std::fs::File::from(read),
+        )
+    }
+}
+
+/// Reads from `file` until EOF or `limit`, whichever comes first. Returns (bytes, saw EOF).
+pub fn read_until_eof(file: &mut std::fs::File, limit: Duration) -> (Vec<u8>, bool) {
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + limit;
+    let mut got = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        let mut pfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll reads and writes the one pollfd we pass.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        if n <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        match file.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return (got, true),
+        }
+    }
 }
