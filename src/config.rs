@@ -525,7 +525,10 @@ impl Cx {
         if let Some(first) = rest.first() {
             let cycle = find_cycle(&rest, &first.name);
             self.err(
-                &join(&join("services", &cycle[0]), "after"),
+                &join(
+                    &join("services", cycle.first().map_or("", String::as_str)),
+                    "after",
+                ),
                 format!("dependency cycle: {}", cycle.join(" → ")),
             );
             order.extend(rest);
@@ -660,7 +663,7 @@ fn find_cycle(rest: &[ServiceSpec], start: &str) -> Vec<String> {
             .cloned();
         let Some(next) = next else { return path };
         if let Some(pos) = path.iter().position(|p| *p == next) {
-            let mut cycle = path[pos..].to_vec();
+            let mut cycle = path.get(pos..).unwrap_or_default().to_vec();
             cycle.push(next);
             return cycle;
         }
@@ -720,16 +723,19 @@ pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) ->
 
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
+    // One row of the Levenshtein table at a time.
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        for (pair, cb) in prev.windows(2).zip(&b) {
+            let (&[diag, up], Some(&left)) = (pair, cur.last()) else {
+                continue;
+            };
+            cur.push((diag + usize::from(ca != *cb)).min(up + 1).min(left + 1));
         }
         prev = cur;
     }
-    prev[b.len()]
+    prev.last().copied().unwrap_or_default()
 }
 
 /// Describes a stop signal for logs (`SIGTERM`).

@@ -345,7 +345,7 @@ impl Control {
                     }
                 }
                 Ok(n) => {
-                    c.input.push(&buf[..n]);
+                    c.input.push(buf.get(..n).unwrap_or_default());
                     Self::take_lines(id, c, &mut out);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

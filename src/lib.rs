@@ -25,6 +25,16 @@
 //! - [`notify`]: readiness for s6 and systemd.
 //! - [`ctl`], [`logging`]: the client and the log format.
 
+// As PID 1 a panic (with panic = "abort", any panic) takes the whole container down, so the
+// daemon may contain nothing that can panic on input: no unwrap, expect, panic! or unchecked
+// indexing. Unit tests are exempt (clippy.toml); integration tests are separate crates.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -1,6 +1,15 @@
 //! The `reapd` binary: parses the command line and hands over to the daemon, `check` or `ctl`.
 
-use std::ffi::OsString;
+// As PID 1 a panic (with panic = "abort", any panic) takes the whole container down, so the
+// daemon may contain nothing that can panic on input: no unwrap, expect, panic! or unchecked
+// indexing. Unit tests are exempt (clippy.toml); integration tests are separate crates.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -216,6 +225,3 @@ fn become_subreaper() {
         );
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: OsString) {}

@@ -115,12 +115,12 @@ pub fn parse_stat(line: &[u8]) -> Option<ProcInfo> {
     if close < open {
         return None;
     }
-    let pid: Pid = std::str::from_utf8(&line[..open])
+    let pid: Pid = std::str::from_utf8(line.get(..open)?)
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    let comm = String::from_utf8_lossy(&line[open + 1..close]).into_owned();
+    let comm = String::from_utf8_lossy(line.get(open + 1..close)?).into_owned();
     let rest = std::str::from_utf8(line.get(close + 1..)?).ok()?;
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
     // After the command: state(0) ppid(1) pgrp(2) session(3) ... starttime(19).

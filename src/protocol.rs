@@ -506,7 +506,13 @@ impl LineBuf {
     /// The next complete line without its newline, `None` when no full line is buffered, or
     /// `Err` when a line is longer than allowed (the stream cannot be resynchronised).
     pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
-        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+        match self
+            .buf
+            .get(self.scanned..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == b'\n')
+        {
             Some(off) => {
                 let end = self.scanned + off;
                 if end > self.max {

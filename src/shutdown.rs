@@ -155,13 +155,16 @@ pub fn exit_margin(budget: Duration) -> Duration {
 /// those who want more than an equal share split what the others leave.
 pub fn water_fill(wants: &[Duration], available: Duration) -> Vec<Duration> {
     let mut out = vec![Duration::ZERO; wants.len()];
-    let mut order: Vec<usize> = (0..wants.len()).collect();
-    order.sort_by_key(|&i| wants[i]);
+    let mut order: Vec<(usize, Duration)> = wants.iter().copied().enumerate().collect();
+    order.sort_by_key(|&(_, want)| want);
     let mut left = available;
-    for (k, &i) in order.iter().enumerate() {
-        let share = left / (wants.len() - k) as u32;
-        out[i] = wants[i].min(share);
-        left = left.saturating_sub(out[i]);
+    for (k, (i, want)) in order.into_iter().enumerate() {
+        let share = left / u32::try_from(wants.len() - k).unwrap_or(u32::MAX);
+        let got = want.min(share);
+        if let Some(slot) = out.get_mut(i) {
+            *slot = got;
+        }
+        left = left.saturating_sub(got);
     }
     out
 }
@@ -212,7 +215,9 @@ pub fn waves(specs: &[StopSpec]) -> Vec<Vec<String>> {
         if out.len() <= l {
             out.resize(l + 1, Vec::new());
         }
-        out[l].push(name.to_string());
+        if let Some(wave) = out.get_mut(l) {
+            wave.push(name.to_string());
+        }
     }
     out.retain(|w| !w.is_empty());
     out
@@ -518,7 +523,10 @@ impl Shutdown {
         let left = self
             .drain_deadline()
             .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
-        let wants: Vec<Duration> = plan.waves[self.wave..]
+        let wants: Vec<Duration> = plan
+            .waves
+            .get(self.wave..)
+            .unwrap_or_default()
             .iter()
             .map(|w| w.requested)
             .collect();

@@ -540,17 +540,16 @@ impl Supervisor {
             self.advance_hooks(now);
             return;
         }
-        let Some(idx) = self
+        let phase = self.phase();
+        let mode = self.mode;
+        let Some(s) = self
             .services
-            .iter()
-            .position(|s| s.main.is_some_and(|m| m.pid == pid))
+            .iter_mut()
+            .find(|s| s.main.is_some_and(|m| m.pid == pid))
         else {
             debug!("reaped pid {pid} ({status})");
             return;
         };
-        let phase = self.phase();
-        let mode = self.mode;
-        let s = &mut self.services[idx];
         let name = s.spec.name.clone();
         s.main = None;
         s.last_exit = Some(status);
@@ -705,9 +704,12 @@ impl Supervisor {
         // Service stops.
         let mut finished = Vec::new();
         for i in 0..self.services.len() {
-            let name = self.services[i].spec.name.clone();
-            let main = self.services[i].main;
-            let Some(job) = self.services[i].stop.as_mut() else {
+            let Some(svc) = self.services.get_mut(i) else {
+                continue;
+            };
+            let name = svc.spec.name.clone();
+            let main = svc.main;
+            let Some(job) = svc.stop.as_mut() else {
                 continue;
             };
             if !job.wants_scan() {
@@ -922,12 +924,14 @@ impl Supervisor {
     }
 
     fn finish_stop(&mut self, name: &str, now: Instant) {
-        let Some(idx) = self.services.iter().position(|s| s.spec.name == name) else {
+        let Some(svc) = self.service_mut(name) else {
             return;
         };
-        let Some(job) = self.services[idx].stop.take() else {
+        let Some(job) = svc.stop.take() else {
             return;
         };
+        let then = std::mem::replace(&mut svc.then, AfterStop::Stay);
+        let down = svc.down;
         let how = job.outcome().unwrap_or(StopHow::Killed);
         let elapsed = ms(now.saturating_duration_since(job.started()));
         info!("{name}: stopped ({}) after {elapsed} ms", how.as_str());
@@ -936,8 +940,6 @@ impl Supervisor {
             how: how.as_str().into(),
             elapsed_ms: elapsed,
         }));
-        let then = std::mem::replace(&mut self.services[idx].then, AfterStop::Stay);
-        let down = self.services[idx].down;
         let running = self.phase() == Phase::Running;
         self.answer_waiters(
             |w| matches!(w, Waiter::Stopped(n) if n == name),
@@ -946,12 +948,14 @@ impl Supervisor {
         match then {
             AfterStop::Stay => {}
             AfterStop::Remove => {
-                self.services.remove(idx);
+                self.services.retain(|s| s.spec.name != name);
                 self.refresh_roots();
                 info!("{name}: removed");
             }
             AfterStop::Replace(spec) => {
-                self.services[idx].spec = *spec;
+                if let Some(svc) = self.service_mut(name) {
+                    svc.spec = *spec;
+                }
                 if running && !down {
                     self.spawn(name, now);
                 }
