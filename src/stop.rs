@@ -95,7 +95,11 @@ pub struct StopJob {
     scan_wanted: bool,
     seen_any: bool,
     signalled: HashMap<ProcId, Option<ProcId>>,
-    bereaved: HashSet<ProcId>,
+    /// Processes that lost a child we signalled, with the number of scans done at that moment.
+    bereaved: HashMap<ProcId, u64>,
+    /// The scan in which each member was first seen.
+    first_seen: HashMap<ProcId, u64>,
+    scans: u64,
     frozen: HashSet<ProcId>,
     killed: HashSet<ProcId>,
     gone: HashSet<ProcId>,
@@ -124,7 +128,9 @@ impl StopJob {
             scan_wanted: true,
             seen_any: false,
             signalled: HashMap::new(),
-            bereaved: HashSet::new(),
+            bereaved: HashMap::new(),
+            first_seen: HashMap::new(),
+            scans: 0,
             frozen: HashSet::new(),
             killed: HashSet::new(),
             gone: HashSet::new(),
@@ -223,7 +229,7 @@ impl StopJob {
             return;
         }
         if let Some(Some(parent)) = self.signalled.get(&id) {
-            self.bereaved.insert(*parent);
+            self.bereaved.entry(*parent).or_insert(self.scans);
         }
         match self.stage {
             Stage::Graceful => self.scan_wanted = true,
@@ -244,6 +250,7 @@ impl StopJob {
         if self.is_done() {
             return out;
         }
+        self.scans += 1;
         let alive: Vec<Pid> = members
             .iter()
             .copied()
@@ -258,6 +265,7 @@ impl StopJob {
             if let Some(i) = id(p)
                 && self.watched.insert(i)
             {
+                self.first_seen.insert(i, self.scans);
                 out.push(JobOut::Watch(i));
             }
         }
@@ -346,24 +354,52 @@ impl StopJob {
             }
             _ => {
                 let signalled = |p: Pid| id(p).is_some_and(|i| self.signalled.contains_key(&i));
+                let lost_child_at = |p: Pid| id(p).and_then(|i| self.bereaved.get(&i).copied());
+                let seen_at = |p: Pid| {
+                    id(p)
+                        .and_then(|i| self.first_seen.get(&i).copied())
+                        .unwrap_or(0)
+                };
                 // A process born under one that already has the stop signal is part of that
                 // process's own shutdown (a trap running cleanup commands): leave it alone. The
                 // stop timeout still kills it if it lingers.
                 let spared = |p: Pid| forest.above(p).into_iter().any(signalled);
-                forest
-                    .deepest_first()
-                    .into_iter()
+                // `q` replaced a child of `p` that we stopped (a shell loop's next command, a
+                // master's respawned worker): it first appeared after `p` lost that child.
+                let replaces = |q: Pid, p: Pid| lost_child_at(p).is_some_and(|at| seen_at(q) > at);
+                // A replacement waits for its parent's turn: stopping it alone would only make the
+                // parent start another.
+                let held = |q: Pid| {
+                    forest
+                        .above(q)
+                        .into_iter()
+                        .any(|a| !signalled(a) && replaces(q, a))
+                };
+                let mut chosen: HashSet<Pid> = forest
+                    .members()
+                    .iter()
+                    .copied()
                     .filter(|&p| !signalled(p) && !spared(p))
                     .filter(|&p| {
                         let below = forest.below(p);
-                        let lost_a_child = id(p).is_some_and(|i| self.bereaved.contains(&i));
-                        below.is_empty()
-                            // It replaced the children we stopped with new ones (a shell loop,
-                            // a master respawning workers): stopping the new ones alone would
-                            // chase it forever.
-                            || (lost_a_child && !below.iter().any(|&q| signalled(q)))
-                            || (self.force_level && below.iter().all(|&q| signalled(q)))
+                        (below.is_empty() && !held(p))
+                            || (lost_child_at(p).is_some() && below.iter().all(|&q| replaces(q, p)))
+                            || (self.force_level && below.iter().all(|&q| signalled(q) || held(q)))
                     })
+                    .collect();
+                // Whatever still runs below a chosen process goes first, deepest first.
+                for p in chosen.clone() {
+                    chosen.extend(
+                        forest
+                            .below(p)
+                            .into_iter()
+                            .filter(|&q| !signalled(q) && !spared(q)),
+                    );
+                }
+                forest
+                    .deepest_first()
+                    .into_iter()
+                    .filter(|p| chosen.contains(p))
                     .collect()
             }
         };
@@ -687,6 +723,58 @@ mod tests {
         assert_eq!(
             signalled(&out),
             [(100, Signal::SIGSTOP), (101, Signal::SIGSTOP)]
+        );
+    }
+
+    #[test]
+    fn a_respawned_child_waits_for_its_parents_turn() {
+        let t0 = Instant::now();
+        // Master 100 with worker 101 (and its child 103) and loop child 102.
+        let mut snap = Snapshot::new(
+            ME,
+            [
+                proc(100, ME, 100),
+                proc(101, 100, 100),
+                proc(103, 101, 100),
+                proc(102, 100, 100),
+            ],
+        );
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert!(
+            out.contains(&JobOut::Signalled {
+                signal: Signal::SIGTERM,
+                pids: vec![103, 102]
+            }),
+            "{out:?}"
+        );
+        // The loop child dies and the master starts another one while the worker still stops.
+        job.on_gone(remove(&mut snap, 102));
+        job.on_gone(remove(&mut snap, 103));
+        snap.procs.insert(104, proc(104, 100, 100));
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [(101, Signal::SIGTERM), (101, Signal::SIGCONT)],
+            "the replacement waits"
+        );
+        // Once the worker is gone, the replacement and the master go together, child first.
+        job.on_gone(remove(&mut snap, 101));
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [
+                (104, Signal::SIGTERM),
+                (104, Signal::SIGCONT),
+                (100, Signal::SIGTERM),
+                (100, Signal::SIGCONT)
+            ]
         );
     }
 
