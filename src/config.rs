@@ -28,14 +28,16 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Shortest `match` string: a shorter one would sweep unrelated processes.
 pub const MIN_MATCH_LEN: usize = 3;
 
-const TOP_KEYS: &[&str] = &[
+/// Every top-level key the parser accepts.
+pub const TOP_KEYS: &[&str] = &[
     "socket",
     "shutdown_timeout_ms",
     "grace_ms",
     "services",
     "cleanup",
 ];
-const SERVICE_KEYS: &[&str] = &[
+/// Every key a service accepts.
+pub const SERVICE_KEYS: &[&str] = &[
     "cmd",
     "after",
     "env",
