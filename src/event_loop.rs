@@ -31,7 +31,7 @@ use crate::procfs;
 use crate::proctree::{ExitStatus, Pid, ProcId};
 use crate::protocol::{Event, event_line};
 use crate::signals::SignalSource;
-use crate::spawn::{self, ChildLimits, SpawnSpec};
+use crate::spawn::{SpawnSpec, Spawner};
 use crate::supervisor::{Action, Input, Mode, Supervisor};
 
 const SIGNALS: Token = Token(0);
@@ -56,8 +56,8 @@ pub struct Setup {
     pub shutdown_override: Option<u64>,
     /// Readiness channels.
     pub notifier: Notifier,
-    /// Limits to restore in children.
-    pub limits: ChildLimits,
+    /// What every child receives (file limit, stdin).
+    pub spawner: Spawner,
     /// The installed signal handlers.
     pub signals: SignalSource,
 }
@@ -76,7 +76,7 @@ pub struct EventLoop {
     sup: Supervisor,
     pidfds: HashMap<Pid, Watched>,
     notifier: Notifier,
-    limits: ChildLimits,
+    spawner: Spawner,
     config_path: Option<PathBuf>,
     self_pid: Pid,
     exit_code: Option<i32>,
@@ -110,7 +110,7 @@ pub fn run(setup: Setup) -> i32 {
         socket,
         shutdown_override,
         notifier,
-        limits,
+        spawner,
         mut signals,
     } = setup;
     let poll = match Poll::new() {
@@ -169,7 +169,7 @@ pub fn run(setup: Setup) -> i32 {
         sup,
         pidfds: HashMap::new(),
         notifier,
-        limits,
+        spawner,
         config_path,
         self_pid,
         exit_code: None,
@@ -356,7 +356,7 @@ impl EventLoop {
                     cwd: cwd.as_ref(),
                     inherit_stdin,
                 };
-                let input = match spawn::spawn(&spec, self.limits) {
+                let input = match self.spawner.spawn(&spec) {
                     Ok(pid) => match self.adopt_child(pid) {
                         Ok(proc) => Input::Spawned { who, proc },
                         Err(e) => Input::SpawnFailed { who, error: e },

@@ -19,7 +19,7 @@ use reapd::config::{Config, MAX_STOP_TIMEOUT, RestartPolicy, ServiceSpec};
 use reapd::event_loop::{self, Setup, load_config};
 use reapd::notify::Notifier;
 use reapd::signals::{self, SignalSource};
-use reapd::spawn::{self, ChildLimits};
+use reapd::spawn::{self, Spawner};
 use reapd::supervisor::{Mode, SINGLE_NAME};
 use reapd::{ctl, logging, procfs};
 
@@ -170,7 +170,7 @@ fn daemon(args: RunArgs) -> i32 {
         return EXIT_USAGE;
     }
     become_subreaper();
-    let limits = ChildLimits::raise_own_nofile();
+    let spawner = Spawner::prepare();
     let notify_socket = std::env::var("NOTIFY_SOCKET")
         .ok()
         .filter(|s| !s.is_empty());
@@ -183,7 +183,7 @@ fn daemon(args: RunArgs) -> i32 {
         socket,
         shutdown_override: args.shutdown_timeout,
         notifier,
-        limits,
+        spawner,
         signals,
     };
     event_loop::run(setup)

@@ -25,41 +25,73 @@ pub struct SpawnSpec<'a> {
     pub inherit_stdin: bool,
 }
 
-/// The open-file limit to give children: reapd raises its own soft limit to track many pidfds,
-/// but programs that use `select()` break above 1024, so children get the limit reapd inherited.
-#[derive(Clone, Copy, Debug)]
-pub struct ChildLimits {
+/// What every child receives from reapd besides its spec: the open-file limit reapd found (it
+/// raises its own soft limit to track many pidfds, but programs that use `select()` break above
+/// 1024), and `/dev/null` as stdin, opened once at start-up.
+#[derive(Debug)]
+pub struct Spawner {
     nofile: Option<(libc::rlim_t, libc::rlim_t)>,
+    devnull: Option<std::fs::File>,
 }
 
-impl ChildLimits {
-    /// Raises reapd's own soft `RLIMIT_NOFILE` to the hard limit and remembers the original.
-    pub fn raise_own_nofile() -> ChildLimits {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+impl Spawner {
+    /// Raises reapd's own soft `RLIMIT_NOFILE` to the hard limit, remembering the original, and
+    /// opens `/dev/null` (close-on-exec).
+    pub fn prepare() -> Spawner {
+        let devnull = std::fs::File::open("/dev/null")
+            .map_err(|e| {
+                log::warn!(
+                    "cannot open /dev/null ({e}); services get an empty pipe as stdin instead"
+                );
+            })
+            .ok();
+        Spawner {
+            nofile: raise_own_nofile(),
+            devnull,
+        }
+    }
+
+    /// Starts a process in its own session and returns its pid.
+    pub fn spawn(&self, spec: &SpawnSpec<'_>) -> Result<Pid, String> {
+        // An empty pipe reads like /dev/null (immediate end of file) where the root has none:
+        // std would otherwise open /dev/null itself and report its absence as a failed exec.
+        let stdin = match (&self.devnull, spec.inherit_stdin) {
+            (_, true) => Stdio::inherit(),
+            (Some(null), false) => null
+                .try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::piped()),
+            (None, false) => Stdio::piped(),
         };
-        // SAFETY: getrlimit writes into the struct we pass.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return ChildLimits { nofile: None };
-        }
-        let original = (lim.rlim_cur, lim.rlim_max);
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return ChildLimits { nofile: None };
-        }
-        ChildLimits {
-            nofile: Some(original),
-        }
+        spawn(spec, stdin, self.nofile)
     }
 }
 
-/// Starts a process in its own session and returns its pid.
-pub fn spawn(spec: &SpawnSpec<'_>, limits: ChildLimits) -> Result<Pid, String> {
+fn raise_own_nofile() -> Option<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return None;
+    }
+    Some((lim.rlim_cur, lim.rlim_max))
+}
+
+fn spawn(
+    spec: &SpawnSpec<'_>,
+    stdin: Stdio,
+    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
+) -> Result<Pid, String> {
     let Some((program, args)) = spec.cmd.split_first() else {
         return Err("empty command".into());
     };
@@ -69,17 +101,12 @@ pub fn spawn(spec: &SpawnSpec<'_>, limits: ChildLimits) -> Result<Pid, String> {
         .env_remove("NOTIFY_SOCKET")
         .env_remove("REAPD_SERVICE")
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.inherit_stdin {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stdin(stdin)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
-    let nofile = limits.nofile;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
     // (setsid, sigprocmask, sigaction, setrlimit) on stack data; it allocates nothing.
     unsafe {

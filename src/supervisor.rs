@@ -289,6 +289,9 @@ pub struct Supervisor {
     waiters: Vec<(ReplyTo, Waiter)>,
     forwards: Vec<Signal>,
     command_status: Option<ExitStatus>,
+    /// Initial spawns whose outcome is not known yet.
+    starting: usize,
+    ready_sent: bool,
     last_descriptions: HashMap<Pid, String>,
     actions: Vec<Action>,
 }
@@ -332,6 +335,8 @@ impl Supervisor {
             waiters: Vec::new(),
             forwards: Vec::new(),
             command_status: None,
+            starting: 0,
+            ready_sent: false,
             last_descriptions: HashMap::new(),
             actions: Vec::new(),
         };
@@ -424,14 +429,33 @@ impl Supervisor {
 
     fn start_all(&mut self, now: Instant) {
         let names: Vec<String> = self.services.iter().map(|s| s.spec.name.clone()).collect();
+        self.starting = names.len();
         for name in names {
             self.spawn(&name, now);
         }
-        self.actions.push(Action::Notify(Notice::Ready));
-        self.notify_status();
         if self.services.is_empty() && self.mode == Mode::Config {
             warn!("no services configured; add some and send SIGHUP (or `reapd ctl reload`)");
         }
+        if self.starting == 0 {
+            self.initial_spawn_resolved();
+        }
+    }
+
+    /// Readiness means every initial service was spawned (or failed to be): counted down as the
+    /// loop reports each spawn's outcome, so the first status already counts them.
+    fn initial_spawn_resolved(&mut self) {
+        if self.ready_sent {
+            return;
+        }
+        if self.starting > 0 {
+            self.starting -= 1;
+            if self.starting > 0 {
+                return;
+            }
+        }
+        self.ready_sent = true;
+        self.actions.push(Action::Notify(Notice::Ready));
+        self.notify_status();
     }
 
     fn spawn(&mut self, name: &str, now: Instant) {
@@ -468,6 +492,9 @@ impl Supervisor {
                 s.main = Some(proc);
                 s.running_since = Some(now);
                 info!("{name}: started, pid {}", proc.pid);
+                if !self.ready_sent {
+                    self.initial_spawn_resolved();
+                }
                 self.actions.push(Action::Event(Event::Spawned {
                     service: name.clone(),
                     pid: proc.pid,
@@ -493,6 +520,9 @@ impl Supervisor {
         match who {
             Spawnee::Service(name) => {
                 error!("{name}: cannot start: {err}");
+                if !self.ready_sent {
+                    self.initial_spawn_resolved();
+                }
                 self.actions.push(Action::Event(Event::SpawnFailed {
                     service: name.clone(),
                     error: err.clone(),
