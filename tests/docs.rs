@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 use reapd::config::{SERVICE_KEYS, TOP_KEYS};
-use reapd::protocol::{COMMANDS, ErrorCode, EVENTS};
+use reapd::protocol::{COMMANDS, EVENTS, ErrorCode};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)
@@ -41,8 +41,16 @@ fn every_option_appears_in_the_man_page_and_the_readme() {
     let man = read("man/reapd.8").replace("\\-", "-");
     let readme = read("README.md");
     let names: Vec<&str> = opts.iter().map(String::as_str).collect();
-    assert_eq!(missing(&man, names.iter().copied()), Vec::<&str>::new(), "options missing from man/reapd.8");
-    assert_eq!(missing(&readme, names.iter().copied()), Vec::<&str>::new(), "options missing from README.md");
+    assert_eq!(
+        missing(&man, names.iter().copied()),
+        Vec::<&str>::new(),
+        "options missing from man/reapd.8"
+    );
+    assert_eq!(
+        missing(&readme, names.iter().copied()),
+        Vec::<&str>::new(),
+        "options missing from README.md"
+    );
 }
 
 #[test]
@@ -50,8 +58,14 @@ fn every_config_key_appears_in_the_man_page_and_the_readme() {
     let man = read("man/reapd.json.5").replace("\\-", "-");
     let readme = read("README.md");
     for key in TOP_KEYS.iter().chain(SERVICE_KEYS) {
-        assert!(man.contains(&format!(".B {key}\n")), "{key} has no entry in man/reapd.json.5");
-        assert!(readme.contains(&format!("\"{key}\"")), "{key} is not shown in README.md");
+        assert!(
+            man.contains(&format!(".B {key}\n")),
+            "{key} has no entry in man/reapd.json.5"
+        );
+        assert!(
+            readme.contains(&format!("\"{key}\"")),
+            "{key} is not shown in README.md"
+        );
     }
 }
 
@@ -60,16 +74,34 @@ fn every_command_event_and_error_code_is_documented() {
     let man = read("man/reapd.8").replace("\\-", "-");
     let readme = read("README.md");
     for cmd in COMMANDS {
-        assert!(man.contains(&format!("{{\"cmd\":\"{cmd}\"")), "{cmd} not in man/reapd.8");
-        assert!(readme.contains(&format!("{{\"cmd\":\"{cmd}\"")), "{cmd} not in README.md");
+        assert!(
+            man.contains(&format!("{{\"cmd\":\"{cmd}\"")),
+            "{cmd} not in man/reapd.8"
+        );
+        assert!(
+            readme.contains(&format!("{{\"cmd\":\"{cmd}\"")),
+            "{cmd} not in README.md"
+        );
     }
     for ev in EVENTS {
-        assert!(man.contains(&format!(".B {ev}\n")), "event {ev} not in man/reapd.8");
-        assert!(readme.contains(&format!("`{ev}`")), "event {ev} not in README.md");
+        assert!(
+            man.contains(&format!(".B {ev}\n")),
+            "event {ev} not in man/reapd.8"
+        );
+        assert!(
+            readme.contains(&format!("`{ev}`")),
+            "event {ev} not in README.md"
+        );
     }
     for code in ErrorCode::ALL.map(ErrorCode::as_str) {
-        assert!(man.contains(&format!(".B {code}\n")), "error code {code} not in man/reapd.8");
-        assert!(readme.contains(&format!("`{code}`")), "error code {code} not in README.md");
+        assert!(
+            man.contains(&format!(".B {code}\n")),
+            "error code {code} not in man/reapd.8"
+        );
+        assert!(
+            readme.contains(&format!("`{code}`")),
+            "error code {code} not in README.md"
+        );
     }
 }
 
@@ -80,7 +112,12 @@ fn the_man_pages_render_without_warnings() {
     }
     for page in ["man/reapd.8", "man/reapd.json.5"] {
         let out = Command::new("groff")
-            .args(["-ww", "-z", "-man", &format!("{}/{page}", env!("CARGO_MANIFEST_DIR"))])
+            .args([
+                "-ww",
+                "-z",
+                "-man",
+                &format!("{}/{page}", env!("CARGO_MANIFEST_DIR")),
+            ])
             .output()
             .expect("groff");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -629,7 +629,8 @@ pub fn is_root() -> bool {
 
 /// Sends one request line to the control socket at `socket` and returns the parsed reply.
 pub fn request_at(socket: &Path, line: &str) -> Result<Value, String> {
-    let s = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let s =
+        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
     request_on(s, line)
 }
 
@@ -666,8 +667,18 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> ToolRun {
             text
         })
     };
-    let out = collect(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = collect(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = collect(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = collect(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let end = Instant::now() + limit;
     let code = loop {
         if let Ok(Some(st)) = child.try_wait() {

@@ -1,0 +1,217 @@
+//! reapd as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`), as in a
+//! container: every orphan is reaped, and a signal from outside is a clean shutdown whose exit
+//! status `unshare` passes on.
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Whether reapd can be started in a PID namespace here; skips loudly when not.
+fn can_unshare_pid() -> bool {
+    if !require(is_root(), "needs root to create a PID namespace") || !require_tool("unshare") {
+        return false;
+    }
+    let probe = run_bounded(
+        Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]),
+        SOON,
+    );
+    require(
+        probe.code == Some(0),
+        &format!(
+            "`unshare --pid --fork --mount-proc true` failed ({:?}): {}",
+            probe.code,
+            probe.stderr.trim()
+        ),
+    )
+}
+
+/// reapd running as PID 1 under `unshare`.
+struct Pid1 {
+    // Dropped first: kills whatever is left, before the directory goes.
+    unshare: Marked,
+    /// reapd's pid as seen from outside the namespace (the child of `unshare`).
+    outer: i32,
+    socket: PathBuf,
+    dir: TestDir,
+}
+
+impl Pid1 {
+    fn start(tag: &str, services: Value) -> Pid1 {
+        let dir = TestDir::new(tag);
+        let marker = marker_of(&dir);
+        let config = dir.write("config.json", &json!({ "services": services }).to_string());
+        let socket = dir.join("s.sock");
+        let log = std::fs::File::create(dir.join("reapd.log")).expect("log");
+        let unshare = Marked::spawn(
+            Command::new("unshare")
+                .args(["--pid", "--fork", "--mount-proc", BIN, "--config"])
+                .arg(&config)
+                .arg("--socket")
+                .arg(&socket)
+                .env("REAPD_LOG", "debug")
+                .env("TEST_DIR", &dir.path)
+                .env_remove("REAPD_SOCKET")
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log),
+            &marker,
+        );
+        let mut outer = 0;
+        assert!(
+            wait_until(SOON, || {
+                match children_of(unshare.pid()).as_slice() {
+                    [reapd] => {
+                        outer = reapd.pid;
+                        true
+                    }
+                    _ => false,
+                }
+            }),
+            "unshare never forked reapd"
+        );
+        let p = Pid1 {
+            unshare,
+            outer,
+            socket,
+            dir,
+        };
+        assert!(
+            wait_ping(&p.socket, SOON),
+            "reapd as PID 1 never answered; log:\n{}",
+            p.log()
+        );
+        p
+    }
+
+    fn log(&self) -> String {
+        self.dir.read("reapd.log")
+    }
+
+    fn watch(&self) -> Watcher {
+        let mut w = Watcher::new(UnixStream::connect(&self.socket).expect("connect"));
+        w.send(r#"{"cmd":"watch"}"#);
+        let first = w.next_line(SOON).expect("watch reply");
+        assert_eq!(first["watching"], true, "{first}");
+        w
+    }
+
+    /// Signals reapd from outside the namespace, then checks the clean exit through `unshare`.
+    fn stop_with(&mut self, sig: i32) -> Vec<Value> {
+        let mut w = self.watch();
+        // SAFETY: kill has no memory effects; `outer` is unshare's unreaped child.
+        unsafe { libc::kill(self.outer, sig) };
+        let events = w.drain(Duration::from_secs(40));
+        let st = self
+            .unshare
+            .wait_exit(Duration::from_secs(40))
+            .unwrap_or_else(|| panic!("reapd as PID 1 did not exit; log:\n{}", self.log()));
+        assert_eq!(
+            code_of(st),
+            0,
+            "unshare passes on reapd's status; log:\n{}",
+            self.log()
+        );
+        assert!(!self.socket.exists(), "socket left behind");
+        assert!(
+            !self.dir.join("s.sock.lock").exists(),
+            "lock file left behind"
+        );
+        let left = live_with_marker(&self.unshare.marker);
+        assert!(left.is_empty(), "left behind: {left:?}");
+        let done = events.last().expect("events");
+        assert_eq!(done["event"], "done", "{events:?}");
+        assert_eq!(done["clean"], true, "{done}");
+        assert_eq!(done["survivors"], json!([]), "{done}");
+        events
+    }
+}
+
+#[test]
+fn as_pid_1_it_reaps_two_hundred_orphans_and_exits_0_on_sigterm() {
+    if !can_unshare_pid() {
+        return;
+    }
+    let mut p = Pid1::start(
+        "pid1-orphans",
+        json!({ "orphans": { "cmd": ["sh", "-c",
+            "for i in $(seq 200); do (sleep 0.5 &); done; : > \"$TEST_DIR/spawned\"; exec sleep 1000"] } }),
+    );
+    let lock = std::fs::read_to_string(p.dir.join("s.sock.lock")).expect("lock");
+    assert_eq!(lock.trim(), "1", "reapd sees itself as PID 1");
+    // Each `(sleep 0.5 &)` subshell exits at once: its sleep is orphaned, and the namespace's
+    // init (reapd) inherits it. Watch some of them arrive while the loop runs.
+    let is_orphan = |c: &Proc| c.cmdline == "sleep 0.5";
+    let mut adopted = 0;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            adopted = adopted.max(children_of(p.outer).iter().filter(|c| is_orphan(c)).count());
+            p.dir.join("spawned").exists()
+        }),
+        "the service never finished forking; log:\n{}",
+        p.log()
+    );
+    adopted = adopted.max(children_of(p.outer).iter().filter(|c| is_orphan(c)).count());
+    assert!(adopted > 0, "no orphan was ever reparented to reapd");
+    // Once every orphan has exited, none may linger as a zombie of reapd.
+    let settled = wait_until(Duration::from_secs(30), || {
+        let kids = children_of(p.outer);
+        !kids.iter().any(is_orphan)
+            && kids.iter().all(|c| c.state != 'Z')
+            && kids.iter().any(|c| c.cmdline == "sleep 1000")
+    });
+    let kids = children_of(p.outer);
+    assert!(
+        settled,
+        "zombies or orphans left: {} zombies, {} live orphans; log:\n{}",
+        zombies_of(p.outer).len(),
+        kids.iter()
+            .filter(|c| is_orphan(c) && c.state != 'Z')
+            .count(),
+        p.log()
+    );
+    assert_eq!(
+        kids.iter().map(|c| c.cmdline.as_str()).collect::<Vec<_>>(),
+        ["sleep 1000"],
+        "only the service remains"
+    );
+    let events = p.stop_with(libc::SIGTERM);
+    let stopped = events_of(&events, "stopped");
+    assert_eq!(stopped.len(), 1, "{events:?}");
+    assert_eq!(stopped[0]["service"], "orphans");
+    assert!(p.log().contains("draining: SIGTERM"), "{}", p.log());
+}
+
+#[test]
+fn as_pid_1_one_sigint_is_a_clean_shutdown() {
+    if !can_unshare_pid() {
+        return;
+    }
+    let mut p = Pid1::start(
+        "pid1-int",
+        json!({
+            "db": { "cmd": ["sleep", "1000"] },
+            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
+        }),
+    );
+    assert!(
+        wait_until(SOON, || children_of(p.outer).len() == 2),
+        "two services under reapd: {:?}",
+        children_of(p.outer)
+    );
+    let events = p.stop_with(libc::SIGINT);
+    let stopped: Vec<&str> = events_of(&events, "stopped")
+        .iter()
+        .filter_map(|e| e["service"].as_str())
+        .collect();
+    assert_eq!(stopped, ["web", "db"], "{events:?}");
+    let log = p.log();
+    assert!(log.contains("draining: SIGINT"), "{log}");
+    assert!(!log.contains("killing: second SIGINT"), "{log}");
+}
