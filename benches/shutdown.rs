@@ -1,0 +1,276 @@
+//! Timings and sizes, printed as a table (run with `scripts/bench`): what the tests check as
+//! behaviour with generous bounds, measured here.
+//!
+//! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, shutdown of
+//! many services, time per level of a bottom-up stop, a fork storm frozen and killed, and three
+//! stubborn dependency waves inside a 6 s bound.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn row(what: &str, value: String) {
+    println!("{what:<58} {value}");
+}
+
+fn status_field(pid: i32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = raw.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15; after the command they are at 11 and 12 (state skipped).
+    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+}
+
+fn sleepers(n: usize) -> String {
+    let services: serde_json::Map<String, Value> = (0..n)
+        .map(|i| (format!("s{i:03}"), json!({ "cmd": ["sleep", "1000"] })))
+        .collect();
+    json!({ "services": services }).to_string()
+}
+
+/// Starts reapd, lets `watch` collect every event of the shutdown, returns (wall ms, events).
+fn shut_down(d: &mut Daemon) -> (u128, Vec<Value>) {
+    let mut w = d.watch();
+    let t0 = Instant::now();
+    d.signal(libc::SIGTERM);
+    let events = w.drain(Duration::from_secs(40));
+    let code = d.exit_code(Duration::from_secs(40));
+    let wall = t0.elapsed().as_millis();
+    assert_eq!(code, 0, "{}", d.log());
+    (wall, events)
+}
+
+fn done_ms(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .find(|e| e["event"] == "done")
+        .and_then(|e| e["elapsed_ms"].as_u64())
+        .unwrap_or(0)
+}
+
+fn sizes() {
+    for (what, path) in [
+        ("binary size, release (dynamic)", "target/release/reapd"),
+        (
+            "binary size, static (scripts/build-static)",
+            "target/x86_64-unknown-linux-gnu/release/reapd",
+        ),
+    ] {
+        let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+        match std::fs::metadata(&full) {
+            Ok(m) => row(what, format!("{} KiB", m.len() / 1024)),
+            Err(_) => row(what, "not built".into()),
+        }
+    }
+}
+
+fn idle_and_memory() {
+    let d = Daemon::start("bench-idle", &sleepers(50));
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = d.pid();
+    let before = (
+        status_field(pid, "voluntary_ctxt_switches:"),
+        status_field(pid, "nonvoluntary_ctxt_switches:"),
+        cpu_ticks(pid),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let after = (
+        status_field(pid, "voluntary_ctxt_switches:"),
+        status_field(pid, "nonvoluntary_ctxt_switches:"),
+        cpu_ticks(pid),
+    );
+    row(
+        "idle 5 s with 50 services: wake-ups (context switches)",
+        format!("{}", (after.0 - before.0) + (after.1 - before.1)),
+    );
+    row(
+        "idle 5 s with 50 services: CPU ticks",
+        format!("{}", after.2 - before.2),
+    );
+    row(
+        "resident memory with 50 services (VmRSS)",
+        format!("{} KiB", status_field(pid, "VmRSS:")),
+    );
+    row(
+        "open descriptors with 50 services",
+        format!(
+            "{}",
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        ),
+    );
+}
+
+fn throughput() {
+    let d = Daemon::start("bench-rps", &sleepers(10));
+    let n = 5000;
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    let reader = BufReader::new(s.try_clone().expect("clone"));
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let line = b"{\"cmd\":\"ping\"}\n".repeat(n);
+        s.write_all(&line).expect("write");
+        s
+    });
+    let got = reader.lines().take(n).count();
+    let took = t0.elapsed();
+    drop(writer.join());
+    assert_eq!(got, n);
+    row(
+        "pipelined ping requests on one connection",
+        format!(
+            "{:.0} per second ({:.1} µs each)",
+            n as f64 / took.as_secs_f64(),
+            took.as_micros() as f64 / n as f64
+        ),
+    );
+    let t0 = Instant::now();
+    for _ in 0..200 {
+        let v = d.request(r#"{"cmd":"list"}"#);
+        assert_eq!(v["ok"], true);
+    }
+    row(
+        "list of 10 services, connect + request + reply",
+        format!("{:.0} µs each", t0.elapsed().as_micros() as f64 / 200.0),
+    );
+}
+
+fn many_services() {
+    let mut d = Daemon::start("bench-many", &sleepers(50));
+    let (wall, events) = shut_down(&mut d);
+    row(
+        "shutdown of 50 services (one process each)",
+        format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
+    );
+}
+
+fn chain_levels() {
+    let dir = TestDir::new("bench-chain");
+    let log = dir.join("chain.log");
+    let cfg =
+        json!({ "services": { "chain": { "cmd": [fixture("chain.sh"), "1", "6", log, "exit"] } } });
+    let path = dir.write("config.json", &cfg.to_string());
+    let mut d = Daemon::spawn_in(
+        dir,
+        Start {
+            args: vec!["--config".into(), path.display().to_string()],
+            env: Vec::new(),
+            with_socket: true,
+        },
+    );
+    d.wait_ready();
+    assert!(wait_until(SOON, || d
+        .dir
+        .read("chain.log")
+        .matches(" started ")
+        .count()
+        == 6));
+    let (wall, events) = shut_down(&mut d);
+    let text = d.dir.read("chain.log");
+    let t = |level: u32, kind: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("level {level} {kind}")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let gaps: Vec<f64> = (1..6)
+        .map(|l| (t(l, "got TERM") - t(l + 1, "exiting")) * 1000.0)
+        .collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    let max = gaps.iter().cloned().fold(0.0, f64::max);
+    row(
+        "6-level chain, bottom-up: a level's exit → next level's TERM",
+        format!("mean {mean:.2} ms, max {max:.2} ms"),
+    );
+    row(
+        "6-level chain, whole stop",
+        format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
+    );
+}
+
+fn fork_storm() {
+    let cfg = json!({ "services": { "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 } } });
+    let mut d = Daemon::start("bench-storm", &cfg.to_string());
+    assert!(wait_until(SOON, || live_with_marker(&d.marker).len() > 200));
+    let (wall, events) = shut_down(&mut d);
+    let killed: u64 = events
+        .iter()
+        .filter(|e| e["event"] == "killed")
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    let stopped = events
+        .iter()
+        .find(|e| e["event"] == "stopped")
+        .and_then(|e| e["elapsed_ms"].as_u64())
+        .unwrap_or(0);
+    row(
+        "fork storm: processes frozen and killed",
+        format!("{killed}"),
+    );
+    row(
+        "fork storm: stop timeout 1000 ms → all gone",
+        format!(
+            "{stopped} ms (freeze + kill {} ms), {wall} ms until exit",
+            stopped.saturating_sub(1000)
+        ),
+    );
+    let left = live_with_marker(&d.marker).len();
+    row("fork storm: survivors", format!("{left}"));
+}
+
+fn budget() {
+    let dir = TestDir::new("bench-budget");
+    let svc = |log: &str, after: &[&str]| json!({ "cmd": [fixture("chain.sh"), "1", "1", dir.join(log), "ignore"], "after": after, "stop_timeout_ms": 20000 });
+    let cfg = json!({ "shutdown_timeout_ms": 6000, "services": { "a": svc("a.log", &[]), "b": svc("b.log", &["a"]), "c": svc("c.log", &["b"]) } });
+    let path = dir.write("config.json", &cfg.to_string());
+    let mut d = Daemon::spawn_in(
+        dir,
+        Start {
+            args: vec!["--config".into(), path.display().to_string()],
+            env: Vec::new(),
+            with_socket: true,
+        },
+    );
+    d.wait_ready();
+    let (wall, events) = shut_down(&mut d);
+    row(
+        "3 stubborn waves (20 s timeouts) in a 6000 ms bound",
+        format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
+    );
+}
+
+fn main() {
+    // `cargo test --all-targets` runs benchmarks once as tests: only `cargo bench` measures.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("run `scripts/bench` (cargo bench) to measure");
+        return;
+    }
+    println!("{:<58} value", "measure");
+    sizes();
+    idle_and_memory();
+    throughput();
+    many_services();
+    chain_levels();
+    fork_storm();
+    budget();
+}
