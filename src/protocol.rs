@@ -682,24 +682,85 @@ mod tests {
     fn the_event_list_names_every_event() {
         let st = ExitStatus::Code(0);
         let all = [
-            Event::State { state: String::new(), reason: String::new() },
-            Event::Spawned { service: String::new(), pid: 1 },
-            Event::SpawnFailed { service: String::new(), error: String::new() },
-            Event::Exited { service: String::new(), pid: 1, status: st, after_ms: None },
-            Event::Restarting { service: String::new(), delay_ms: 0, restarts: 0 },
-            Event::Stopping { service: String::new(), signal: String::new(), timeout_ms: 0 },
-            Event::Signalled { service: String::new(), signal: String::new(), pids: vec![] },
-            Event::Killed { service: None, count: 0, pids: vec![] },
-            Event::Stopped { service: String::new(), how: String::new(), elapsed_ms: 0 },
-            Event::ShutdownPlan { budget_ms: 0, reserve_ms: 0, waves: vec![] },
-            Event::Sweep { pid: 1, cmdline: String::new(), reason: String::new() },
-            Event::Cleanup { cmd: vec![], ok: true, result: String::new(), elapsed_ms: 0 },
-            Event::Reloaded { added: vec![], removed: vec![], changed: vec![] },
-            Event::Done { clean: true, elapsed_ms: 0, exit_code: 0, survivors: vec![] },
+            Event::State {
+                state: String::new(),
+                reason: String::new(),
+            },
+            Event::Spawned {
+                service: String::new(),
+                pid: 1,
+            },
+            Event::SpawnFailed {
+                service: String::new(),
+                error: String::new(),
+            },
+            Event::Exited {
+                service: String::new(),
+                pid: 1,
+                status: st,
+                after_ms: None,
+            },
+            Event::Restarting {
+                service: String::new(),
+                delay_ms: 0,
+                restarts: 0,
+            },
+            Event::Stopping {
+                service: String::new(),
+                signal: String::new(),
+                timeout_ms: 0,
+            },
+            Event::Signalled {
+                service: String::new(),
+                signal: String::new(),
+                pids: vec![],
+            },
+            Event::Killed {
+                service: None,
+                count: 0,
+                pids: vec![],
+            },
+            Event::Stopped {
+                service: String::new(),
+                how: String::new(),
+                elapsed_ms: 0,
+            },
+            Event::ShutdownPlan {
+                budget_ms: 0,
+                reserve_ms: 0,
+                waves: vec![],
+            },
+            Event::Sweep {
+                pid: 1,
+                cmdline: String::new(),
+                reason: String::new(),
+            },
+            Event::Cleanup {
+                cmd: vec![],
+                ok: true,
+                result: String::new(),
+                elapsed_ms: 0,
+            },
+            Event::Reloaded {
+                added: vec![],
+                removed: vec![],
+                changed: vec![],
+            },
+            Event::Done {
+                clean: true,
+                elapsed_ms: 0,
+                exit_code: 0,
+                survivors: vec![],
+            },
         ];
         let names: Vec<String> = all
             .iter()
-            .map(|e| serde_json::to_value(e).ok().and_then(|v| v["event"].as_str().map(str::to_string)).unwrap_or_default())
+            .map(|e| {
+                serde_json::to_value(e)
+                    .ok()
+                    .and_then(|v| v["event"].as_str().map(str::to_string))
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(names, EVENTS);
     }
