@@ -168,33 +168,19 @@ fn chain_levels() {
     let log = dir.join("chain.log");
     let cfg =
         json!({ "services": { "chain": { "cmd": [fixture("chain.sh"), "1", "6", log, "exit"] } } });
-    let path = dir.write("config.json", &cfg.to_string());
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), path.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    assert!(wait_until(SOON, || d
-        .dir
-        .read("chain.log")
-        .matches(" started ")
-        .count()
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    assert!(wait_until(SOON, || chain_times(
+        &d.dir.read("chain.log"),
+        "started"
+    )
+    .len()
         == 6));
     let (wall, events) = shut_down(&mut d);
     let text = d.dir.read("chain.log");
-    let t = |level: u32, kind: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(&format!("level {level} {kind}")))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let term = chain_times(&text, "got TERM");
+    let exit = chain_times(&text, "exiting");
     let gaps: Vec<f64> = (1..6)
-        .map(|l| (t(l, "got TERM") - t(l + 1, "exiting")) * 1000.0)
+        .map(|l| (term[&l] - exit[&(l + 1)]) * 1000.0)
         .collect();
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     let max = gaps.iter().cloned().fold(0.0, f64::max);
@@ -242,16 +228,7 @@ fn budget() {
     let dir = TestDir::new("bench-budget");
     let svc = |log: &str, after: &[&str]| json!({ "cmd": [fixture("chain.sh"), "1", "1", dir.join(log), "ignore"], "after": after, "stop_timeout_ms": 20000 });
     let cfg = json!({ "shutdown_timeout_ms": 6000, "services": { "a": svc("a.log", &[]), "b": svc("b.log", &["a"]), "c": svc("c.log", &["b"]) } });
-    let path = dir.write("config.json", &cfg.to_string());
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), path.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     let (wall, events) = shut_down(&mut d);
     row(
         "3 stubborn waves (20 s timeouts) in a 6000 ms bound",

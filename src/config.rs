@@ -110,6 +110,14 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// Sets the stop timeout, capped at [`MAX_STOP_TIMEOUT`]; returns a warning when capped.
+    pub fn set_stop_timeout(&mut self, ms: u64) -> Option<String> {
+        let d = Duration::from_millis(ms);
+        self.stop_timeout = d.min(MAX_STOP_TIMEOUT);
+        (d > MAX_STOP_TIMEOUT)
+            .then(|| format!("{ms} ms capped to {} ms", MAX_STOP_TIMEOUT.as_millis()))
+    }
+
     /// A service with every default and the given command.
     pub fn new(name: &str, cmd: Vec<String>) -> Self {
         ServiceSpec {
@@ -417,15 +425,8 @@ impl Cx {
         }
         if let Some(v) = obj.get("stop_timeout_ms") {
             let p = join(path, "stop_timeout_ms");
-            if let Some(ms) = self.millis(&p, v) {
-                let d = Duration::from_millis(ms);
-                if d > MAX_STOP_TIMEOUT {
-                    self.warnings.push(format!(
-                        "{p}: {ms} ms capped to {} ms",
-                        MAX_STOP_TIMEOUT.as_millis()
-                    ));
-                }
-                spec.stop_timeout = d.min(MAX_STOP_TIMEOUT);
+            if let Some(warning) = self.millis(&p, v).and_then(|ms| spec.set_stop_timeout(ms)) {
+                self.warnings.push(format!("{p}: {warning}"));
             }
         }
         if let Some(v) = obj.get("stop_scope") {

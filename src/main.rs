@@ -11,11 +11,10 @@
 )]
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use log::{error, warn};
 use reapd::cli::{self, Command, RunArgs};
-use reapd::config::{Config, MAX_STOP_TIMEOUT, RestartPolicy, ServiceSpec};
+use reapd::config::{Config, RestartPolicy, ServiceSpec};
 use reapd::event_loop::{self, Setup, load_config};
 use reapd::notify::Notifier;
 use reapd::signals::{self, SignalSource};
@@ -196,15 +195,8 @@ fn single_command_config(args: &RunArgs) -> Result<Config, String> {
         spec.stop_signal = sig;
     }
     let mut config = Config::default();
-    if let Some(ms) = args.stop_timeout {
-        let d = Duration::from_millis(ms);
-        if d > MAX_STOP_TIMEOUT {
-            config.warnings.push(format!(
-                "--stop-timeout {ms} ms capped to {} ms",
-                MAX_STOP_TIMEOUT.as_millis()
-            ));
-        }
-        spec.stop_timeout = d.min(MAX_STOP_TIMEOUT);
+    if let Some(warning) = args.stop_timeout.and_then(|ms| spec.set_stop_timeout(ms)) {
+        config.warnings.push(format!("--stop-timeout {warning}"));
     }
     if spec.cmd.first().is_none_or(|c| c.is_empty()) {
         return Err("-- needs a command to run".into());

@@ -1988,6 +1988,21 @@ mod tests {
             queue.push_back(Input::Gone(p.id()));
         }
 
+        /// The only service's main process dies of SIGKILL.
+        fn crash_main(&mut self) {
+            let main = self
+                .procs
+                .values()
+                .find(|(p, _)| p.ppid == ME && p.pid != ME)
+                .map(|(p, _)| p.pid)
+                .expect("main");
+            let mut q = VecDeque::new();
+            self.kill(main, Signal::SIGKILL, &mut q);
+            for i in q {
+                self.feed(i);
+            }
+        }
+
         /// Moves the clock to each deadline in turn until `limit` (or exit).
         fn run_until(&mut self, limit: Duration) {
             let end = self.t0 + limit;
@@ -2184,44 +2199,18 @@ mod tests {
         w.feed(Input::Start);
         let mut delays = Vec::new();
         for _ in 0..4 {
-            let main = w
-                .procs
-                .values()
-                .find(|(p, _)| p.ppid == ME && p.pid != ME)
-                .map(|(p, _)| p.pid)
-                .expect("main");
-            let mut q = VecDeque::new();
-            w.kill(main, Signal::SIGKILL, &mut q);
-            for i in q {
-                w.feed(i);
-            }
-            let Some(Event::Restarting { delay_ms, .. }) = w
-                .events
-                .iter()
-                .rev()
-                .find(|e| matches!(e, Event::Restarting { .. }))
-            else {
-                panic!()
+            w.crash_main();
+            let Some(Event::Restarting { delay_ms, .. }) = w.events.last() else {
+                panic!("{:?}", w.events.last())
             };
             delays.push(*delay_ms);
-            let d = w.sup.deadline().expect("restart deadline");
-            w.now = d;
+            w.now = w.sup.deadline().expect("restart deadline");
             w.feed(Input::Tick);
         }
         assert_eq!(delays, vec![100, 200, 400, 800]);
         // Ten healthy seconds later, the next crash restarts after 100 ms again.
         w.now += HEALTHY_RUN;
-        let main = w
-            .procs
-            .values()
-            .find(|(p, _)| p.ppid == ME && p.pid != ME)
-            .map(|(p, _)| p.pid)
-            .expect("main");
-        let mut q = VecDeque::new();
-        w.kill(main, Signal::SIGKILL, &mut q);
-        for i in q {
-            w.feed(i);
-        }
+        w.crash_main();
         assert!(matches!(
             w.events.last(),
             Some(Event::Restarting { delay_ms: 100, .. })

@@ -11,21 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// Level → first time (seconds) a line of `kind` was logged by that level of a chain.
-fn times(text: &str, kind: &str) -> BTreeMap<u32, f64> {
-    let mut out = BTreeMap::new();
-    for l in text.lines().filter(|l| l.contains(kind)) {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if let (Some(level), Some(t)) = (
-            f.get(1).and_then(|s| s.parse().ok()),
-            f.last().and_then(|s| s.parse().ok()),
-        ) {
-            out.entry(level).or_insert(t);
-        }
-    }
-    out
-}
-
 /// Name → first time a line "<name> <kind> <time>" was logged.
 fn named_times(text: &str, kind: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -49,22 +34,6 @@ fn level_pids(text: &str) -> BTreeMap<u32, i64> {
         .collect()
 }
 
-fn start(dir: TestDir, cfg: Value, extra: &[&str]) -> Daemon {
-    let path = dir.write("config.json", &cfg.to_string());
-    let mut args = vec!["--config".to_string(), path.display().to_string()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let d = Daemon::spawn_in(
-        dir,
-        Start {
-            args,
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    d
-}
-
 fn chain_cmd(dir: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
     json!([
         fixture("chain.sh"),
@@ -80,15 +49,15 @@ fn a_six_level_chain_is_stopped_deepest_first() {
     let dir = TestDir::new("chain6");
     let cfg =
         json!({ "services": { "chain": { "cmd": chain_cmd(&dir, "chain.log", 6, "exit") } } });
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     assert!(wait_until(SOON, || level_pids(&d.dir.read("chain.log"))
         .len()
         == 6));
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
     let log = d.dir.read("chain.log");
-    let term = times(&log, "got TERM");
-    let exit = times(&log, "exiting");
+    let term = chain_times(&log, "got TERM");
+    let exit = chain_times(&log, "exiting");
     assert_eq!(term.len(), 6, "every level got the stop signal:\n{log}");
     for level in 1..6 {
         // Observable bottom-up: a level hears TERM only after the level below it has exited.
@@ -104,7 +73,7 @@ fn a_six_level_chain_is_stopped_deepest_first() {
 fn a_six_level_chain_ignoring_term_is_signalled_then_killed_deepest_first() {
     let dir = TestDir::new("chain6k");
     let cfg = json!({ "services": { "chain": { "cmd": chain_cmd(&dir, "chain.log", 6, "ignore"), "stop_timeout_ms": 3000 } } });
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     assert!(wait_until(SOON, || level_pids(&d.dir.read("chain.log"))
         .len()
         == 6));
@@ -113,7 +82,7 @@ fn a_six_level_chain_ignoring_term_is_signalled_then_killed_deepest_first() {
     let events = w.drain(Duration::from_secs(30));
     d.assert_clean_exit();
     let log = d.dir.read("chain.log");
-    let term = times(&log, "got TERM");
+    let term = chain_times(&log, "got TERM");
     assert_eq!(
         term.len(),
         6,
@@ -166,7 +135,7 @@ fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
         "sneaky": { "cmd": [fixture("escapees.sh"), tag, dir.join("sneaky.log")], "stop_timeout_ms": 1500 },
         "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 },
     }});
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     let marker = d.marker.clone();
     let found = |prefix: &str| {
         live_with_marker(&marker)
@@ -242,7 +211,7 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
     );
     let port: u16 = dir.read("port").trim().parse().expect("port");
     let cfg = json!({ "services": { "web": { "cmd": ["sleep", "1000"], "ports": [port], "match": [format!("matchme-{tag}")] } } });
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     let mut w = d.watch();
     d.signal(libc::SIGTERM);
     let events = w.drain(Duration::from_secs(30));
@@ -286,7 +255,7 @@ fn dependency_waves_stop_in_order_and_independent_services_overlap() {
         "proxy": svc("proxy", &["web"]),
         "cache": svc("cache", &[]),
     }});
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     assert!(wait_until(SOON, || named_times(
         &d.dir.read("waves.log"),
         "started"
@@ -314,7 +283,7 @@ fn three_stubborn_waves_fit_a_six_second_bound() {
     let dir = TestDir::new("budget");
     let svc = |log: &str, after: &[&str]| json!({ "cmd": [fixture("chain.sh"), "1", "1", dir.join(log), "ignore"], "after": after, "stop_timeout_ms": 20000 });
     let cfg = json!({ "shutdown_timeout_ms": 6000, "services": { "a": svc("a.log", &[]), "b": svc("b.log", &["a"]), "c": svc("c.log", &["b"]) } });
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     for l in ["a.log", "b.log", "c.log"] {
         assert!(wait_until(SOON, || d.dir.read(l).contains("started")));
     }
@@ -350,7 +319,7 @@ fn cleanup_hooks_run_after_everything_is_gone_and_a_failing_or_hanging_hook_mean
         "services": { "svc": { "cmd": ["bash", "-c", format!("echo $$ > {}; exec sleep 1000", pidfile.display())] } },
         "cleanup": [["sh", "-c", check], ["sh", "-c", "exit 3"], ["sleep", "1000"]],
     });
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     assert!(wait_until(SOON, || d
         .dir
         .read("svc.pid")
@@ -456,7 +425,7 @@ fn shutdown_works_from_any_moment() {
     let done = dir.join("hook-done");
     let cfg = json!({ "services": { "a": { "cmd": ["sleep", "1000"] } },
         "cleanup": [["bash", "-c", format!("echo running > {d}/hook-running; sleep 1; echo ok > {}", done.display(), d = dir.path.display())]] });
-    let mut d = start(dir, cfg, &[]);
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
     d.signal(libc::SIGTERM);
     assert!(
         wait_until(SOON, || d.dir.join("hook-running").exists()),

@@ -24,17 +24,8 @@ fn chain(d: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
 /// Starts reapd on the config `f` builds in the daemon's own directory.
 fn start_with(tag: &str, f: impl Fn(&TestDir) -> Value) -> Daemon {
     let dir = TestDir::new(tag);
-    let path = dir.write("config.json", &f(&dir).to_string());
-    let d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), path.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    d
+    let cfg = f(&dir);
+    Daemon::start_in(dir, &cfg, &[])
 }
 
 /// Replaces the config file (atomically, so a reload never reads half a file).

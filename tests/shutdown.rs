@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -14,24 +13,10 @@ fn chain(d: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
     json!({ "cmd": [fixture("chain.sh"), "1", levels.to_string(), d.join(log), mode] })
 }
 
-/// Level → time (seconds) of the first log line of `kind` ("got TERM", "exiting", "started").
-fn times(text: &str, kind: &str) -> BTreeMap<u32, f64> {
-    let mut out = BTreeMap::new();
-    for l in text.lines().filter(|l| l.contains(kind)) {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if let (Some(level), Some(t)) = (
-            f.get(1).and_then(|s| s.parse().ok()),
-            f.last().and_then(|s| s.parse().ok()),
-        ) {
-            out.entry(level).or_insert(t);
-        }
-    }
-    out
-}
-
 fn wait_started(d: &TestDir, log: &str, levels: usize) {
     assert!(
-        wait_until(SOON, || times(&d.read(log), "started").len() == levels),
+        wait_until(SOON, || chain_times(&d.read(log), "started").len()
+            == levels),
         "{log}: not all {levels} levels started:\n{}",
         d.read(log)
     );
@@ -44,17 +29,7 @@ fn start_with(tag: &str, extra: Value, f: impl Fn(&TestDir) -> Value) -> Daemon 
     if let (Value::Object(c), Value::Object(e)) = (&mut cfg, extra) {
         c.extend(e);
     }
-    let path = dir.write("config.json", &cfg.to_string());
-    let d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), path.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    d
+    Daemon::start_in(dir, &cfg, &[])
 }
 
 #[test]
@@ -73,8 +48,8 @@ fn sigterm_stops_every_service_in_reverse_order_and_exits_clean() {
     assert_eq!(services.len(), 5, "{services:?}");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
-    let web_exit = times(&d.dir.read("web.log"), "exiting");
-    let db_term = times(&d.dir.read("db.log"), "got TERM");
+    let web_exit = chain_times(&d.dir.read("web.log"), "exiting");
+    let db_term = chain_times(&d.dir.read("db.log"), "got TERM");
     assert_eq!(web_exit.len(), 2, "web:\n{}", d.dir.read("web.log"));
     assert_eq!(db_term.len(), 3, "db:\n{}", d.dir.read("db.log"));
     let last_web = web_exit.values().cloned().fold(f64::MIN, f64::max);
@@ -121,7 +96,7 @@ fn one_sigint_is_a_graceful_shutdown() {
     d.signal(libc::SIGINT);
     d.assert_clean_exit();
     assert_eq!(
-        times(&d.dir.read("a.log"), "exiting").len(),
+        chain_times(&d.dir.read("a.log"), "exiting").len(),
         2,
         "both levels stopped on their own"
     );
@@ -261,8 +236,8 @@ fn after_starts_dependencies_first_and_independent_services_stop_together() {
     d.signal(libc::SIGTERM);
     let events = w.drain(Duration::from_secs(20));
     d.assert_clean_exit();
-    let term = |l: &str| times(&d.dir.read(l), "got TERM")[&1];
-    let exit = |l: &str| times(&d.dir.read(l), "exiting")[&1];
+    let term = |l: &str| chain_times(&d.dir.read(l), "got TERM")[&1];
+    let exit = |l: &str| chain_times(&d.dir.read(l), "exiting")[&1];
     assert!(
         exit("c.log") < term("b.log") && exit("b.log") < term("a.log"),
         "stop order c, b, a"

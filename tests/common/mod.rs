@@ -195,13 +195,13 @@ pub fn code_of(status: ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// A running reapd.
+/// A running reapd. Dropping it kills reapd and every process carrying its marker (by pid),
+/// then removes its directory.
 pub struct Daemon {
-    pub child: Child,
+    pub proc: Marked,
     pub dir: TestDir,
     pub socket: PathBuf,
     pub marker: String,
-    pub status: Option<ExitStatus>,
 }
 
 /// How to start reapd.
@@ -215,6 +215,24 @@ impl Daemon {
     /// Starts reapd with this config text and waits until it answers `ping`.
     pub fn start(tag: &str, config: &str) -> Daemon {
         let d = Daemon::start_config(tag, config, &[]);
+        d.wait_ready();
+        d
+    }
+
+    /// Writes `config` into `dir`, starts reapd on it with `extra` arguments and waits until it
+    /// answers `ping`. Fixtures can live in `dir` (a config may name files in it).
+    pub fn start_in(dir: TestDir, config: &Value, extra: &[&str]) -> Daemon {
+        let path = dir.write("config.json", &config.to_string());
+        let mut args = vec!["--config".to_string(), path.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let d = Daemon::spawn_in(
+            dir,
+            Start {
+                args,
+                env: Vec::new(),
+                with_socket: true,
+            },
+        );
         d.wait_ready();
         d
     }
@@ -319,16 +337,19 @@ impl Daemon {
         }
         let child = cmd.spawn().expect("spawn reapd");
         Daemon {
-            child,
+            proc: Marked {
+                child,
+                marker: marker.clone(),
+                status: None,
+            },
             dir,
             socket,
             marker,
-            status: None,
         }
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.proc.pid()
     }
 
     /// Waits until the daemon answers `ping` on its socket.
@@ -365,25 +386,12 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.pid(), sig) };
+        self.proc.signal(sig);
     }
 
     /// Waits for reapd to exit; None if it did not within `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        if self.status.is_some() {
-            return self.status;
-        }
-        let end = Instant::now() + limit;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.status = Some(st);
-                return self.status;
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.proc.wait_exit(limit)
     }
 
     /// Waits for exit and returns the shell-style code, failing the test if it hangs.
@@ -441,16 +449,6 @@ impl Daemon {
             self.request(r#"{"cmd":"list"}"#),
             self.log()
         );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        kill_marked(&self.marker);
     }
 }
 
@@ -582,6 +580,22 @@ pub fn require_tool(tool: &str) -> bool {
         eprintln!("\n*** {msg} ***\n");
     }
     found
+}
+
+/// From a `chain.sh` log: level → time (seconds) of its first line containing `kind`
+/// ("started", "got TERM", "exiting").
+pub fn chain_times(text: &str, kind: &str) -> std::collections::BTreeMap<u32, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in text.lines().filter(|l| l.contains(kind)) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let (Some(level), Some(t)) = (
+            f.get(1).and_then(|s| s.parse().ok()),
+            f.last().and_then(|s| s.parse().ok()),
+        ) {
+            out.entry(level).or_insert(t);
+        }
+    }
+    out
 }
 
 /// Lines of a fixture log that contain `needle`.
@@ -873,11 +887,14 @@ impl Daemon {
         drop(write);
         (
             Daemon {
-                child,
+                proc: Marked {
+                    child,
+                    marker: marker.clone(),
+                    status: None,
+                },
                 dir,
                 socket,
                 marker,
-                status: None,
             },
             std::fs::File::from(read),
         )
