@@ -100,6 +100,9 @@ pub fn run(args: &CtlArgs, socket: &Path) -> i32 {
                         println!("{line}");
                     } else if let Ok(ev) = serde_json::from_str::<Value>(&line) {
                         println!("{}", progress.describe_event(&ev, &style));
+                        if let Some(p) = progress.progress_line(&ev, &style) {
+                            println!("{p}");
+                        }
                     }
                     let _ = io::stdout().flush();
                 }
@@ -304,13 +307,83 @@ pub fn list_table(services: &[Value], style: &Style) -> String {
     out
 }
 
-/// Turns events into lines, remembering the shutdown plan to show the budget left.
+/// Turns events into lines. Once the shutdown plan is known it also keeps each service's stop
+/// state, so that every shutdown event can be followed by a progress line: every service in stop
+/// order with where it stands, and the time left of the budget.
 #[derive(Debug, Default)]
 pub struct Progress {
     budget_end_ms: Option<u64>,
+    /// Services in stop order, with their state.
+    services: Vec<(String, StopState)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StopState {
+    Waiting,
+    Stopping { since_ms: u64, timeout_ms: u64 },
+    Stopped { how: String, elapsed_ms: u64 },
 }
 
 impl Progress {
+    /// The progress line that follows a shutdown event, if the event moved anything.
+    pub fn progress_line(&mut self, ev: &Value, style: &Style) -> Option<String> {
+        let ts = ev["ts_ms"].as_u64().unwrap_or(0);
+        let service = ev["service"].as_str().unwrap_or_default();
+        let mut set = |state: StopState| {
+            if let Some((_, st)) = self.services.iter_mut().find(|(n, _)| n == service) {
+                *st = state;
+            }
+        };
+        // State changes are recorded on every event, but a line is printed only when a service
+        // finishes or reapd changes phase: one line per step, not one per signal.
+        match ev["event"].as_str().unwrap_or_default() {
+            "stopping" => {
+                set(StopState::Stopping {
+                    since_ms: ts,
+                    timeout_ms: ev["timeout_ms"].as_u64().unwrap_or(0),
+                });
+                return None;
+            }
+            "stopped" => set(StopState::Stopped {
+                how: ev["how"].as_str().unwrap_or("?").to_string(),
+                elapsed_ms: ev["elapsed_ms"].as_u64().unwrap_or(0),
+            }),
+            "killed" | "state" => {}
+            _ => return None,
+        }
+        let end = self.budget_end_ms?;
+        let cells: Vec<String> = self
+            .services
+            .iter()
+            .map(|(name, st)| match st {
+                StopState::Waiting => format!("{name} waiting"),
+                StopState::Stopping {
+                    since_ms,
+                    timeout_ms,
+                } => style.paint(
+                    "33",
+                    &format!(
+                        "{name} stopping {}/{}",
+                        human_ms(ts.saturating_sub(*since_ms)),
+                        human_ms(*timeout_ms)
+                    ),
+                ),
+                StopState::Stopped { how, elapsed_ms } if how == "killed" => style.paint(
+                    "31",
+                    &format!("{name} killed after {}", human_ms(*elapsed_ms)),
+                ),
+                StopState::Stopped { how, elapsed_ms } => {
+                    style.paint("32", &format!("{name} {how} in {}", human_ms(*elapsed_ms)))
+                }
+            })
+            .collect();
+        Some(format!(
+            "    progress: {} | {} left of the budget",
+            cells.join(", "),
+            human_ms(end.saturating_sub(ts))
+        ))
+    }
+
     /// One readable line for one event.
     pub fn describe_event(&mut self, ev: &Value, style: &Style) -> String {
         let ts = ev["ts_ms"].as_u64().unwrap_or(0);
@@ -377,6 +450,14 @@ impl Progress {
             ),
             "shutdown_plan" => {
                 self.budget_end_ms = Some(ts + ev["budget_ms"].as_u64().unwrap_or(0));
+                self.services = ev["waves"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|w| w["services"].as_array().into_iter().flatten())
+                    .filter_map(Value::as_str)
+                    .map(|n| (n.to_string(), StopState::Waiting))
+                    .collect();
                 let waves: Vec<String> = ev["waves"]
                     .as_array()
                     .map(Vec::as_slice)
@@ -497,6 +578,53 @@ mod tests {
         assert!(
             p.describe_event(&sig, &s)
                 .ends_with("web: SIGTERM → 12 11  [28s left]")
+        );
+    }
+
+    #[test]
+    fn shutdown_progress_goes_service_by_service_with_the_budget_left() {
+        let mut p = Progress::default();
+        let s = Style::plain();
+        let plan = json!({"event": "shutdown_plan", "budget_ms": 30000, "reserve_ms": 2500, "ts_ms": 1000,
+            "waves": [{"services": ["web", "worker"], "requested_ms": 10000, "timeout_ms": 10000},
+                      {"services": ["db"], "requested_ms": 20000, "timeout_ms": 17300}]});
+        p.describe_event(&plan, &s);
+        assert_eq!(
+            p.progress_line(&plan, &s),
+            None,
+            "the plan line says it all"
+        );
+        let mut ev = |v: Value| {
+            p.describe_event(&v, &s);
+            p.progress_line(&v, &s)
+        };
+        ev(
+            json!({"event": "stopping", "service": "web", "signal": "SIGTERM", "timeout_ms": 10000, "ts_ms": 1000}),
+        );
+        ev(
+            json!({"event": "stopping", "service": "worker", "signal": "SIGTERM", "timeout_ms": 5000, "ts_ms": 1000}),
+        );
+        let line = ev(
+            json!({"event": "stopped", "service": "web", "how": "exited", "elapsed_ms": 1200, "ts_ms": 2200}),
+        );
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "    progress: web exited in 1s, worker stopping 1s/5s, db waiting | 28s left of the budget"
+            )
+        );
+        let line = ev(
+            json!({"event": "stopped", "service": "worker", "how": "killed", "elapsed_ms": 5000, "ts_ms": 6000}),
+        );
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "    progress: web exited in 1s, worker killed after 5s, db waiting | 25s left of the budget"
+            )
+        );
+        assert_eq!(
+            ev(json!({"event": "spawned", "service": "x", "pid": 1, "ts_ms": 1})),
+            None
         );
     }
 }
