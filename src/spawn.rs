@@ -53,6 +53,15 @@ impl Spawner {
 
     /// Starts a process in its own session and returns its pid.
     pub fn spawn(&self, spec: &SpawnSpec<'_>) -> Result<Pid, String> {
+        // exec's ENOENT cannot tell a missing program from a missing working directory.
+        if let Some(dir) = spec.cwd
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "working directory {} does not exist or is not a directory (check cwd)",
+                dir.display()
+            ));
+        }
         // An empty pipe reads like /dev/null (immediate end of file) where the root has none:
         // std would otherwise open /dev/null itself and report its absence as a failed exec.
         let stdin = match (&self.devnull, spec.inherit_stdin) {

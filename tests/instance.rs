@@ -127,7 +127,11 @@ fn a_crashing_service_restarts_with_exponential_backoff() {
 
 #[test]
 fn a_service_that_cannot_be_executed_is_reported_and_retried() {
-    let cfg = json!({ "services": { "ghost": { "cmd": ["/nonexistent/program"] }, "a": { "cmd": ["sleep", "1000"] } } });
+    let cfg = json!({ "services": {
+        "ghost": { "cmd": ["/nonexistent/program"] },
+        "a": { "cmd": ["sleep", "1000"] },
+        "nowhere": { "cmd": ["sleep", "1000"], "cwd": "/nonexistent/dir", "restart": "never" },
+    } });
     let mut d = Daemon::start("ghost", &cfg.to_string());
     assert!(
         wait_until(SOON, || d.log().contains(
@@ -142,6 +146,15 @@ fn a_service_that_cannot_be_executed_is_reported_and_retried() {
         "retried with back-off"
     );
     assert!(d.pid_of("a").is_some(), "other services unaffected");
+    let v = d.request(r#"{"cmd":"start","name":"nowhere"}"#);
+    assert_eq!(v["code"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("working directory /nonexistent/dir does not exist"),
+        "{v}"
+    );
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
