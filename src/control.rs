@@ -428,6 +428,11 @@ impl Control {
         out
     }
 
+    /// The peer closed the connection completely: nothing more can be delivered.
+    pub fn hang_up(&mut self, id: ConnId, registry: &Registry) -> Vec<Incoming> {
+        self.drop_conn(id, registry)
+    }
+
     /// The connection became writable.
     pub fn writable(&mut self, id: ConnId, registry: &Registry) -> Vec<Incoming> {
         self.settle(id, registry)

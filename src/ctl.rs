@@ -72,7 +72,7 @@ pub fn run(args: &CtlArgs, socket: &Path) -> i32 {
     };
     if v["ok"] != Value::Bool(true) {
         if args.json {
-            println!("{reply}");
+            let _ = emit(&format!("{reply}\n"));
         }
         eprintln!(
             "reapd ctl: {}: {}",
@@ -86,25 +86,32 @@ pub fn run(args: &CtlArgs, socket: &Path) -> i32 {
         }
         return EXIT_ERROR_REPLY;
     }
-    if args.json {
-        println!("{reply}");
+    let first = if args.json {
+        format!("{reply}\n")
     } else {
-        print!("{}", describe_reply(&args.command, &v, &style));
+        describe_reply(&args.command, &v, &style)
+    };
+    // Whoever reads our output may stop early (`reapd ctl watch | head`): that ends us quietly.
+    if emit(&first).is_err() {
+        return 0;
     }
     if watch {
         let mut progress = Progress::default();
         loop {
             match read_line(&mut reader) {
                 Ok(Some(line)) => {
+                    let mut text = String::new();
                     if args.json {
-                        println!("{line}");
+                        text = format!("{line}\n");
                     } else if let Ok(ev) = serde_json::from_str::<Value>(&line) {
-                        println!("{}", progress.describe_event(&ev, &style));
+                        text = format!("{}\n", progress.describe_event(&ev, &style));
                         if let Some(p) = progress.progress_line(&ev, &style) {
-                            println!("{p}");
+                            text.push_str(&format!("{p}\n"));
                         }
                     }
-                    let _ = io::stdout().flush();
+                    if emit(&text).is_err() {
+                        return 0;
+                    }
                 }
                 Ok(None) => return 0,
                 Err(e) => {
@@ -115,6 +122,13 @@ pub fn run(args: &CtlArgs, socket: &Path) -> i32 {
         }
     }
     0
+}
+
+/// Writes to stdout and flushes; fails once the reader is gone.
+fn emit(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
 fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {

@@ -29,10 +29,10 @@ use crate::notify::Notifier;
 use crate::pidfd::PidFd;
 use crate::procfs;
 use crate::proctree::{ExitStatus, Pid, ProcId};
-use crate::protocol::{Event, event_line};
+use crate::protocol::{Event, Survivor, event_line};
 use crate::signals::SignalSource;
 use crate::spawn::{SpawnSpec, Spawner};
-use crate::supervisor::{Action, Input, Mode, Supervisor};
+use crate::supervisor::{Action, Input, Mode, ScanRequest, Supervisor};
 
 const SIGNALS: Token = Token(0);
 const PIDFD_BASE: usize = 2 << 32;
@@ -62,6 +62,17 @@ pub struct Setup {
     pub signals: SignalSource,
 }
 
+/// Whether a process could be reached through a pidfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    /// A pidfd is held: its exit will be announced.
+    Yes,
+    /// It is gone (or the pid belongs to another process now).
+    Gone,
+    /// It could not be checked or watched (out of descriptors): assume it lives.
+    Blind,
+}
+
 struct Watched {
     start: u64,
     fd: PidFd,
@@ -81,6 +92,9 @@ pub struct EventLoop {
     self_pid: Pid,
     exit_code: Option<i32>,
     inputs: VecDeque<Input>,
+    /// Most pidfds held at once, below the open-file limit.
+    watch_cap: usize,
+    warned_fds: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -174,6 +188,8 @@ pub fn run(setup: Setup) -> i32 {
         self_pid,
         exit_code: None,
         inputs: VecDeque::new(),
+        watch_cap: watch_cap(),
+        warned_fds: false,
     };
     // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
     lp.reap();
@@ -238,7 +254,11 @@ impl EventLoop {
                     if ev.is_readable() || ev.is_read_closed() {
                         got.extend(c.readable(conn, self.poll.registry()));
                     }
-                    if ev.is_writable() || ev.is_write_closed() {
+                    if ev.is_write_closed() || ev.is_error() {
+                        // The peer is gone altogether (not merely done sending): a watcher that
+                        // left would otherwise hold its slot until the next event fails to write.
+                        got.extend(c.hang_up(conn, self.poll.registry()));
+                    } else if ev.is_writable() {
                         got.extend(c.writable(conn, self.poll.registry()));
                     }
                     self.queue_incoming(got);
@@ -254,14 +274,18 @@ impl EventLoop {
                 self.forget(pid);
             }
             self.drain_inputs();
+            self.scans();
+            // Several deadlines may have passed at once; what one tick starts (a kill) is
+            // carried out by scans before the next tick (a report) can see it.
             for _ in 0..3 {
-                if self.sup.deadline().is_some_and(|d| d <= Instant::now()) {
-                    self.dispatch(Input::Tick);
-                } else {
+                if self.exit_code.is_some()
+                    || self.sup.deadline().is_none_or(|d| d > Instant::now())
+                {
                     break;
                 }
+                self.dispatch(Input::Tick);
+                self.scans();
             }
-            self.scans();
         }
     }
 
@@ -366,14 +390,12 @@ impl EventLoop {
                 self.inputs.push_back(input);
             }
             Action::Signal { proc, signal } => {
-                if !self.send(proc, signal) {
-                    self.inputs.push_back(Input::Gone(proc));
-                }
+                let reach = self.send(proc, signal);
+                self.reached(proc, reach);
             }
             Action::Watch(proc) => {
-                if !self.watch(proc) {
-                    self.inputs.push_back(Input::Gone(proc));
-                }
+                let reach = self.watch(proc);
+                self.reached(proc, reach);
             }
             Action::Reply { conn, line } => {
                 let got = self
@@ -456,6 +478,14 @@ impl EventLoop {
         Ok(proc)
     }
 
+    fn reached(&mut self, proc: ProcId, reach: Reach) {
+        match reach {
+            Reach::Yes => {}
+            Reach::Gone => self.inputs.push_back(Input::Gone(proc)),
+            Reach::Blind => self.inputs.push_back(Input::Unwatchable(proc)),
+        }
+    }
+
     fn register(&mut self, proc: ProcId, fd: PidFd) {
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&fd.raw()),
@@ -473,40 +503,71 @@ impl EventLoop {
         );
     }
 
-    /// Makes sure a pidfd is open for exactly this process. False if it is gone.
-    fn watch(&mut self, proc: ProcId) -> bool {
+    /// Makes sure a pidfd is held for exactly this process, so its exit is announced.
+    fn watch(&mut self, proc: ProcId) -> Reach {
         match self.pidfds.get(&proc.pid) {
-            Some(w) if w.start == proc.start => return true,
+            Some(w) if w.start == proc.start => return Reach::Yes,
             Some(_) => self.forget(proc.pid),
             None => {}
         }
+        // Keep descriptors for sockets and spawning: beyond the cap, fall back on rescans.
+        if self.pidfds.len() >= self.watch_cap {
+            self.short_of_fds("the pidfd cap (the open-file limit) is reached");
+            return Reach::Blind;
+        }
         match PidFd::open_verified(proc) {
-            Some(fd) => {
+            Ok(Some(fd)) => {
                 self.register(proc, fd);
-                true
+                Reach::Yes
             }
-            None => false,
+            Ok(None) => Reach::Gone,
+            Err(e) => {
+                self.short_of_fds(&e.to_string());
+                Reach::Blind
+            }
         }
     }
 
-    /// Signals one process through its pidfd. False if it is gone.
-    fn send(&mut self, proc: ProcId, signal: Signal) -> bool {
-        if !self.watch(proc) {
-            return false;
-        }
-        let Some(w) = self.pidfds.get(&proc.pid) else {
-            return false;
+    /// Signals one process through a pidfd: the one held for it, or else a short-lived one.
+    fn send(&mut self, proc: ProcId, signal: Signal) -> Reach {
+        let reach = self.watch(proc);
+        let transient;
+        let fd = match (reach, self.pidfds.get(&proc.pid)) {
+            (Reach::Gone, _) => return Reach::Gone,
+            (Reach::Yes, Some(w)) => &w.fd,
+            _ => match PidFd::open_verified(proc) {
+                Ok(Some(fd)) => {
+                    transient = fd;
+                    &transient
+                }
+                Ok(None) => return Reach::Gone,
+                Err(e) => {
+                    warn!("cannot send {} to pid {}: {e}", signal.as_str(), proc.pid);
+                    return Reach::Blind;
+                }
+            },
         };
-        match w.fd.send_signal(signal) {
+        match fd.send_signal(signal) {
             Ok(()) => {
                 debug!("sent {} to pid {}", signal.as_str(), proc.pid);
-                true
+                reach
             }
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Reach::Gone,
             Err(e) => {
                 warn!("cannot send {} to pid {}: {e}", signal.as_str(), proc.pid);
-                true
+                reach
             }
+        }
+    }
+
+    /// Says once why processes are being watched by rescanning instead of pidfds.
+    fn short_of_fds(&mut self, why: &str) {
+        if !self.warned_fds {
+            self.warned_fds = true;
+            warn!(
+                "cannot watch every process through a pidfd ({why}): noticing their exit by rescanning \
+                 /proc instead; raise the open-file limit (ulimit -n) to avoid this"
+            );
         }
     }
 
@@ -522,16 +583,45 @@ impl EventLoop {
         else {
             return ev;
         };
-        let mut still = Vec::new();
-        for mut s in survivors {
-            if let Some(p) = procfs::read_stat(s.pid) {
-                s.state = p.state.to_string();
-                if let Some(c) = procfs::read_cmdline(s.pid).filter(|c| !c.is_empty()) {
-                    s.cmdline = c;
-                }
-                error!("survivor: pid {} state {} ({})", s.pid, s.state, s.cmdline);
-                still.push(s);
+        // A last look at /proc: whatever of reapd's is still alive is a survivor, whether the
+        // supervisor knew about it or not; a listed survivor that has died meanwhile is not.
+        let snap = procfs::scan(
+            self.self_pid,
+            &ScanRequest {
+                all_cmdlines: true,
+                ports: Vec::new(),
+            },
+        );
+        let mut still: Vec<Survivor> = survivors
+            .into_iter()
+            .filter_map(|s| {
+                let p = snap.procs.get(&s.pid).filter(|p| !p.is_dead())?;
+                Some(Survivor {
+                    pid: s.pid,
+                    state: p.state.to_string(),
+                    cmdline: p.describe(),
+                })
+            })
+            .collect();
+        for pid in snap.descendants(self.self_pid) {
+            if let Some(p) = snap.procs.get(&pid).filter(|p| !p.is_dead())
+                && !still.iter().any(|s| s.pid == pid)
+            {
+                still.push(Survivor {
+                    pid,
+                    state: p.state.to_string(),
+                    cmdline: p.describe(),
+                });
             }
+        }
+        if snap.incomplete {
+            warn!("the last look for survivors could not read all of /proc");
+        }
+        for s in &still {
+            error!("survivor: pid {} state {} ({})", s.pid, s.state, s.cmdline);
+        }
+        if !still.is_empty() {
+            clean = false;
         }
         if let Some(c) = self.control.as_mut() {
             c.close_listener(self.poll.registry());
@@ -565,6 +655,24 @@ impl EventLoop {
         logging::flush();
         code
     }
+}
+
+/// How many pidfds to hold at most: the open-file limit minus room for the control socket's
+/// clients, spawning and the rest.
+fn watch_cap() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    usize::try_from(soft.saturating_sub(128))
+        .unwrap_or(usize::MAX)
+        .max(16)
 }
 
 /// Reads and validates a config file for start-up or `reapd check`.

@@ -11,7 +11,7 @@ use std::ptr;
 
 use nix::sys::signal::Signal;
 
-use crate::procfs::read_stat;
+use crate::procfs::read_stat_checked;
 use crate::proctree::{Pid, ProcId};
 
 /// A pidfd (close-on-exec, as the kernel always creates them).
@@ -32,15 +32,20 @@ impl PidFd {
         Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Opens a pidfd for exactly this process: `None` if it is gone or the pid now belongs to
-    /// another process.
+    /// Opens a pidfd for exactly this process: `Ok(None)` if it is gone (or the pid now belongs
+    /// to another process), `Err` if it could not be checked (out of descriptors, ...).
     ///
     /// The start time is read again *after* opening: if it still matches, the pid referred to our
     /// process both before and after `pidfd_open`, so the pidfd cannot name an impostor.
-    pub fn open_verified(id: ProcId) -> Option<PidFd> {
-        let fd = PidFd::open(id.pid).ok()?;
-        let now = read_stat(id.pid)?;
-        (now.start == id.start && !now.is_dead()).then_some(fd)
+    pub fn open_verified(id: ProcId) -> io::Result<Option<PidFd>> {
+        let fd = match PidFd::open(id.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(read_stat_checked(id.pid)?
+            .filter(|now| now.start == id.start && !now.is_dead())
+            .map(|_| fd))
     }
 
     /// Sends a signal. Fails with `ESRCH` once the process has been reaped; a zombie accepts
@@ -72,19 +77,20 @@ impl PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procfs::read_stat;
 
     #[test]
     fn opens_and_verifies_this_process() {
         let me = std::process::id() as Pid;
         let stat = read_stat(me).expect("own stat");
-        let fd = PidFd::open_verified(stat.id()).expect("verified");
+        let fd = PidFd::open_verified(stat.id())
+            .expect("checked")
+            .expect("verified");
         fd.send_signal(Signal::SIGCONT).expect("signal self");
-        assert!(
-            PidFd::open_verified(ProcId {
-                pid: me,
-                start: stat.start + 1
-            })
-            .is_none()
-        );
+        let other = ProcId {
+            pid: me,
+            start: stat.start + 1,
+        };
+        assert!(PidFd::open_verified(other).expect("checked").is_none());
     }
 }

@@ -1,11 +1,13 @@
 //! Reading `/proc`: process snapshots, service markers, command lines and TCP listeners.
 //!
-//! Owns: every read of `/proc` reapd makes, and tolerance for processes that vanish mid-scan
-//! (a missing or unreadable entry is skipped, never an error).
+//! Owns: every read of `/proc` reapd makes, and tolerance for processes that vanish mid-scan (a
+//! vanished entry is skipped). An entry that could not be read for another reason (out of
+//! descriptors) marks the snapshot incomplete: "could not look" must never pass for "gone".
 //! Must never: decide anything about the processes it reads; the pure modules do that.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io;
 use std::path::Path;
 
 use crate::proctree::{
@@ -13,10 +15,26 @@ use crate::proctree::{
 };
 use crate::supervisor::ScanRequest;
 
-/// Reads one process's `stat`, if it still exists.
+/// Reads one process's `stat`: `Ok(None)` when it is gone (or hidden from us), `Err` when it
+/// could not be looked at (out of descriptors, ...): then nothing is known about it.
+pub fn read_stat_checked(pid: Pid) -> io::Result<Option<ProcInfo>> {
+    match fs::read(format!("/proc/{pid}/stat")) {
+        Ok(raw) => Ok(parse_stat(&raw)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ESRCH | libc::EACCES)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads one process's `stat`, if it still exists and can be read.
 pub fn read_stat(pid: Pid) -> Option<ProcInfo> {
-    let raw = fs::read(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&raw)
+    read_stat_checked(pid).ok().flatten()
 }
 
 /// Reads a process's command line (empty for kernel threads and zombies).
@@ -30,21 +48,32 @@ pub fn read_cmdline(pid: Pid) -> Option<String> {
 /// and command line; the request may ask for more.
 pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     let mut procs = Vec::new();
-    if let Ok(dir) = fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<Pid>().ok())
-            else {
-                continue;
-            };
-            if let Some(p) = read_stat(pid) {
-                procs.push(p);
+    let mut incomplete = false;
+    match fs::read_dir("/proc") {
+        Ok(dir) => {
+            for entry in dir {
+                let Ok(entry) = entry else {
+                    incomplete = true;
+                    continue;
+                };
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<Pid>().ok())
+                else {
+                    continue;
+                };
+                match read_stat_checked(pid) {
+                    Ok(Some(p)) => procs.push(p),
+                    Ok(None) => {}
+                    Err(_) => incomplete = true,
+                }
             }
         }
+        Err(_) => incomplete = true,
     }
     let mut snap = Snapshot::new(self_pid, procs);
+    snap.incomplete = incomplete;
     let ours: HashSet<Pid> = snap.descendants(self_pid).into_iter().collect();
     for (pid, p) in snap.procs.iter_mut() {
         if ours.contains(pid) {

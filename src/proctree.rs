@@ -175,6 +175,9 @@ pub struct Snapshot {
     pub procs: BTreeMap<Pid, ProcInfo>,
     /// Processes listening on the ports a sweep asked about.
     pub listeners: Vec<Listener>,
+    /// Some entries could not be read (out of descriptors, say): a process missing from this
+    /// snapshot may still be alive.
+    pub incomplete: bool,
 }
 
 impl Snapshot {
@@ -184,6 +187,7 @@ impl Snapshot {
             self_pid,
             procs: procs.into_iter().map(|p| (p.pid, p)).collect(),
             listeners: Vec::new(),
+            incomplete: false,
         }
     }
 

@@ -476,16 +476,18 @@ impl Shutdown {
                     self.grace_over = true;
                     steps.push(Step::EndGrace);
                 }
-                if self.hard_deadline().is_some_and(|h| now >= h) {
-                    self.finish(&mut steps);
-                } else if self.phase == Phase::Draining
-                    && self.drain_deadline().is_some_and(|d| now >= d)
+                // Killing is never skipped, even when the loop wakes up late (reapd was stopped,
+                // or the machine stalled) and both deadlines have passed: one kill pass runs
+                // before the report.
+                if self.phase == Phase::Draining && self.drain_deadline().is_some_and(|d| now >= d)
                 {
                     self.enter_killing(
                         "shutdown budget for graceful stops used up".into(),
                         now,
                         &mut steps,
                     );
+                } else if self.hard_deadline().is_some_and(|h| now >= h) {
+                    self.finish(&mut steps);
                 } else if let Some(KillStage::Sweeping { until }) = self.kill
                     && now >= until
                 {
@@ -541,6 +543,7 @@ impl Shutdown {
     }
 
     fn enter_killing(&mut self, reason: String, now: Instant, steps: &mut Vec<Step>) {
+        // (Entered late, past the hard deadline, `until` is in the past: the next tick reports.)
         self.phase = Phase::Killing;
         steps.push(Step::Entered {
             phase: Phase::Killing,
@@ -789,6 +792,29 @@ mod tests {
         );
         s.exited();
         assert_eq!(s.phase(), Phase::Exit);
+    }
+
+    #[test]
+    fn a_late_wake_up_still_kills_before_it_reports() {
+        let t0 = Instant::now();
+        let mut s = Shutdown::new(ms(1_000), ms(1_000), false);
+        s.on_input(
+            ShutdownInput::Trigger(Trigger::Request),
+            &[spec("a", &[], 10_000)],
+            t0,
+        );
+        // The first tick comes long after every deadline.
+        let steps = s.on_input(ShutdownInput::Tick, &[], t0 + ms(5_000));
+        assert_eq!(s.phase(), Phase::Killing);
+        assert!(
+            steps
+                .iter()
+                .any(|st| matches!(st, Step::KillEverything { .. })),
+            "{steps:?}"
+        );
+        assert!(!steps.contains(&Step::Finish));
+        let steps = s.on_input(ShutdownInput::Tick, &[], t0 + ms(5_001));
+        assert_eq!(steps.last(), Some(&Step::Finish));
     }
 
     #[test]

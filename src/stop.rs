@@ -24,6 +24,12 @@ use crate::proctree::{Forest, Pid, ProcId, Snapshot};
 
 /// Freeze passes before reapd gives up on reaching a fixpoint and kills what it has.
 pub const MAX_FREEZE_ROUNDS: u32 = 64;
+/// How soon to look again while reapd cannot see or watch every member (the process table could
+/// not be read completely, or no pidfd could be opened): there is no exit event to wait for.
+pub const RETRY: Duration = Duration::from_millis(100);
+/// Longest wait, after the last level got its signal, before reapd looks for what that level
+/// started meanwhile (a shell forks its next command before it runs its trap).
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// How a stop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,9 +98,15 @@ pub struct StopJob {
     stage: Stage,
     level_deadline: Option<Instant>,
     force_level: bool,
+    /// A second look shortly after a level got the signal: for signals lost in a fork-exec window
+    /// and for what the level started before acting on its signal.
+    settle_at: Option<Instant>,
+    settling: bool,
     scan_wanted: bool,
     seen_any: bool,
     signalled: HashMap<ProcId, Option<ProcId>>,
+    /// The command name each signalled process had when it was signalled.
+    signalled_as: HashMap<ProcId, String>,
     /// Processes that lost a child we signalled, with the number of scans done at that moment.
     bereaved: HashMap<ProcId, u64>,
     /// The scan in which each member was first seen.
@@ -104,6 +116,10 @@ pub struct StopJob {
     killed: HashSet<ProcId>,
     gone: HashSet<ProcId>,
     watched: HashSet<ProcId>,
+    /// Members reapd could not open a pidfd for: their exit is only noticed by rescanning.
+    unwatched: HashSet<ProcId>,
+    /// While blind (an incomplete scan, unwatched members), when to scan again.
+    retry_at: Option<Instant>,
 }
 
 impl StopJob {
@@ -125,9 +141,12 @@ impl StopJob {
             stage: Stage::Graceful,
             level_deadline: None,
             force_level: false,
+            settle_at: None,
+            settling: false,
             scan_wanted: true,
             seen_any: false,
             signalled: HashMap::new(),
+            signalled_as: HashMap::new(),
             bereaved: HashMap::new(),
             first_seen: HashMap::new(),
             scans: 0,
@@ -135,6 +154,8 @@ impl StopJob {
             killed: HashSet::new(),
             gone: HashSet::new(),
             watched: HashSet::new(),
+            unwatched: HashSet::new(),
+            retry_at: None,
         }
     }
 
@@ -185,13 +206,11 @@ impl StopJob {
 
     /// The next moment [`StopJob::on_tick`] has work to do.
     pub fn deadline(&self) -> Option<Instant> {
-        match self.stage {
-            Stage::Graceful => Some(
-                self.level_deadline
-                    .map_or(self.deadline, |l| l.min(self.deadline)),
-            ),
-            _ => None,
-        }
+        let graceful = match self.stage {
+            Stage::Graceful => [Some(self.deadline), self.level_deadline, self.settle_at],
+            _ => [None; 3],
+        };
+        graceful.into_iter().chain([self.retry_at]).flatten().min()
     }
 
     /// Moves the stop timeout earlier (a shutdown wave with less time than the service asks).
@@ -211,15 +230,34 @@ impl StopJob {
 
     /// Time has passed: end a level's share or the graceful part.
     pub fn on_tick(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|r| now >= r) {
+            self.retry_at = None;
+            self.scan_wanted = true;
+        }
         if self.stage != Stage::Graceful {
             return;
         }
         if now >= self.deadline {
             self.escalate();
-        } else if self.level_deadline.is_some_and(|l| now >= l) {
+            return;
+        }
+        if self.level_deadline.is_some_and(|l| now >= l) {
             self.level_deadline = None;
             self.force_level = true;
             self.scan_wanted = true;
+        }
+        if self.settle_at.is_some_and(|t| now >= t) {
+            self.settle_at = None;
+            self.settling = true;
+            self.scan_wanted = true;
+        }
+    }
+
+    /// No pidfd could be opened for a member (out of descriptors, ...): it is alive as far as
+    /// anyone knows, but its exit will not be announced, so the job rescans on its own.
+    pub fn on_unwatchable(&mut self, id: ProcId, now: Instant) {
+        if !self.gone.contains(&id) && self.unwatched.insert(id) {
+            self.retry_at.get_or_insert(now + RETRY);
         }
     }
 
@@ -269,6 +307,14 @@ impl StopJob {
                 out.push(JobOut::Watch(i));
             }
         }
+        let alive_ids: HashSet<ProcId> = alive.iter().filter_map(|&p| id(p)).collect();
+        self.unwatched.retain(|u| alive_ids.contains(u));
+        // Not seeing everything is not the same as everything being gone.
+        let blind = snap.incomplete || !self.unwatched.is_empty();
+        self.retry_at = blind.then(|| now + RETRY);
+        if alive.is_empty() && snap.incomplete {
+            return out;
+        }
         if alive.is_empty() {
             let how = if !self.killed.is_empty() {
                 StopHow::Killed
@@ -302,7 +348,8 @@ impl StopJob {
                 let all_stopped = alive
                     .iter()
                     .all(|p| snap.procs.get(p).is_some_and(|i| i.is_stopped()));
-                if (new.is_empty() && all_stopped) || round >= MAX_FREEZE_ROUNDS {
+                if (new.is_empty() && all_stopped && !snap.incomplete) || round >= MAX_FREEZE_ROUNDS
+                {
                     self.kill(&forest, snap, &mut out);
                     self.stage = Stage::Killing;
                 } else {
@@ -333,6 +380,16 @@ impl StopJob {
                     }
                     self.kill(&sub, snap, &mut out);
                 }
+                // Still alive although killed: the SIGKILL could not be sent (no descriptor for
+                // a pidfd, say). Sending it again is harmless.
+                for p in forest.deepest_first() {
+                    if let Some(i) = id(p).filter(|i| self.killed.contains(i)) {
+                        out.push(JobOut::Signal {
+                            proc: i,
+                            signal: Signal::SIGKILL,
+                        });
+                    }
+                }
             }
             Stage::Done(_) => {}
         }
@@ -341,112 +398,148 @@ impl StopJob {
 
     fn graceful(&mut self, snap: &Snapshot, forest: &Forest, now: Instant, out: &mut Vec<JobOut>) {
         let id = |p: Pid| snap.procs.get(&p).map(|i| i.id());
+        let signalled = |p: Pid| id(p).is_some_and(|i| self.signalled.contains_key(&i));
         let main_alive = self
             .main
             .filter(|m| forest.members().contains(&m.pid) && id(m.pid) == Some(*m));
-        let eligible: Vec<Pid> = match (self.scope, main_alive) {
-            (StopScope::Main, Some(m)) => {
-                if self.signalled.contains_key(&m) {
-                    Vec::new()
-                } else {
-                    vec![m.pid]
-                }
+        if self.scope == StopScope::Main
+            && let Some(m) = main_alive
+        {
+            // Only the main process is asked; the rest waits for the stop timeout.
+            self.force_level = false;
+            if !signalled(m.pid) {
+                self.signal_level(snap, vec![m.pid], out);
             }
-            _ => {
-                let signalled = |p: Pid| id(p).is_some_and(|i| self.signalled.contains_key(&i));
-                let lost_child_at = |p: Pid| id(p).and_then(|i| self.bereaved.get(&i).copied());
-                let seen_at = |p: Pid| {
-                    id(p)
-                        .and_then(|i| self.first_seen.get(&i).copied())
-                        .unwrap_or(0)
-                };
-                // A process born under one that already has the stop signal is part of that
-                // process's own shutdown (a trap running cleanup commands): leave it alone. The
-                // stop timeout still kills it if it lingers.
-                let spared = |p: Pid| forest.above(p).into_iter().any(signalled);
-                // `q` replaced a child of `p` that we stopped (a shell loop's next command, a
-                // master's respawned worker): it first appeared after `p` lost that child.
-                let replaces = |q: Pid, p: Pid| lost_child_at(p).is_some_and(|at| seen_at(q) > at);
-                // A replacement waits for its parent's turn: stopping it alone would only make the
-                // parent start another.
-                let held = |q: Pid| {
-                    forest
-                        .above(q)
-                        .into_iter()
-                        .any(|a| !signalled(a) && replaces(q, a))
-                };
-                let mut chosen: HashSet<Pid> = forest
-                    .members()
-                    .iter()
-                    .copied()
-                    .filter(|&p| !signalled(p) && !spared(p))
-                    .filter(|&p| {
-                        let below = forest.below(p);
-                        (below.is_empty() && !held(p))
-                            || (lost_child_at(p).is_some() && below.iter().all(|&q| replaces(q, p)))
-                            || (self.force_level && below.iter().all(|&q| signalled(q) || held(q)))
-                    })
-                    .collect();
-                // Whatever still runs below a chosen process goes first, deepest first.
-                for p in chosen.clone() {
-                    chosen.extend(
-                        forest
-                            .below(p)
-                            .into_iter()
-                            .filter(|&q| !signalled(q) && !spared(q)),
-                    );
-                }
-                forest
-                    .deepest_first()
-                    .into_iter()
-                    .filter(|p| chosen.contains(p))
-                    .collect()
-            }
-        };
-        self.force_level = false;
-        if eligible.is_empty() {
             return;
         }
-        for &p in &eligible {
-            let Some(i) = id(p) else { continue };
-            let parent = snap
-                .procs
-                .get(&p)
-                .and_then(|info| snap.procs.get(&info.ppid))
-                .map(|pp| pp.id());
-            self.signalled.insert(i, parent);
+        // Signalled between fork and exec, a child still runs its parent's code and handlers: a
+        // trap handler takes the signal and exec then forgets it. So a process that has exec'd
+        // since it was signalled (its command name changed) gets the signal once more.
+        let lost: Vec<Pid> = forest
+            .members()
+            .iter()
+            .copied()
+            .filter(|&p| {
+                let Some(info) = snap.procs.get(&p) else {
+                    return false;
+                };
+                self.signalled_as
+                    .get(&info.id())
+                    .is_some_and(|comm| *comm != info.comm)
+            })
+            .collect();
+        for p in lost {
+            if let Some(info) = snap.procs.get(&p) {
+                self.signalled_as.insert(info.id(), info.comm.clone());
+                out.push(JobOut::Signal {
+                    proc: info.id(),
+                    signal: self.signal,
+                });
+                out.push(JobOut::Signal {
+                    proc: info.id(),
+                    signal: Signal::SIGCONT,
+                });
+            }
+        }
+        let lost_child_at = |p: Pid| id(p).and_then(|i| self.bereaved.get(&i).copied());
+        let seen_at = |p: Pid| {
+            id(p)
+                .and_then(|i| self.first_seen.get(&i).copied())
+                .unwrap_or(0)
+        };
+        // Started by a process that already has the stop signal: part of that process's own
+        // shutdown (a trap running cleanup commands), so it gets until the level's share is up.
+        let spared = |p: Pid| forest.above(p).into_iter().any(signalled);
+        // `q` replaced a child of its parent `p` that we stopped (a shell loop's next command, a
+        // master's respawned worker): it first appeared after `p` lost that child.
+        let replaces = |q: Pid, p: Pid| lost_child_at(p).is_some_and(|at| seen_at(q) > at);
+        // A replacement waits for its parent's turn: stopping it alone would only make the
+        // parent start another.
+        let held = |q: Pid| {
+            forest
+                .above(q)
+                .first()
+                .is_some_and(|&p| !signalled(p) && replaces(q, p))
+        };
+        let mut chosen: HashSet<Pid> = forest
+            .members()
+            .iter()
+            .copied()
+            .filter(|&p| !signalled(p))
+            .filter(|&p| {
+                let below = forest.below(p);
+                (below.is_empty() && !spared(p) && !held(p))
+                    || (!spared(p) && lost_child_at(p).is_some() && below.iter().all(|&q| replaces(q, p)))
+                    // A level's share is used up: the deepest processes still without the signal
+                    // get it, spared ones included, so every process is asked before the timeout.
+                    || (self.force_level && below.iter().all(|&q| signalled(q) || held(q)))
+                    // Settled: a spared process still running (the next command of a shell that
+                    // got the signal between two commands) gets it too.
+                    || (self.settling && spared(p) && below.iter().all(|&q| signalled(q)))
+            })
+            .collect();
+        // Whatever still runs below a chosen process goes first, deepest first.
+        for p in chosen.clone() {
+            chosen.extend(
+                forest
+                    .below(p)
+                    .into_iter()
+                    .filter(|&q| !signalled(q) && !spared(q)),
+            );
+        }
+        self.force_level = false;
+        self.settling = false;
+        let eligible: Vec<Pid> = forest
+            .deepest_first()
+            .into_iter()
+            .filter(|p| chosen.contains(p))
+            .collect();
+        let acted = !eligible.is_empty();
+        if acted {
+            self.signal_level(snap, eligible, out);
+        }
+        // The next looks: a short settle after a level got the signal, and the end of the next
+        // level's share.
+        let unsignalled = |p: Pid| id(p).is_some_and(|i| !self.signalled.contains_key(&i));
+        let levels_left = forest
+            .roots()
+            .into_iter()
+            .map(|r| forest.chain_len(r, &unsignalled))
+            .max()
+            .unwrap_or(0);
+        let remaining = self.deadline.saturating_duration_since(now);
+        if acted {
+            self.settle_at = Some(now + (remaining / 2).min(SETTLE));
+        }
+        if acted || self.level_deadline.is_none() {
+            self.level_deadline =
+                (levels_left > 0).then(|| now + remaining / (levels_left as u32 + 1));
+        }
+    }
+
+    /// Sends the stop signal, then SIGCONT, to one level (deepest first).
+    fn signal_level(&mut self, snap: &Snapshot, pids: Vec<Pid>, out: &mut Vec<JobOut>) {
+        for &p in &pids {
+            let Some(info) = snap.procs.get(&p) else {
+                continue;
+            };
+            let parent = snap.procs.get(&info.ppid).map(|pp| pp.id());
+            self.signalled.insert(info.id(), parent);
+            self.signalled_as.insert(info.id(), info.comm.clone());
             out.push(JobOut::Signal {
-                proc: i,
+                proc: info.id(),
                 signal: self.signal,
             });
             // A stopped process cannot act on its stop signal until it is continued.
             out.push(JobOut::Signal {
-                proc: i,
+                proc: info.id(),
                 signal: Signal::SIGCONT,
             });
         }
         out.push(JobOut::Signalled {
             signal: self.signal,
-            pids: eligible,
+            pids,
         });
-        let unsignalled = |p: Pid| {
-            id(p).is_some_and(|i| !self.signalled.contains_key(&i))
-                && !forest
-                    .above(p)
-                    .into_iter()
-                    .any(|a| id(a).is_some_and(|i| self.signalled.contains_key(&i)))
-        };
-        let levels_left = match (self.scope, main_alive) {
-            (StopScope::Main, Some(_)) => 0,
-            _ => forest
-                .roots()
-                .into_iter()
-                .map(|r| forest.chain_len(r, &unsignalled))
-                .max()
-                .unwrap_or(0),
-        };
-        self.level_deadline = (levels_left > 0 && now < self.deadline)
-            .then(|| now + (self.deadline - now) / (levels_left as u32 + 1));
     }
 
     fn kill(&mut self, forest: &Forest, snap: &Snapshot, out: &mut Vec<JobOut>) {
@@ -522,7 +615,10 @@ mod tests {
             out.iter().filter(|o| matches!(o, JobOut::Watch(_))).count(),
             3
         );
-        // Level share: 9 s over three levels.
+        // First a short settle look, then the level share: 9 s over three levels.
+        assert_eq!(job.deadline(), Some(t0 + SETTLE));
+        job.on_tick(t0 + SETTLE);
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0 + SETTLE)).is_empty());
         assert_eq!(job.deadline(), Some(t0 + Duration::from_secs(3)));
         // Nothing new happens until the deepest level is gone.
         assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
@@ -556,6 +652,9 @@ mod tests {
             t0,
         );
         job.on_scan(&snap, &members(&snap), t0);
+        // The settle look finds nothing new: the stubborn level keeps its share.
+        job.on_tick(t0 + SETTLE);
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0 + SETTLE)).is_empty());
         let share = job.deadline().expect("level deadline");
         assert_eq!(share, t0 + Duration::from_secs(5));
         job.on_tick(share - Duration::from_millis(1));
@@ -566,7 +665,9 @@ mod tests {
             signalled(&job.on_scan(&snap, &members(&snap), share)),
             [(100, Signal::SIGTERM), (100, Signal::SIGCONT)]
         );
-        assert_eq!(job.deadline(), Some(t0 + Duration::from_secs(10)));
+        // Everyone has the signal: one more look after a short settle (half of what is left, at
+        // most a second), for whatever the last level starts meanwhile.
+        assert_eq!(job.deadline(), Some(share + SETTLE));
     }
 
     #[test]
@@ -695,7 +796,7 @@ mod tests {
     }
 
     #[test]
-    fn children_born_after_their_parent_got_the_stop_signal_are_left_to_it() {
+    fn children_born_after_their_parent_got_the_stop_signal_get_it_after_a_settle() {
         let t0 = Instant::now();
         let mut snap = chain(1);
         let mut job = StopJob::new(
@@ -709,21 +810,106 @@ mod tests {
             signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
             (100, Signal::SIGTERM)
         );
-        // Its TERM handler runs a cleanup command.
+        // Its TERM handler runs a cleanup command (or, in a shell loop signalled between two
+        // commands, it starts the next one before running its trap).
         snap.procs.insert(101, proc(101, 100, 100));
-        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
-        assert_eq!(
-            job.deadline(),
-            Some(t0 + Duration::from_secs(10)),
-            "no level share for it"
+        let t1 = t0 + Duration::from_millis(10);
+        assert!(
+            signalled(&job.on_scan(&snap, &members(&snap), t1)).is_empty(),
+            "left to its parent at first"
         );
-        // If it lingers past the timeout, it is killed with the rest.
+        assert_eq!(job.deadline(), Some(t0 + SETTLE));
+        // Once the settle is over it gets the signal too: nobody waits for the timeout unasked.
+        job.on_tick(t0 + SETTLE);
+        assert!(job.wants_scan());
+        let out = job.on_scan(&snap, &members(&snap), t0 + SETTLE);
+        assert_eq!(
+            signalled(&out),
+            [(101, Signal::SIGTERM), (101, Signal::SIGCONT)]
+        );
+        // If it still lingers at the timeout, it is frozen and killed with the rest.
         job.on_tick(t0 + Duration::from_secs(10));
-        let out = job.on_scan(&snap, &members(&snap), t0);
+        let out = job.on_scan(&snap, &members(&snap), t0 + Duration::from_secs(10));
         assert_eq!(
             signalled(&out),
             [(100, Signal::SIGSTOP), (101, Signal::SIGSTOP)]
         );
+    }
+
+    #[test]
+    fn a_process_that_execs_after_being_signalled_gets_the_signal_again() {
+        let t0 = Instant::now();
+        // A shell (100) that just forked its next command (101), which is still a shell copy.
+        let mut snap = Snapshot::new(ME, [proc(100, ME, 100), proc(101, 100, 100)]);
+        snap.procs.get_mut(&101).expect("101").comm = "sh".into();
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        assert_eq!(
+            signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
+            (101, Signal::SIGTERM)
+        );
+        // It exec'd `sleep` afterwards: the signal may have died with the shell's handler.
+        snap.procs.get_mut(&101).expect("101").comm = "sleep".into();
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert_eq!(
+            signalled(&out),
+            [(101, Signal::SIGTERM), (101, Signal::SIGCONT)]
+        );
+        // Once is enough.
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
+    }
+
+    #[test]
+    fn a_job_never_finishes_on_what_it_could_not_see() {
+        let t0 = Instant::now();
+        let snap = chain(2);
+        let mut job = StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(10),
+            t0,
+        );
+        job.on_scan(&snap, &members(&snap), t0);
+        // The process table could not be read (out of descriptors): nothing visible is alive.
+        let mut blind = Snapshot::new(ME, []);
+        blind.incomplete = true;
+        job.on_scan(&blind, &[], t0);
+        assert!(!job.is_done(), "an incomplete scan proves nothing");
+        assert_eq!(job.deadline(), Some(t0 + RETRY), "so it looks again soon");
+        // A member whose exit cannot be watched keeps the job rescanning too.
+        job.on_scan(&snap, &members(&snap), t0);
+        job.on_unwatchable(snap.procs[&101].id(), t0);
+        assert_eq!(job.deadline(), Some(t0 + RETRY));
+        job.on_tick(t0 + RETRY);
+        assert!(job.wants_scan());
+        job.on_scan(&Snapshot::new(ME, []), &[], t0 + RETRY);
+        assert_eq!(
+            job.outcome(),
+            Some(StopHow::Exited),
+            "a complete empty scan does"
+        );
+    }
+
+    #[test]
+    fn a_kill_that_could_not_be_sent_is_sent_again() {
+        let t0 = Instant::now();
+        let mut snap = chain(1);
+        snap.procs.get_mut(&100).expect("100").state = 'T';
+        let mut job = StopJob::kill_now(t0);
+        // Freeze pass, then the confirming pass that kills.
+        job.on_scan(&snap, &members(&snap), t0);
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        assert!(signalled(&out).contains(&(100, Signal::SIGKILL)));
+        job.on_unwatchable(snap.procs[&100].id(), t0);
+        job.on_tick(t0 + RETRY);
+        let out = job.on_scan(&snap, &members(&snap), t0 + RETRY);
+        assert_eq!(signalled(&out), [(100, Signal::SIGKILL)]);
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub enum Input {
     },
     /// A process is gone: its pidfd became readable, or it vanished before one could be opened.
     Gone(ProcId),
+    /// No pidfd could be opened for a process (out of descriptors): it may still be alive, but
+    /// its exit will not be announced.
+    Unwatchable(ProcId),
     /// A spawn succeeded.
     Spawned {
         /// For whom.
@@ -275,6 +278,10 @@ pub struct Supervisor {
     roots: Roots,
     shutdown: Shutdown,
     wave: Vec<String>,
+    /// Orphans reparented to reapd whose service cannot be told, stopped gracefully with the
+    /// first wave.
+    orphans: Option<StopJob>,
+    orphans_started: bool,
     /// Everything left at Killing time that no service claims, plus sweep targets.
     leftovers: Option<StopJob>,
     sweep_done: bool,
@@ -323,6 +330,8 @@ impl Supervisor {
             roots: Roots::default(),
             shutdown,
             wave: Vec::new(),
+            orphans: None,
+            orphans_started: false,
             leftovers: None,
             sweep_done: false,
             sweep_set: BTreeMap::new(),
@@ -364,11 +373,13 @@ impl Supervisor {
             }
         };
         add(self.shutdown.deadline());
-        for s in &self.services {
-            if self.phase() == Phase::Running {
+        if self.phase() == Phase::Running {
+            for s in &self.services {
                 add(s.restart_at);
             }
-            add(s.stop.as_ref().and_then(StopJob::deadline));
+        }
+        for job in self.jobs() {
+            add(job.deadline());
         }
         if let Some(h) = &self.hook
             && h.reaper.is_none()
@@ -381,13 +392,11 @@ impl Supervisor {
 
     /// The scan needed before more progress can be made, if any.
     pub fn scan_request(&self) -> Option<ScanRequest> {
-        let jobs = self.services.iter().filter_map(|s| s.stop.as_ref());
-        let hook_job = self.hook.as_ref().and_then(|h| h.reaper.as_ref());
-        let wanted = !self.forwards.is_empty()
-            || jobs
-                .chain(self.leftovers.as_ref())
-                .chain(hook_job)
-                .any(StopJob::wants_scan);
+        // Once the report is out nothing is scanned or signalled any more.
+        if matches!(self.phase(), Phase::CleanedUp | Phase::Exit) {
+            return None;
+        }
+        let wanted = !self.forwards.is_empty() || self.jobs().any(StopJob::wants_scan);
         if !wanted {
             return None;
         }
@@ -412,6 +421,11 @@ impl Supervisor {
             Input::Signal(sig) => self.on_signal(sig, now),
             Input::Reaped { pid, status } => self.on_reaped(pid, status, now),
             Input::Gone(id) => self.on_gone(id, now),
+            Input::Unwatchable(id) => {
+                for job in self.jobs_mut() {
+                    job.on_unwatchable(id, now);
+                }
+            }
             Input::Spawned { who, proc } => self.on_spawned(who, proc, now),
             Input::SpawnFailed { who, error } => self.on_spawn_failed(who, error, now),
             Input::Scanned(snap) => self.on_scan(snap, now),
@@ -699,10 +713,8 @@ impl Supervisor {
                 self.spawn(&name, now);
             }
         }
-        for s in &mut self.services {
-            if let Some(job) = s.stop.as_mut() {
-                job.on_tick(now);
-            }
+        for job in self.jobs_mut() {
+            job.on_tick(now);
         }
         if let Some(h) = self.hook.as_mut()
             && h.result.is_none()
@@ -724,6 +736,11 @@ impl Supervisor {
 
     fn on_scan(&mut self, snap: Snapshot, now: Instant) {
         let owners = self.attribution.update(&snap, &self.roots);
+        // A complete scan also settles processes whose exit was never announced (no pidfd).
+        if !snap.incomplete {
+            self.touched
+                .retain(|id, _| snap.get(*id).is_some_and(|p| !p.is_dead()));
+        }
         self.prune_sessions(&snap);
         for p in snap.procs.values() {
             if owners.contains_key(&p.pid) {
@@ -764,6 +781,18 @@ impl Supervisor {
             if done {
                 finished.push(name);
             }
+        }
+        // Orphans of no known service, during the first wave.
+        if let Some(job) = self.orphans.as_mut()
+            && job.wants_scan()
+        {
+            let members: Vec<Pid> = owners
+                .iter()
+                .filter(|(_, o)| **o == Owner::Unknown)
+                .map(|(p, _)| *p)
+                .collect();
+            let outs = job.on_scan(&snap, &members, now);
+            self.perform(outs, None, &snap);
         }
         // Everything left at Killing time.
         if let Some(job) = self.leftovers.as_mut()
@@ -835,7 +864,7 @@ impl Supervisor {
                 }
                 JobOut::Watch(proc) => self.actions.push(Action::Watch(proc)),
                 JobOut::Signalled { signal, pids } => {
-                    let who = service.unwrap_or("leftovers");
+                    let who = service.unwrap_or("processes of no known service");
                     info!("{who}: sent {} to {}", signal.as_str(), pid_list(&pids));
                     if let Some(s) = service {
                         self.actions.push(Action::Event(Event::Signalled {
@@ -846,7 +875,7 @@ impl Supervisor {
                     }
                 }
                 JobOut::Killed { pids } => {
-                    let who = service.unwrap_or("leftovers");
+                    let who = service.unwrap_or("processes of no known service");
                     warn!(
                         "{who}: froze and killed {} process{}: {}",
                         pids.len(),
@@ -898,15 +927,7 @@ impl Supervisor {
 
     fn on_gone(&mut self, id: ProcId, now: Instant) {
         self.touched.remove(&id);
-        for s in &mut self.services {
-            if let Some(job) = s.stop.as_mut() {
-                job.on_gone(id);
-            }
-        }
-        if let Some(job) = self.leftovers.as_mut() {
-            job.on_gone(id);
-        }
-        if let Some(job) = self.hook.as_mut().and_then(|h| h.reaper.as_mut()) {
+        for job in self.jobs_mut() {
             job.on_gone(id);
         }
         self.check_progress(now);
@@ -981,6 +1002,15 @@ impl Supervisor {
                 self.services.retain(|s| s.spec.name != name);
                 self.refresh_roots();
                 info!("{name}: removed");
+                self.answer_waiters(
+                    |w| matches!(w, Waiter::Running(n) if n == name),
+                    |_| {
+                        Err((
+                            ErrorCode::NoSuchService,
+                            format!("{name} was removed from the config"),
+                        ))
+                    },
+                );
             }
             AfterStop::Replace(spec) => {
                 if let Some(svc) = self.service_mut(name) {
@@ -1014,8 +1044,12 @@ impl Supervisor {
 
     /// Moves the shutdown forward once the current wave, the kill or a hook is complete.
     fn check_progress(&mut self, now: Instant) {
+        if self.orphans.as_ref().is_some_and(StopJob::is_done) {
+            self.orphans = None;
+        }
         if self.phase() == Phase::Draining
             && !self.wave.is_empty()
+            && self.orphans.is_none()
             && self
                 .wave
                 .iter()
@@ -1108,6 +1142,17 @@ impl Supervisor {
                 for name in &services {
                     self.begin_stop(name, Some(deadline), now);
                 }
+                if !self.orphans_started {
+                    self.orphans_started = true;
+                    let timeout = deadline.saturating_duration_since(now);
+                    self.orphans = Some(StopJob::new(
+                        Signal::SIGTERM,
+                        StopScope::Tree,
+                        None,
+                        timeout,
+                        now,
+                    ));
+                }
                 self.check_progress(now);
             }
             Step::EndGrace => {
@@ -1139,6 +1184,8 @@ impl Supervisor {
                     }
                 }
                 self.wave.clear();
+                // Unknown orphans still alive are the leftovers job's now.
+                self.orphans = None;
                 self.leftovers = Some(StopJob::kill_now(now));
             }
             Step::RunHooks { deadline } => {
@@ -1369,6 +1416,18 @@ impl Supervisor {
                     self.actions.push(Action::LoadConfig { reply: Some(to) });
                     return;
                 }
+            }
+            Request::Start { name } | Request::Restart { name }
+                if self
+                    .service(&name)
+                    .is_some_and(|s| s.then == AfterStop::Remove) =>
+            {
+                Err((
+                    ErrorCode::NoSuchService,
+                    format!(
+                        "{name} is being removed: it is no longer in the config file (add it back and reload)"
+                    ),
+                ))
             }
             Request::Start { name } => match self.service(&name) {
                 None => Err(self.no_such(&name)),
@@ -1677,6 +1736,27 @@ impl Supervisor {
     }
 
     // ----- bookkeeping -------------------------------------------------------------------------
+
+    /// Every stop in progress: services', the final kill of leftovers, an overrunning hook's.
+    fn jobs(&self) -> impl Iterator<Item = &StopJob> {
+        let hook = self.hook.as_ref().and_then(|h| h.reaper.as_ref());
+        self.services
+            .iter()
+            .filter_map(|s| s.stop.as_ref())
+            .chain(self.orphans.as_ref())
+            .chain(self.leftovers.as_ref())
+            .chain(hook)
+    }
+
+    fn jobs_mut(&mut self) -> impl Iterator<Item = &mut StopJob> {
+        let hook = self.hook.as_mut().and_then(|h| h.reaper.as_mut());
+        self.services
+            .iter_mut()
+            .filter_map(|s| s.stop.as_mut())
+            .chain(self.orphans.as_mut())
+            .chain(self.leftovers.as_mut())
+            .chain(hook)
+    }
 
     fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.spec.name == name)
@@ -2137,20 +2217,17 @@ mod tests {
     }
 
     #[test]
-    fn an_orphan_of_a_service_is_stopped_with_it_and_an_unknown_one_is_swept() {
+    fn orphans_are_stopped_with_their_service_or_in_the_first_wave() {
         let mut w = World::new(r#"{"services": {"web": {"cmd": ["x"]}}}"#);
         w.feed(Input::Start);
-        // Reparented to reapd with only the marker to go on; and one with no clue at all.
-        let ours = w.new_proc(
-            ME,
-            5555,
-            Some("web".into()),
-            Quirks {
-                ignores_term: true,
-                ..Quirks::default()
-            },
-        );
+        let deaf = Quirks {
+            ignores_term: true,
+            ..Quirks::default()
+        };
+        // Reparented to reapd with only the marker to go on; and two with no clue at all.
+        let ours = w.new_proc(ME, 5555, Some("web".into()), deaf);
         let stray = w.new_proc(ME, 6666, None, Quirks::default());
+        let deaf_stray = w.new_proc(ME, 7777, None, deaf);
         w.feed(Input::Signal(Signal::SIGTERM));
         w.run_until(Duration::from_secs(60));
         assert_eq!(w.exit.map(|e| e.0), Some(0));
@@ -2159,11 +2236,11 @@ mod tests {
             "stopped gracefully as part of web"
         );
         assert!(w.events.iter().any(|e| matches!(e, Event::Killed { service: Some(s), pids, .. } if s == "web" && pids == &vec![ours.pid])));
-        assert!(w.events.iter().any(|e| matches!(e, Event::Sweep { pid, reason, .. } if *pid == stray.pid && reason.starts_with("orphan"))));
-        assert!(
-            !w.signals.contains(&(stray.pid, Signal::SIGTERM)),
-            "unknown orphans are only swept"
-        );
+        // Unknown orphans are asked to stop with the first wave, and killed when it ends.
+        assert!(w.signals.contains(&(stray.pid, Signal::SIGTERM)));
+        assert!(w.signals.contains(&(deaf_stray.pid, Signal::SIGTERM)));
+        assert!(!w.procs.contains_key(&stray.pid) && !w.procs.contains_key(&deaf_stray.pid));
+        assert!(w.events.iter().any(|e| matches!(e, Event::Killed { service: None, pids, .. } if pids == &vec![deaf_stray.pid])));
     }
 
     #[test]
