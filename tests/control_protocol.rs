@@ -254,3 +254,27 @@ fn socat_can_talk_to_the_socket() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
+
+#[test]
+fn watchers_that_hang_up_free_their_place() {
+    let mut d = Daemon::start("hangup", &two_services());
+    for _ in 0..3 {
+        // Fill every connection slot with watchers, then close them all.
+        let watchers: Vec<Watcher> = (0..64).map(|_| d.watch()).collect();
+        drop(watchers);
+        assert!(
+            wait_until(SOON, || UnixStream::connect(&d.socket)
+                .ok()
+                .map(Watcher::new)
+                .and_then(|mut c| {
+                    c.send(r#"{"cmd":"ping"}"#);
+                    c.next_line(SOON)
+                })
+                .is_some_and(|v| ok(&v))),
+            "closed watchers still hold their places:\n{}",
+            d.log()
+        );
+    }
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}

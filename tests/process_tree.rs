@@ -444,3 +444,77 @@ fn shutdown_works_from_any_moment() {
         d.log()
     );
 }
+
+#[test]
+fn a_tree_larger_than_the_open_file_limit_is_still_stopped_completely() {
+    if !require_tool("prlimit") {
+        return;
+    }
+    // 100 children, but reapd may hold only 64 descriptors: it cannot watch every process
+    // through a pidfd and must notice their exit by rescanning instead.
+    let dir = TestDir::new("fdlimit");
+    let cfg = json!({ "services": { "wide": {
+        "cmd": ["sh", "-c", "i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done; wait"],
+        "stop_timeout_ms": 2000,
+    } } });
+    let path = dir.write("config.json", &cfg.to_string());
+    let args = vec!["--config".to_string(), path.display().to_string()];
+    let wrapper = ["prlimit", "--nofile=64:64", "--"];
+    let mut d = Daemon::spawn_wrapped(
+        dir,
+        &wrapper,
+        &[],
+        Start {
+            args,
+            env: Vec::new(),
+            with_socket: true,
+        },
+    );
+    d.wait_ready();
+    let marker = d.marker.clone();
+    assert!(
+        wait_until(SOON, || live_with_marker(&marker).len() > 100),
+        "tree up"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+    assert!(
+        d.log()
+            .contains("cannot watch every process through a pidfd"),
+        "{}",
+        d.log()
+    );
+}
+
+/// Stops and starts `name` `times` times over the control socket; every stop must be graceful.
+fn stop_start_gracefully(d: &Daemon, name: &str, times: usize) {
+    for round in 0..times {
+        let v = d.request(&format!(r#"{{"cmd":"stop","name":"{name}"}}"#));
+        assert_eq!(v["how"], "exited", "round {round}: {v}\nlog:\n{}", d.log());
+        assert!(
+            v["elapsed_ms"].as_u64() < Some(5000),
+            "round {round}: {v}\nlog:\n{}",
+            d.log()
+        );
+        let v = d.request(&format!(r#"{{"cmd":"start","name":"{name}"}}"#));
+        assert_eq!(v["state"], "running", "{v}");
+        // Let the loop reach its `sleep` before the next stop.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn shell_loops_and_shell_masters_stop_gracefully_however_the_signal_lands() {
+    let cfg = json!({ "services": {
+        "loop": { "cmd": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 30; done"], "stop_timeout_ms": 10000 },
+        "master": {
+            "cmd": ["sh", "-c", "for i in 1 2; do sh -c 'trap \"exit 0\" TERM; while :; do sleep 30; done' & done; trap 'exit 0' TERM; while :; do sleep 30; done"],
+            "stop_timeout_ms": 10000,
+        },
+    } });
+    let mut d = Daemon::start("shell-loops", &cfg.to_string());
+    stop_start_gracefully(&d, "loop", 5);
+    stop_start_gracefully(&d, "master", 3);
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
