@@ -67,15 +67,19 @@ fn done_ms(events: &[Value]) -> u64 {
 }
 
 fn sizes() {
+    // This benchmark's own reapd is the release build: <target>/release/reapd.
+    let release = std::path::PathBuf::from(BIN);
+    let target = release
+        .parent()
+        .and_then(|p| p.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let static_bin = target.join("x86_64-unknown-linux-gnu/release/reapd");
     for (what, path) in [
-        ("binary size, release (dynamic)", "target/release/reapd"),
-        (
-            "binary size, static (scripts/build-static)",
-            "target/x86_64-unknown-linux-gnu/release/reapd",
-        ),
+        ("binary size, release (dynamic)", release),
+        ("binary size, static (scripts/build-static)", static_bin),
     ] {
-        let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
-        match std::fs::metadata(&full) {
+        match std::fs::metadata(&path) {
             Ok(m) => row(what, format!("{} KiB", m.len() / 1024)),
             Err(_) => row(what, "not built".into()),
         }

@@ -4,6 +4,8 @@
 //! then `REAPD_SOCKET`, then the config file, then the default).
 //! Must never: read files or the environment itself; `main.rs` passes those in.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -5,6 +5,8 @@
 //! Must never: read files or touch the environment (callers pass text in), and never stop at the
 //! first error: `reapd check` prints them all.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;

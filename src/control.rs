@@ -94,7 +94,15 @@ impl Lock {
                 .truncate(false)
                 .open(&path)
                 .map_err(|e| {
-                    StartError::Other(format!("cannot open lock file {}: {e}", path.display()))
+                    let hint = if e.kind() == io::ErrorKind::NotFound {
+                        " (does the directory exist?)"
+                    } else {
+                        ""
+                    };
+                    StartError::Other(format!(
+                        "cannot open lock file {}: {e}{hint}",
+                        path.display()
+                    ))
                 })?;
             match file.try_lock() {
                 Ok(()) => {}

@@ -5,6 +5,7 @@
 //! Must never: hang. Every wait for the daemon is bounded, except `watch`, which ends when the
 //! daemon closes the stream after `done`.
 
+#![forbid(unsafe_code)]
 // Indexing a `serde_json::Value` by key or position never panics (a missing entry is `Null`).
 #![allow(clippy::indexing_slicing)]
 
@@ -329,6 +330,8 @@ pub struct Progress {
     budget_end_ms: Option<u64>,
     /// Services in stop order, with their state.
     services: Vec<(String, StopState)>,
+    /// The last progress line printed (nothing changed: nothing printed).
+    last: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,9 +394,13 @@ impl Progress {
                 }
             })
             .collect();
+        let cells = cells.join(", ");
+        if cells == self.last {
+            return None;
+        }
+        self.last = cells.clone();
         Some(format!(
-            "    progress: {} | {} left of the budget",
-            cells.join(", "),
+            "    progress: {cells} | {} left of the budget",
             human_ms(end.saturating_sub(ts))
         ))
     }

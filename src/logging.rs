@@ -3,6 +3,8 @@
 //! Owns: the logger set-up (level filter in env_logger syntax) and the line format.
 //! Must never: write anywhere but stderr; s6-log, svlogd, journald and `docker logs` collect it.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 

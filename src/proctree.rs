@@ -6,6 +6,8 @@
 //! Must never: read `/proc` or make any other system call. `procfs.rs` fills snapshots; tests build
 //! them by hand.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// A kernel process id.
@@ -345,11 +347,6 @@ impl Forest {
         v.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// True when no member below `pid` is still in the forest.
-    pub fn is_leaf(&self, pid: Pid) -> bool {
-        self.children_of(pid).is_empty()
-    }
-
     /// The members above `pid`, nearest first.
     pub fn above(&self, pid: Pid) -> Vec<Pid> {
         let mut out = Vec::new();
@@ -461,6 +458,7 @@ impl Attribution {
     }
 
     /// The recorded owner of a process, if it was ever attributed.
+    #[cfg(test)]
     pub fn owner_of(&self, id: ProcId) -> Option<&Owner> {
         self.known.get(&id)
     }
@@ -555,7 +553,7 @@ pub(crate) mod tests {
         assert_eq!(f.roots(), vec![100, 200]);
         assert_eq!(f.chain_len(100, &|_| true), 4);
         assert_eq!(f.chain_len(100, &|p| p != 103 && p != 102), 2);
-        assert!(f.is_leaf(103) && !f.is_leaf(102));
+        assert!(f.children_of(103).is_empty() && !f.children_of(102).is_empty());
         let mut below = f.below(101);
         below.sort();
         assert_eq!(below, vec![102, 103]);

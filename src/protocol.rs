@@ -5,6 +5,8 @@
 //! Must never: touch a socket. `control.rs` moves bytes; this module only decides what they mean.
 //! One request line always gets exactly one reply line (`watch` then streams events).
 
+#![forbid(unsafe_code)]
+
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -239,9 +241,10 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
                 Some(other) => Err(format!(
                     "\"signal\" must be a name or a number, found {other}"
                 )),
-                None => {
-                    Err("\"signal\" needs \"signal\": a name such as \"HUP\" or a number".into())
-                }
+                None => Err(
+                    "missing \"signal\": the signal to send, a name such as \"HUP\" or a number"
+                        .into(),
+                ),
             }
             .map_err(|e| bad(id.clone(), e))?;
             Request::Signal {

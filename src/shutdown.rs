@@ -11,6 +11,8 @@
 //! less than a fair share keeps its full timeout and leaves the remainder to the others
 //! (max-min fairness), and time a wave does not use rolls over to the next one.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -366,14 +368,6 @@ impl Shutdown {
     pub fn reconfigure(&mut self, budget: Duration, grace: Duration, has_hooks: bool) {
         if self.phase == Phase::Running {
             *self = Shutdown::new(budget, grace, has_hooks);
-        }
-    }
-
-    /// The services of the wave being stopped.
-    pub fn current_wave(&self) -> Option<&Wave> {
-        match self.phase {
-            Phase::Draining => self.plan.as_ref().and_then(|p| p.waves.get(self.wave)),
-            _ => None,
         }
     }
 

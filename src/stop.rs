@@ -14,6 +14,8 @@
 //! microsecond lets the scheduler pick the order. So a process receives the stop signal only once
 //! every process below it is gone, or once that level's share of the stop timeout is used up.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,16 @@ pub const MAX_FREEZE_ROUNDS: u32 = 64;
 /// How soon to look again while reapd cannot see or watch every member (the process table could
 /// not be read completely, or no pidfd could be opened): there is no exit event to wait for.
 pub const RETRY: Duration = Duration::from_millis(100);
-/// Longest wait, after the last level got its signal, before reapd looks for what that level
-/// started meanwhile (a shell forks its next command before it runs its trap).
+/// Longest wait, after a level got its signal, before reapd looks again for processes that
+/// exec'd since and may have lost the signal on the way (see [`StopJob`]'s graceful rules).
 pub const SETTLE: Duration = Duration::from_secs(1);
+/// How long a process that just lost a child we stopped gets, in any case, to start a replacement
+/// before it is taken for a leaf: its wake-up may not even have happened when reapd looks.
+pub const RESPAWN_MIN: Duration = Duration::from_millis(20);
+/// How long it gets while it keeps running: a shell loop forks its next command at once.
+pub const RESPAWN_WAIT: Duration = Duration::from_millis(200);
+/// How often to look while waiting for such a replacement.
+pub const RESPAWN_POLL: Duration = Duration::from_millis(20);
 
 /// How a stop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,17 +107,17 @@ pub struct StopJob {
     stage: Stage,
     level_deadline: Option<Instant>,
     force_level: bool,
-    /// A second look shortly after a level got the signal: for signals lost in a fork-exec window
-    /// and for what the level started before acting on its signal.
+    /// A second look shortly after a level got the signal (for signals lost in a fork-exec
+    /// window), or soon while a process is expected to start a replacement.
     settle_at: Option<Instant>,
-    settling: bool,
     scan_wanted: bool,
     seen_any: bool,
     signalled: HashMap<ProcId, Option<ProcId>>,
     /// The command name each signalled process had when it was signalled.
     signalled_as: HashMap<ProcId, String>,
-    /// Processes that lost a child we signalled, with the number of scans done at that moment.
-    bereaved: HashMap<ProcId, u64>,
+    /// Processes that lost a child we signalled: the number of scans done at that moment, and
+    /// the time of the first scan after it.
+    bereaved: HashMap<ProcId, (u64, Option<Instant>)>,
     /// The scan in which each member was first seen.
     first_seen: HashMap<ProcId, u64>,
     scans: u64,
@@ -142,7 +151,6 @@ impl StopJob {
             level_deadline: None,
             force_level: false,
             settle_at: None,
-            settling: false,
             scan_wanted: true,
             seen_any: false,
             signalled: HashMap::new(),
@@ -171,11 +179,6 @@ impl StopJob {
         self.started
     }
 
-    /// The stop timeout's deadline.
-    pub fn stop_deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// True once a scan is needed to make progress.
     pub fn wants_scan(&self) -> bool {
         self.scan_wanted && !self.is_done()
@@ -195,6 +198,7 @@ impl StopJob {
     }
 
     /// True once the graceful part is over.
+    #[cfg(test)]
     pub fn is_killing(&self) -> bool {
         matches!(self.stage, Stage::Freezing { .. } | Stage::Killing)
     }
@@ -248,7 +252,6 @@ impl StopJob {
         }
         if self.settle_at.is_some_and(|t| now >= t) {
             self.settle_at = None;
-            self.settling = true;
             self.scan_wanted = true;
         }
     }
@@ -267,8 +270,24 @@ impl StopJob {
             return;
         }
         if let Some(Some(parent)) = self.signalled.get(&id) {
-            self.bereaved.entry(*parent).or_insert(self.scans);
+            self.bereaved.entry(*parent).or_insert((self.scans, None));
         }
+        self.after_gone();
+    }
+
+    /// The same, learnt from a scan.
+    fn note_gone(&mut self, id: ProcId, now: Instant) {
+        if !self.gone.insert(id) {
+            return;
+        }
+        if let Some(Some(parent)) = self.signalled.get(&id) {
+            self.bereaved
+                .entry(*parent)
+                .or_insert((self.scans.saturating_sub(1), Some(now)));
+        }
+    }
+
+    fn after_gone(&mut self) {
         match self.stage {
             Stage::Graceful => self.scan_wanted = true,
             Stage::Killing => {
@@ -289,6 +308,9 @@ impl StopJob {
             return out;
         }
         self.scans += 1;
+        for (_, at) in self.bereaved.values_mut() {
+            at.get_or_insert(now);
+        }
         let alive: Vec<Pid> = members
             .iter()
             .copied()
@@ -309,6 +331,19 @@ impl StopJob {
         }
         let alive_ids: HashSet<ProcId> = alive.iter().filter_map(|&p| id(p)).collect();
         self.unwatched.retain(|u| alive_ids.contains(u));
+        // A complete scan is as good as the pidfd for telling who is gone, and may come first:
+        // a parent must count as having lost its child as soon as the child is seen gone.
+        if !snap.incomplete {
+            let dead: Vec<ProcId> = self
+                .watched
+                .iter()
+                .copied()
+                .filter(|w| !self.gone.contains(w) && snap.get(*w).is_none_or(|p| p.is_dead()))
+                .collect();
+            for w in dead {
+                self.note_gone(w, now);
+            }
+        }
         // Not seeing everything is not the same as everything being gone.
         let blind = snap.incomplete || !self.unwatched.is_empty();
         self.retry_at = blind.then(|| now + RETRY);
@@ -441,14 +476,26 @@ impl StopJob {
                 });
             }
         }
-        let lost_child_at = |p: Pid| id(p).and_then(|i| self.bereaved.get(&i).copied());
+        let lost_child_at =
+            |p: Pid| id(p).and_then(|i| self.bereaved.get(&i).map(|(scan, _)| *scan));
+        // It just lost a child we stopped and is running: probably starting the next one (a shell
+        // loop). Signalled now, between two commands, it would start that command anyway and
+        // only act on the signal once the command ends.
+        let respawning = |p: Pid| {
+            let running = snap.procs.get(&p).is_some_and(|i| i.state == 'R');
+            let since = id(p)
+                .and_then(|i| self.bereaved.get(&i))
+                .and_then(|(_, at)| *at);
+            since.is_some_and(|at| now < at + RESPAWN_MIN || (running && now < at + RESPAWN_WAIT))
+        };
         let seen_at = |p: Pid| {
             id(p)
                 .and_then(|i| self.first_seen.get(&i).copied())
                 .unwrap_or(0)
         };
         // Started by a process that already has the stop signal: part of that process's own
-        // shutdown (a trap running cleanup commands), so it gets until the level's share is up.
+        // shutdown (a trap running cleanup commands). It is left to that process, and killed with
+        // the rest at the stop timeout if it lingers, as systemd does.
         let spared = |p: Pid| forest.above(p).into_iter().any(signalled);
         // `q` replaced a child of its parent `p` that we stopped (a shell loop's next command, a
         // master's respawned worker): it first appeared after `p` lost that child.
@@ -461,6 +508,13 @@ impl StopJob {
                 .first()
                 .is_some_and(|&p| !signalled(p) && replaces(q, p))
         };
+        let respawner = |p: Pid| {
+            let below = forest.below(p);
+            !spared(p)
+                && lost_child_at(p).is_some()
+                && !below.is_empty()
+                && below.iter().all(|&q| replaces(q, p))
+        };
         let mut chosen: HashSet<Pid> = forest
             .members()
             .iter()
@@ -468,17 +522,19 @@ impl StopJob {
             .filter(|&p| !signalled(p))
             .filter(|&p| {
                 let below = forest.below(p);
-                (below.is_empty() && !spared(p) && !held(p))
-                    || (!spared(p) && lost_child_at(p).is_some() && below.iter().all(|&q| replaces(q, p)))
+                (below.is_empty() && !spared(p) && !held(p) && !respawning(p))
+                    || respawner(p)
                     // A level's share is used up: the deepest processes still without the signal
-                    // get it, spared ones included, so every process is asked before the timeout.
-                    || (self.force_level && below.iter().all(|&q| signalled(q) || held(q)))
-                    // Settled: a spared process still running (the next command of a shell that
-                    // got the signal between two commands) gets it too.
-                    || (self.settling && spared(p) && below.iter().all(|&q| signalled(q)))
+                    // get it, so every process is asked before the timeout.
+                    // (A replacement still waits for its parent, and what a signalled process
+                    // started is that process's business.)
+                    || (self.force_level
+                        && !spared(p)
+                        && !held(p)
+                        && below.iter().all(|&q| signalled(q) || held(q) || spared(q)))
             })
             .collect();
-        // Whatever still runs below a chosen process goes first, deepest first.
+        // Whatever still runs below a chosen process goes with it.
         for p in chosen.clone() {
             chosen.extend(
                 forest
@@ -488,19 +544,43 @@ impl StopJob {
             );
         }
         self.force_level = false;
-        self.settling = false;
-        let eligible: Vec<Pid> = forest
+        // Deepest first, except that a respawning parent goes just before its replacements: a
+        // shell runs its trap only when its current command ends, so it must already have the
+        // signal when that command dies, or it starts the next one first.
+        let respawners: Vec<Pid> = chosen.iter().copied().filter(|&p| respawner(p)).collect();
+        let follows_its_parent = |q: Pid| respawners.iter().any(|&r| forest.below(r).contains(&q));
+        let mut eligible: Vec<Pid> = Vec::new();
+        for p in forest
             .deepest_first()
             .into_iter()
             .filter(|p| chosen.contains(p))
-            .collect();
+        {
+            if follows_its_parent(p) {
+                continue;
+            }
+            eligible.push(p);
+            if respawners.contains(&p) {
+                eligible.extend(
+                    forest
+                        .deepest_first()
+                        .into_iter()
+                        .filter(|q| chosen.contains(q) && forest.below(p).contains(q)),
+                );
+            }
+        }
+        let awaiting_replacement = forest
+            .members()
+            .iter()
+            .any(|&p| !signalled(p) && forest.below(p).is_empty() && respawning(p));
         let acted = !eligible.is_empty();
         if acted {
             self.signal_level(snap, eligible, out);
         }
         // The next looks: a short settle after a level got the signal, and the end of the next
         // level's share.
-        let unsignalled = |p: Pid| id(p).is_some_and(|i| !self.signalled.contains_key(&i));
+        // Processes started by signalled ones are their parents' business: not a level of their own.
+        let has_signal = |p: Pid| id(p).is_some_and(|i| self.signalled.contains_key(&i));
+        let unsignalled = |p: Pid| !has_signal(p) && !forest.above(p).into_iter().any(has_signal);
         let levels_left = forest
             .roots()
             .into_iter()
@@ -510,6 +590,10 @@ impl StopJob {
         let remaining = self.deadline.saturating_duration_since(now);
         if acted {
             self.settle_at = Some(now + (remaining / 2).min(SETTLE));
+        }
+        if awaiting_replacement {
+            let soon = now + RESPAWN_POLL;
+            self.settle_at = Some(self.settle_at.map_or(soon, |t| t.min(soon)));
         }
         if acted || self.level_deadline.is_none() {
             self.level_deadline =
@@ -625,18 +709,24 @@ mod tests {
         let gone = remove(&mut snap, 102);
         job.on_gone(gone);
         assert!(job.wants_scan());
+        // Each level gets a moment (RESPAWN_MIN) to show a replacement for what it lost, then,
+        // still childless, it is a leaf and gets the signal.
         let t1 = t0 + Duration::from_secs(1);
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t1)).is_empty());
+        let t2 = t1 + RESPAWN_MIN;
         assert_eq!(
-            signalled(&job.on_scan(&snap, &members(&snap), t1)),
+            signalled(&job.on_scan(&snap, &members(&snap), t2)),
             [(101, Signal::SIGTERM), (101, Signal::SIGCONT)]
         );
         job.on_gone(remove(&mut snap, 101));
+        job.on_scan(&snap, &members(&snap), t2);
+        let t3 = t2 + RESPAWN_MIN;
         assert_eq!(
-            signalled(&job.on_scan(&snap, &members(&snap), t1)),
+            signalled(&job.on_scan(&snap, &members(&snap), t3)),
             [(100, Signal::SIGTERM), (100, Signal::SIGCONT)]
         );
         job.on_gone(remove(&mut snap, 100));
-        assert!(job.on_scan(&snap, &members(&snap), t1).is_empty());
+        assert!(job.on_scan(&snap, &members(&snap), t3).is_empty());
         assert_eq!(job.outcome(), Some(StopHow::Exited));
     }
 
@@ -787,16 +877,16 @@ mod tests {
         assert_eq!(
             signalled(&out),
             [
-                (102, Signal::SIGTERM),
-                (102, Signal::SIGCONT),
                 (100, Signal::SIGTERM),
-                (100, Signal::SIGCONT)
+                (100, Signal::SIGCONT),
+                (102, Signal::SIGTERM),
+                (102, Signal::SIGCONT)
             ]
         );
     }
 
     #[test]
-    fn children_born_after_their_parent_got_the_stop_signal_get_it_after_a_settle() {
+    fn children_born_after_their_parent_got_the_stop_signal_are_left_to_it() {
         let t0 = Instant::now();
         let mut snap = chain(1);
         let mut job = StopJob::new(
@@ -810,24 +900,20 @@ mod tests {
             signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
             (100, Signal::SIGTERM)
         );
-        // Its TERM handler runs a cleanup command (or, in a shell loop signalled between two
-        // commands, it starts the next one before running its trap).
+        // Its TERM handler runs a cleanup command.
         snap.procs.insert(101, proc(101, 100, 100));
-        let t1 = t0 + Duration::from_millis(10);
-        assert!(
-            signalled(&job.on_scan(&snap, &members(&snap), t1)).is_empty(),
-            "left to its parent at first"
-        );
-        assert_eq!(job.deadline(), Some(t0 + SETTLE));
-        // Once the settle is over it gets the signal too: nobody waits for the timeout unasked.
-        job.on_tick(t0 + SETTLE);
-        assert!(job.wants_scan());
-        let out = job.on_scan(&snap, &members(&snap), t0 + SETTLE);
-        assert_eq!(
-            signalled(&out),
-            [(101, Signal::SIGTERM), (101, Signal::SIGCONT)]
-        );
-        // If it still lingers at the timeout, it is frozen and killed with the rest.
+        for t in [
+            t0 + Duration::from_millis(10),
+            t0 + SETTLE,
+            t0 + Duration::from_secs(5),
+        ] {
+            job.on_tick(t);
+            assert!(
+                signalled(&job.on_scan(&snap, &members(&snap), t)).is_empty(),
+                "left alone at {t:?}"
+            );
+        }
+        // If it lingers past the timeout, it is frozen and killed with the rest, like systemd does.
         job.on_tick(t0 + Duration::from_secs(10));
         let out = job.on_scan(&snap, &members(&snap), t0 + Duration::from_secs(10));
         assert_eq!(
@@ -837,11 +923,10 @@ mod tests {
     }
 
     #[test]
-    fn a_process_that_execs_after_being_signalled_gets_the_signal_again() {
+    fn a_running_process_that_just_lost_its_child_gets_time_to_start_the_next_one() {
         let t0 = Instant::now();
-        // A shell (100) that just forked its next command (101), which is still a shell copy.
-        let mut snap = Snapshot::new(ME, [proc(100, ME, 100), proc(101, 100, 100)]);
-        snap.procs.get_mut(&101).expect("101").comm = "sh".into();
+        // A shell loop (100) running `sleep` (101).
+        let mut snap = chain(2);
         let mut job = StopJob::new(
             Signal::SIGTERM,
             StopScope::Tree,
@@ -853,15 +938,55 @@ mod tests {
             signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
             (101, Signal::SIGTERM)
         );
-        // It exec'd `sleep` afterwards: the signal may have died with the shell's handler.
-        snap.procs.get_mut(&101).expect("101").comm = "sleep".into();
-        let out = job.on_scan(&snap, &members(&snap), t0);
+        job.on_gone(remove(&mut snap, 101));
+        // The shell is running (reaping, about to fork): not a leaf to signal yet.
+        snap.procs.get_mut(&100).expect("100").state = 'R';
+        let t1 = t0 + Duration::from_millis(5);
+        assert!(signalled(&job.on_scan(&snap, &members(&snap), t1)).is_empty());
+        assert_eq!(
+            job.deadline(),
+            Some(t1 + RESPAWN_POLL),
+            "it looks again soon"
+        );
+        // It started the next command: both go together, the shell first (it must hold the signal
+        // when its command ends).
+        snap.procs.insert(102, proc(102, 100, 100));
+        job.on_tick(t1 + RESPAWN_POLL);
+        let out = job.on_scan(&snap, &members(&snap), t1 + RESPAWN_POLL);
         assert_eq!(
             signalled(&out),
-            [(101, Signal::SIGTERM), (101, Signal::SIGCONT)]
+            [
+                (100, Signal::SIGTERM),
+                (100, Signal::SIGCONT),
+                (102, Signal::SIGTERM),
+                (102, Signal::SIGCONT)
+            ]
         );
-        // Once is enough.
-        assert!(signalled(&job.on_scan(&snap, &members(&snap), t0)).is_empty());
+    }
+
+    #[test]
+    fn a_process_that_lost_its_child_is_a_leaf_after_a_moment_or_a_while_if_it_keeps_running() {
+        let t0 = Instant::now();
+        for (state, wait) in [('S', RESPAWN_MIN), ('R', RESPAWN_WAIT)] {
+            let mut snap = chain(2);
+            let mut job = StopJob::new(
+                Signal::SIGTERM,
+                StopScope::Tree,
+                None,
+                Duration::from_secs(10),
+                t0,
+            );
+            job.on_scan(&snap, &members(&snap), t0);
+            job.on_gone(remove(&mut snap, 101));
+            snap.procs.get_mut(&100).expect("100").state = state;
+            let mut out = job.on_scan(&snap, &members(&snap), t0);
+            out.extend(job.on_scan(&snap, &members(&snap), t0 + wait));
+            assert_eq!(
+                signalled(&out),
+                [(100, Signal::SIGTERM), (100, Signal::SIGCONT)],
+                "state {state}"
+            );
+        }
     }
 
     #[test]
@@ -944,22 +1069,23 @@ mod tests {
         job.on_gone(remove(&mut snap, 102));
         job.on_gone(remove(&mut snap, 103));
         snap.procs.insert(104, proc(104, 100, 100));
-        let out = job.on_scan(&snap, &members(&snap), t0);
+        job.on_scan(&snap, &members(&snap), t0);
+        let out = job.on_scan(&snap, &members(&snap), t0 + RESPAWN_MIN);
         assert_eq!(
             signalled(&out),
             [(101, Signal::SIGTERM), (101, Signal::SIGCONT)],
             "the replacement waits"
         );
-        // Once the worker is gone, the replacement and the master go together, child first.
+        // Once the worker is gone, the master and its replacement go together, the master first.
         job.on_gone(remove(&mut snap, 101));
-        let out = job.on_scan(&snap, &members(&snap), t0);
+        let out = job.on_scan(&snap, &members(&snap), t0 + RESPAWN_MIN);
         assert_eq!(
             signalled(&out),
             [
-                (104, Signal::SIGTERM),
-                (104, Signal::SIGCONT),
                 (100, Signal::SIGTERM),
-                (100, Signal::SIGCONT)
+                (100, Signal::SIGCONT),
+                (104, Signal::SIGTERM),
+                (104, Signal::SIGCONT)
             ]
         );
     }

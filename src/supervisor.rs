@@ -10,6 +10,8 @@
 //! Contract with the loop: after every `handle`, perform all actions in order; then, while
 //! [`Supervisor::scan_request`] returns a request, scan `/proc` and feed [`Input::Scanned`].
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -1375,11 +1377,6 @@ impl Supervisor {
         }));
         self.shutdown.exited();
         self.actions.push(Action::Exit { code });
-    }
-
-    /// Survivor states are filled in by the loop from a last look at `/proc` when it can.
-    pub fn is_finished(&self) -> bool {
-        self.phase() == Phase::Exit
     }
 
     // ----- control requests --------------------------------------------------------------------

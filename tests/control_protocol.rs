@@ -278,3 +278,36 @@ fn watchers_that_hang_up_free_their_place() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
+
+#[test]
+fn ctl_watch_exits_quietly_when_its_reader_goes_away() {
+    let mut d = Daemon::start("ctl-pipe", &two_services());
+    let mut ctl = std::process::Command::new(BIN)
+        .args(["ctl", "--socket", &d.socket.display().to_string(), "watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctl watch");
+    {
+        // Read the first line, then close the pipe, like `reapd ctl watch | head -1`.
+        let mut out = std::io::BufReader::new(ctl.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).expect("first line");
+        assert!(first.contains("watching"), "{first}");
+    }
+    // Events keep coming; writing them must now fail without a panic.
+    d.request(r#"{"cmd":"restart","name":"a"}"#);
+    let mut status = None;
+    assert!(wait_until(SOON, || {
+        status = ctl.try_wait().ok().flatten();
+        status.is_some()
+    }));
+    let mut err = String::new();
+    if let Some(mut e) = ctl.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert_eq!(status.map(code_of), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}

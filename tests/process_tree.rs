@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -183,12 +183,15 @@ fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
     assert_eq!(done["survivors"], json!([]));
 }
 
-fn outside(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn outside process")
+/// A process the test starts itself, outside reapd's tree; killed by pid (and by `tag`) on drop,
+/// also when the test fails before reapd could sweep it.
+fn outside(cmd: &mut Command, tag: &str) -> Marked {
+    Marked::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        tag,
+    )
 }
 
 #[test]
@@ -202,9 +205,14 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
         .to_string();
     // Started by the test, not by reapd: only the sweep can find them.
     let port_file = dir.join("port");
-    let mut listener = outside(Command::new(fixture("listen.sh")).arg(&port_file).arg(&tag));
-    let mut matched =
-        outside(Command::new("bash").args(["-c", "exec -a \"matchme-$0\" sleep 1000", &tag]));
+    let mut listener = outside(
+        Command::new(fixture("listen.sh")).arg(&port_file).arg(&tag),
+        &tag,
+    );
+    let mut matched = outside(
+        Command::new("bash").args(["-c", "exec -a \"matchme-$0\" sleep 1000", &tag]),
+        &tag,
+    );
     assert!(
         wait_until(SOON, || dir.read("port").trim().parse::<u16>().is_ok()),
         "listener up"
@@ -217,31 +225,37 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
     let events = w.drain(Duration::from_secs(30));
     d.assert_clean_exit();
     let sweeps = events_of(&events, "sweep");
-    let reason = |pid: u32| {
+    let reason = |pid: i32| {
         sweeps
             .iter()
             .find(|e| e["pid"] == pid)
             .map(|e| e["reason"].as_str().unwrap_or("").to_string())
     };
     assert_eq!(
-        reason(listener.id()),
+        reason(listener.pid()),
         Some(format!("listening on port {port} of service web")),
         "{sweeps:?}"
     );
     assert_eq!(
-        reason(matched.id()),
+        reason(matched.pid()),
         Some(format!(
             "command line matches \"matchme-{tag}\" of service web"
         )),
         "{sweeps:?}"
     );
     assert!(
-        d.log().contains(&format!("sweep: pid {}", listener.id())),
+        d.log().contains(&format!("sweep: pid {}", listener.pid())),
         "each swept process is logged"
     );
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(listener.wait().expect("wait").signal(), Some(libc::SIGKILL));
-    assert_eq!(matched.wait().expect("wait").signal(), Some(libc::SIGKILL));
+    assert_eq!(
+        listener.wait_exit(SOON).and_then(|st| st.signal()),
+        Some(libc::SIGKILL)
+    );
+    assert_eq!(
+        matched.wait_exit(SOON).and_then(|st| st.signal()),
+        Some(libc::SIGKILL)
+    );
 }
 
 #[test]
@@ -397,28 +411,38 @@ fn shutdown_works_from_any_moment() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 
-    // While a service waits in restart back-off.
+    // While a service waits in restart back-off (a 30 s back-off would outlast any bound).
     let cfg = json!({ "services": { "crash": { "cmd": ["sh", "-c", "sleep 0.2; exit 1"] }, "a": { "cmd": ["sleep", "1000"] } } });
     let mut d = Daemon::start("backoff-term", &cfg.to_string());
-    assert!(wait_until(
-        SOON,
-        || d.request(r#"{"cmd":"list"}"#)["services"][1]["restarts"].as_u64() >= Some(3)
-    ));
+    d.wait_state("crash", "backoff");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 
-    // In the middle of a reload that adds and removes services.
-    let mut d = Daemon::start(
-        "reload-term",
-        &json!({ "services": { "old": { "cmd": ["sleep", "1000"] } } }).to_string(),
-    );
+    // In the middle of a reload: a removed service still stopping, an added one just started.
+    let dir = TestDir::new("reload-term");
+    let slow = json!({ "cmd": [fixture("slowstop.sh"), "old", "2", dir.join("old.log")] });
+    let mut d = Daemon::start_in(dir, &json!({ "services": { "old": slow } }), &[]);
+    assert!(wait_until(SOON, || d
+        .dir
+        .read("old.log")
+        .contains("started")));
     d.dir.write(
         "config.json",
         &json!({ "services": { "new": { "cmd": ["sleep", "1000"] } } }).to_string(),
     );
-    d.signal(libc::SIGHUP);
+    let v = d.request(r#"{"cmd":"reload"}"#);
+    assert_eq!(
+        (v["added"].clone(), v["removed"].clone()),
+        (json!(["new"]), json!(["old"])),
+        "{v}"
+    );
+    d.wait_state("old", "stopping");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
+    assert!(
+        d.dir.read("old.log").contains("old exiting"),
+        "the removed service still stopped gracefully"
+    );
 
     // While a cleanup hook runs: the repeated SIGTERM changes nothing, the hook finishes.
     let dir = TestDir::new("hook-term");

@@ -477,3 +477,38 @@ fn reverting_a_change_before_the_restart_finishes_runs_the_current_definition() 
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
+
+#[test]
+fn starting_a_service_that_is_being_removed_is_refused_at_once() {
+    let mut d = start_with("start-removed", |dir| {
+        json!({ "services": {
+            "slow": { "cmd": [fixture("slowstop.sh"), "slow", "2", dir.join("slow.log")] },
+            "keep": { "cmd": ["sleep", "1000"] },
+        }})
+    });
+    assert!(wait_until(SOON, || d
+        .dir
+        .read("slow.log")
+        .contains("started")));
+    rewrite(
+        &d,
+        &json!({ "services": { "keep": { "cmd": ["sleep", "1000"] } } }).to_string(),
+    );
+    let v = d.request(r#"{"cmd":"reload"}"#);
+    assert_eq!(v["removed"], json!(["slow"]), "{v}");
+    for cmd in ["start", "restart"] {
+        // `request` waits at most a few seconds: a reply must come before the stop is over.
+        let v = d.request(&format!(r#"{{"cmd":"{cmd}","name":"slow"}}"#));
+        assert_eq!(v["code"], "no_such_service", "{v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains("being removed"),
+            "{v}"
+        );
+    }
+    assert!(
+        !d.dir.read("slow.log").contains("exiting"),
+        "answered while it was still stopping"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}

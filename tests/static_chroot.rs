@@ -22,7 +22,6 @@ fn static_binary() -> PathBuf {
         return p.clone();
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/x86_64-unknown-linux-gnu/release/reapd");
     // Always run the script: cargo makes it a no-op when the binary is up to date, and a stale
     // binary would test yesterday's code. A cold build takes a while.
     let run = run_bounded(
@@ -36,6 +35,14 @@ fn static_binary() -> PathBuf {
         run.stdout,
         run.stderr
     );
+    // The script's last line starts with the binary's path (it honours CARGO_TARGET_DIR).
+    let bin = run
+        .stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(':'))
+        .map(|(path, _)| root.join(path))
+        .expect("scripts/build-static names its binary");
     assert!(bin.exists(), "{} missing after the build", bin.display());
     *built = Some(bin.clone());
     bin
