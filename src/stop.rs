@@ -660,6 +660,17 @@ mod tests {
         )
     }
 
+    /// A SIGTERM stop of a whole tree with a timeout of `secs`.
+    fn tree_job(secs: u64, t0: Instant) -> StopJob {
+        StopJob::new(
+            Signal::SIGTERM,
+            StopScope::Tree,
+            None,
+            Duration::from_secs(secs),
+            t0,
+        )
+    }
+
     fn members(s: &Snapshot) -> Vec<Pid> {
         s.procs.keys().copied().filter(|&p| p != ME).collect()
     }
@@ -734,13 +745,7 @@ mod tests {
     fn a_stubborn_level_gives_way_after_its_share() {
         let t0 = Instant::now();
         let snap = chain(2);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         job.on_scan(&snap, &members(&snap), t0);
         // The settle look finds nothing new: the stubborn level keeps its share.
         job.on_tick(t0 + SETTLE);
@@ -764,13 +769,7 @@ mod tests {
     fn timeout_freezes_top_down_then_kills_deepest_first() {
         let t0 = Instant::now();
         let mut snap = chain(3);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(1),
-            t0,
-        );
+        let mut job = tree_job(1, t0);
         job.on_scan(&snap, &members(&snap), t0);
         job.on_tick(t0 + Duration::from_secs(1));
         assert!(job.is_killing());
@@ -860,13 +859,7 @@ mod tests {
         let t0 = Instant::now();
         // Shell 100 running `while :; do sleep 1; done`: child 101.
         let mut snap = chain(2);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         assert_eq!(
             signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
             (101, Signal::SIGTERM)
@@ -889,13 +882,7 @@ mod tests {
     fn children_born_after_their_parent_got_the_stop_signal_are_left_to_it() {
         let t0 = Instant::now();
         let mut snap = chain(1);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         assert_eq!(
             signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
             (100, Signal::SIGTERM)
@@ -927,13 +914,7 @@ mod tests {
         let t0 = Instant::now();
         // A shell loop (100) running `sleep` (101).
         let mut snap = chain(2);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         assert_eq!(
             signalled(&job.on_scan(&snap, &members(&snap), t0))[0],
             (101, Signal::SIGTERM)
@@ -969,13 +950,7 @@ mod tests {
         let t0 = Instant::now();
         for (state, wait) in [('S', RESPAWN_MIN), ('R', RESPAWN_WAIT)] {
             let mut snap = chain(2);
-            let mut job = StopJob::new(
-                Signal::SIGTERM,
-                StopScope::Tree,
-                None,
-                Duration::from_secs(10),
-                t0,
-            );
+            let mut job = tree_job(10, t0);
             job.on_scan(&snap, &members(&snap), t0);
             job.on_gone(remove(&mut snap, 101));
             snap.procs.get_mut(&100).expect("100").state = state;
@@ -993,13 +968,7 @@ mod tests {
     fn a_job_never_finishes_on_what_it_could_not_see() {
         let t0 = Instant::now();
         let snap = chain(2);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         job.on_scan(&snap, &members(&snap), t0);
         // The process table could not be read (out of descriptors): nothing visible is alive.
         let mut blind = Snapshot::new(ME, []);
@@ -1050,13 +1019,7 @@ mod tests {
                 proc(102, 100, 100),
             ],
         );
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         let out = job.on_scan(&snap, &members(&snap), t0);
         assert!(
             out.contains(&JobOut::Signalled {
@@ -1098,13 +1061,7 @@ mod tests {
             ME,
             [proc(100, ME, 100), proc(101, 100, 100), proc(102, 100, 100)],
         );
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(10),
-            t0,
-        );
+        let mut job = tree_job(10, t0);
         let out = job.on_scan(&snap, &members(&snap), t0);
         assert!(out.contains(&JobOut::Signalled {
             signal: Signal::SIGTERM,
@@ -1118,25 +1075,13 @@ mod tests {
     fn nothing_running_is_idle_and_reused_pids_are_not_members() {
         let t0 = Instant::now();
         let snap = Snapshot::new(ME, []);
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(1),
-            t0,
-        );
+        let mut job = tree_job(1, t0);
         job.on_scan(&snap, &[], t0);
         assert_eq!(job.outcome(), Some(StopHow::Idle));
         // A zombie counts as gone.
         let mut snap = chain(1);
         snap.procs.get_mut(&100).expect("100").state = 'Z';
-        let mut job = StopJob::new(
-            Signal::SIGTERM,
-            StopScope::Tree,
-            None,
-            Duration::from_secs(1),
-            t0,
-        );
+        let mut job = tree_job(1, t0);
         job.on_scan(&snap, &members(&snap), t0);
         assert!(job.is_done());
     }

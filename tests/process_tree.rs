@@ -125,12 +125,7 @@ fn a_six_level_chain_ignoring_term_is_signalled_then_killed_deepest_first() {
 #[test]
 fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
     let dir = TestDir::new("escape");
-    let tag = dir
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("x")
-        .to_string();
+    let tag = marker_of(&dir);
     let cfg = json!({ "services": {
         "sneaky": { "cmd": [fixture("escapees.sh"), tag, dir.join("sneaky.log")], "stop_timeout_ms": 1500 },
         "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 },
@@ -197,12 +192,7 @@ fn outside(cmd: &mut Command, tag: &str) -> Marked {
 #[test]
 fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree() {
     let dir = TestDir::new("sweep");
-    let tag = dir
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("x")
-        .to_string();
+    let tag = marker_of(&dir);
     // Started by the test, not by reapd: only the sweep can find them.
     let port_file = dir.join("port");
     let mut listener = outside(

@@ -211,6 +211,44 @@ pub struct Start<'a> {
     pub with_socket: bool,
 }
 
+/// The command that starts reapd for a test: through `wrapper` (if any), with the test's
+/// socket, arguments, marker, debug logging, and output going to files in `dir`. Returns it with
+/// the marker and the socket path.
+fn daemon_command(
+    dir: &TestDir,
+    wrapper: &[&str],
+    start: &Start<'_>,
+) -> (Command, String, PathBuf) {
+    let marker = marker_of(dir);
+    let socket = dir.join("s.sock");
+    let log = std::fs::File::create(dir.join("reapd.log")).expect("log file");
+    let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout file");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    if start.with_socket {
+        cmd.arg("--socket").arg(&socket);
+    }
+    cmd.args(&start.args)
+        .env("REAPD_TEST_MARKER", &marker)
+        .env("REAPD_LOG", "debug")
+        .env("TEST_DIR", &dir.path)
+        .env_remove("REAPD_SOCKET")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(log);
+    for (k, v) in &start.env {
+        cmd.env(k, v);
+    }
+    (cmd, marker, socket)
+}
+
 impl Daemon {
     /// Starts reapd with this config text and waits until it answers `ping`.
     pub fn start(tag: &str, config: &str) -> Daemon {
@@ -285,23 +323,7 @@ impl Daemon {
         blocked: &[i32],
         start: Start<'_>,
     ) -> Daemon {
-        let marker = dir
-            .path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("reapdtest")
-            .to_string();
-        let socket = dir.join("s.sock");
-        let log = std::fs::File::create(dir.join("reapd.log")).expect("log file");
-        let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout file");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
+        let (mut cmd, marker, socket) = daemon_command(&dir, wrapper, &start);
         if !blocked.is_empty() {
             let blocked = blocked.to_vec();
             // SAFETY: only sigemptyset, sigaddset and sigprocmask run between fork and exec, on
@@ -319,21 +341,6 @@ impl Daemon {
                     Ok(())
                 });
             }
-        }
-        if start.with_socket {
-            cmd.arg("--socket").arg(&socket);
-        }
-        cmd.args(&start.args)
-            .env("REAPD_TEST_MARKER", &marker)
-            .env("REAPD_LOG", "debug")
-            .env("TEST_DIR", &dir.path)
-            .env_remove("REAPD_SOCKET")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(log);
-        for (k, v) in &start.env {
-            cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn reapd");
         Daemon {
@@ -848,26 +855,7 @@ impl Daemon {
         );
         // SAFETY: both descriptors were just created and are owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let marker = marker_of(&dir);
-        let socket = dir.join("s.sock");
-        let log = std::fs::File::create(dir.join("reapd.log")).expect("log file");
-        let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout file");
-        let mut cmd = Command::new(BIN);
-        if start.with_socket {
-            cmd.arg("--socket").arg(&socket);
-        }
-        cmd.args(&start.args)
-            .env("REAPD_TEST_MARKER", &marker)
-            .env("REAPD_LOG", "debug")
-            .env("TEST_DIR", &dir.path)
-            .env_remove("REAPD_SOCKET")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(log);
-        for (k, v) in &start.env {
-            cmd.env(k, v);
-        }
+        let (mut cmd, marker, socket) = daemon_command(&dir, &[], &start);
         let w = write.as_raw_fd();
         // SAFETY: only dup2 and fcntl run between fork and exec; nothing is allocated.
         unsafe {
