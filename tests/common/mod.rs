@@ -343,6 +343,11 @@ impl Daemon {
             }
         }
         let child = cmd.spawn().expect("spawn reapd");
+        Daemon::adopt(child, dir, socket, marker)
+    }
+
+    /// Wraps a freshly spawned reapd so that dropping it kills everything carrying `marker`.
+    fn adopt(child: Child, dir: TestDir, socket: PathBuf, marker: String) -> Daemon {
         Daemon {
             proc: Marked {
                 child,
@@ -874,16 +879,7 @@ impl Daemon {
         let child = cmd.spawn().expect("spawn reapd");
         drop(write);
         (
-            Daemon {
-                proc: Marked {
-                    child,
-                    marker: marker.clone(),
-                    status: None,
-                },
-                dir,
-                socket,
-                marker,
-            },
+            Daemon::adopt(child, dir, socket, marker),
             std::fs::File::from(read),
         )
     }
