@@ -442,13 +442,7 @@ impl EventLoop {
             }
             Action::LoadConfig { reply } => {
                 let result = match &self.config_path {
-                    Some(p) => match std::fs::read_to_string(p) {
-                        Ok(text) => config::parse(&text),
-                        Err(e) => Err(vec![ConfigError {
-                            path: String::new(),
-                            message: format!("cannot read {}: {e}", p.display()),
-                        }]),
-                    },
+                    Some(p) => load_config(p),
                     None => Err(vec![ConfigError {
                         path: String::new(),
                         message: "no config file to reload".into(),

@@ -301,7 +301,6 @@ pub struct Supervisor {
     /// Initial spawns whose outcome is not known yet.
     starting: usize,
     ready_sent: bool,
-    last_descriptions: HashMap<Pid, String>,
     actions: Vec<Action>,
 }
 
@@ -348,7 +347,6 @@ impl Supervisor {
             command_status: None,
             starting: 0,
             ready_sent: false,
-            last_descriptions: HashMap::new(),
             actions: Vec::new(),
         };
         sup.refresh_roots();
@@ -744,11 +742,6 @@ impl Supervisor {
                 .retain(|id, _| snap.get(*id).is_some_and(|p| !p.is_dead()));
         }
         self.prune_sessions(&snap);
-        for p in snap.procs.values() {
-            if owners.contains_key(&p.pid) {
-                self.last_descriptions.insert(p.pid, p.describe());
-            }
-        }
         self.deliver_forwards(&snap);
         // Service stops.
         let mut finished = Vec::new();
@@ -1302,11 +1295,8 @@ impl Supervisor {
                 survivors.push(Survivor {
                     pid: m.pid,
                     state: "?".into(),
-                    cmdline: self
-                        .last_descriptions
-                        .get(&m.pid)
-                        .cloned()
-                        .unwrap_or_else(|| s.spec.cmd.join(" ")),
+                    // The loop's last look at /proc fills in the real command line.
+                    cmdline: s.spec.cmd.join(" "),
                 });
             }
         }
