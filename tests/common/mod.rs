@@ -104,7 +104,8 @@ pub struct Proc {
     pub cmdline: String,
 }
 
-fn stat_fields(pid: i32) -> Option<(char, i32)> {
+/// A process's (state, ppid) from `/proc/<pid>/stat`.
+pub fn stat_fields(pid: i32) -> Option<(char, i32)> {
     let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let close = raw.iter().rposition(|&b| b == b')')?;
     let rest = String::from_utf8_lossy(&raw[close + 1..]).to_string();
