@@ -9,18 +9,20 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 
 use log::{error, warn};
-use reapd::cli::{self, Command, RunArgs};
-use reapd::config::{Config, RestartPolicy, ServiceSpec};
-use reapd::event_loop::{self, Setup, load_config};
-use reapd::notify::Notifier;
-use reapd::signals::{self, SignalSource};
-use reapd::spawn::{self, Spawner};
-use reapd::supervisor::{Mode, SINGLE_NAME};
-use reapd::{ctl, logging, procfs};
+use reapd::core::supervisor::{Mode, SINGLE_NAME};
+use reapd::ctl;
+use reapd::sys::event_loop::{self, Setup, load_config};
+use reapd::sys::notify::Notifier;
+use reapd::sys::signals::{self, SignalSource};
+use reapd::sys::spawn::{self, Spawner};
+use reapd::sys::{logging, procfs};
+use reapd::wire::cli::{self, Command, RunArgs};
+use reapd::wire::config::{Config, RestartPolicy, ServiceSpec};
 
 const EXIT_USAGE: i32 = 2;
 const EXIT_START: i32 = 3;
@@ -173,8 +175,7 @@ fn daemon(args: RunArgs) -> i32 {
     let notify_socket = std::env::var("NOTIFY_SOCKET")
         .ok()
         .filter(|s| !s.is_empty());
-    // SAFETY: the descriptor was checked open above and nothing else in reapd uses it.
-    let notifier = unsafe { Notifier::new(args.notify_fd, notify_socket) };
+    let notifier = Notifier::new(args.notify_fd, notify_socket);
     let setup = Setup {
         mode,
         config,

@@ -7,8 +7,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use reapd::config::{SERVICE_KEYS, TOP_KEYS};
-use reapd::protocol::{COMMANDS, EVENTS, ErrorCode};
+use reapd::wire::config::{SERVICE_KEYS, TOP_KEYS};
+use reapd::wire::protocol::{COMMANDS, EVENTS, ErrorCode};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::config::StopScope;
-use crate::proctree::{Forest, Pid, ProcId, Snapshot};
+use crate::core::proctree::{Forest, Pid, ProcId, Snapshot};
+use crate::wire::config::StopScope;
 
 /// Freeze passes before reapd gives up on reaching a fixpoint and kills what it has.
 pub const MAX_FREEZE_ROUNDS: u32 = 64;
@@ -648,7 +648,7 @@ impl StopJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proctree::tests::proc;
+    use crate::core::proctree::tests::proc;
 
     const ME: Pid = 1;
 
@@ -690,7 +690,7 @@ mod tests {
 
     #[test]
     fn chain_is_signalled_one_level_at_a_time_as_levels_exit() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut snap = chain(3);
         let main = snap.procs[&100].id();
         let mut job = StopJob::new(
@@ -743,7 +743,7 @@ mod tests {
 
     #[test]
     fn a_stubborn_level_gives_way_after_its_share() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let snap = chain(2);
         let mut job = tree_job(10, t0);
         job.on_scan(&snap, &members(&snap), t0);
@@ -767,7 +767,7 @@ mod tests {
 
     #[test]
     fn timeout_freezes_top_down_then_kills_deepest_first() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut snap = chain(3);
         let mut job = tree_job(1, t0);
         job.on_scan(&snap, &members(&snap), t0);
@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     fn freezing_gives_up_on_a_fixpoint_after_bounded_rounds() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let snap = chain(1); // never reaches state T (e.g. uninterruptible sleep)
         let mut job = StopJob::kill_now(t0);
         let mut rounds = 0;
@@ -831,7 +831,7 @@ mod tests {
 
     #[test]
     fn main_scope_signals_only_the_main_process() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let snap = chain(3);
         let main = snap.procs[&100].id();
         let mut job = StopJob::new(
@@ -856,7 +856,7 @@ mod tests {
 
     #[test]
     fn a_respawning_parent_is_signalled_once_its_stopped_child_is_replaced() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         // Shell 100 running `while :; do sleep 1; done`: child 101.
         let mut snap = chain(2);
         let mut job = tree_job(10, t0);
@@ -880,7 +880,7 @@ mod tests {
 
     #[test]
     fn children_born_after_their_parent_got_the_stop_signal_are_left_to_it() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut snap = chain(1);
         let mut job = tree_job(10, t0);
         assert_eq!(
@@ -911,7 +911,7 @@ mod tests {
 
     #[test]
     fn a_running_process_that_just_lost_its_child_gets_time_to_start_the_next_one() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         // A shell loop (100) running `sleep` (101).
         let mut snap = chain(2);
         let mut job = tree_job(10, t0);
@@ -947,7 +947,7 @@ mod tests {
 
     #[test]
     fn a_process_that_lost_its_child_is_a_leaf_after_a_moment_or_a_while_if_it_keeps_running() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         for (state, wait) in [('S', RESPAWN_MIN), ('R', RESPAWN_WAIT)] {
             let mut snap = chain(2);
             let mut job = tree_job(10, t0);
@@ -966,7 +966,7 @@ mod tests {
 
     #[test]
     fn a_job_never_finishes_on_what_it_could_not_see() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let snap = chain(2);
         let mut job = tree_job(10, t0);
         job.on_scan(&snap, &members(&snap), t0);
@@ -992,7 +992,7 @@ mod tests {
 
     #[test]
     fn a_kill_that_could_not_be_sent_is_sent_again() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut snap = chain(1);
         snap.procs.get_mut(&100).expect("100").state = 'T';
         let mut job = StopJob::kill_now(t0);
@@ -1008,7 +1008,7 @@ mod tests {
 
     #[test]
     fn a_respawned_child_waits_for_its_parents_turn() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         // Master 100 with worker 101 (and its child 103) and loop child 102.
         let mut snap = Snapshot::new(
             ME,
@@ -1055,7 +1055,7 @@ mod tests {
 
     #[test]
     fn a_parent_waits_while_any_signalled_child_lives() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         // 100 with children 101 and 102.
         let mut snap = Snapshot::new(
             ME,
@@ -1073,7 +1073,7 @@ mod tests {
 
     #[test]
     fn nothing_running_is_idle_and_reused_pids_are_not_members() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let snap = Snapshot::new(ME, []);
         let mut job = tree_job(1, t0);
         job.on_scan(&snap, &[], t0);

@@ -2,7 +2,7 @@
 //!
 //! Owns: parsing and printing signal names (`TERM`, `SIGTERM`, `15`), the list of signals reapd
 //! acts on, and their registration with signal-hook-mio.
-//! Must never: act on a signal here. Received signals become [`crate::supervisor::Input::Signal`]
+//! Must never: act on a signal here. Received signals become [`crate::core::supervisor::Input::Signal`]
 //! and the supervisor decides; a handler that did real work would race the loop.
 
 use std::io;
@@ -23,42 +23,6 @@ pub const HANDLED: [Signal; 9] = [
     // s6 and runit send SIGCONT right after SIGTERM; handling it keeps it harmless.
     Signal::SIGCONT,
 ];
-
-/// Signals that single-command mode forwards to the command's process group.
-pub const FORWARDED: [Signal; 5] = [
-    Signal::SIGHUP,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGQUIT,
-];
-
-/// Parses a signal given as `TERM`, `SIGTERM`, `sigterm` or `15`.
-pub fn parse_signal(text: &str) -> Result<Signal, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty signal name".into());
-    }
-    if let Ok(n) = t.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("unknown signal number {n}"));
-    }
-    let upper = t.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<Signal>()
-        .map_err(|_| format!("unknown signal name {t:?} (use a name such as TERM or a number)"))
-}
-
-/// The conventional name of a signal number (`SIGTERM`), or `signal N` when it has none.
-pub fn signal_name(signo: i32) -> String {
-    match Signal::try_from(signo) {
-        Ok(s) => s.as_str().to_string(),
-        Err(_) => format!("signal {signo}"),
-    }
-}
 
 /// Unblocks every signal. A parent may start reapd with signals blocked, and a blocked SIGTERM
 /// would never reach the handlers.
@@ -107,31 +71,5 @@ impl SignalSource {
     /// The mio source to register.
     pub fn source(&mut self) -> &mut signal_hook_mio::v1_0::Signals {
         &mut self.inner
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_numbers_and_prefixes() {
-        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
-        assert_eq!(parse_signal("sigint"), Ok(Signal::SIGINT));
-        assert_eq!(parse_signal("SIGHUP"), Ok(Signal::SIGHUP));
-        assert_eq!(parse_signal("9"), Ok(Signal::SIGKILL));
-        assert!(
-            parse_signal("TERMINATE")
-                .unwrap_err()
-                .contains("unknown signal name")
-        );
-        assert!(
-            parse_signal("99")
-                .unwrap_err()
-                .contains("unknown signal number 99")
-        );
-        assert!(parse_signal("").is_err());
-        assert_eq!(signal_name(15), "SIGTERM");
-        assert_eq!(signal_name(0), "signal 0");
     }
 }

@@ -17,10 +17,10 @@ use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::protocol::{
+use crate::core::supervisor::ConnId;
+use crate::wire::protocol::{
     ErrorCode, LineBuf, LineTooLong, MAX_LINE, Request, parse_request, reply_err,
 };
-use crate::supervisor::ConnId;
 
 /// Most simultaneous client connections.
 pub const MAX_CONNS: usize = 64;

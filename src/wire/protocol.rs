@@ -11,9 +11,41 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::config::did_you_mean;
-use crate::proctree::ExitStatus;
-use crate::signals::{parse_signal, signal_name};
+use crate::wire::signal_names::{parse_signal, signal_name};
+use crate::wire::text::did_you_mean;
+
+/// How a process ended, as reported by `waitpid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+
+    /// The status a shell would report: the code, or 128 + the signal number.
+    pub fn as_exit_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(n) => 128 + n,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitStatus::Code(c) => write!(f, "exit {c}"),
+            ExitStatus::Signal(n) => write!(f, "killed by {}", signal_name(n)),
+        }
+    }
+}
 
 /// Longest accepted request line, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;

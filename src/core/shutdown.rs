@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::wire::text::secs;
+
 /// Where the daemon is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -126,17 +128,6 @@ impl Plan {
             secs(self.reserve),
             secs(self.budget)
         )
-    }
-}
-
-/// `10 s`, `17.5 s`, `0.25 s`.
-pub fn secs(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{} s", ms / 1000)
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        format!("{} s", s.trim_end_matches('0'))
     }
 }
 
@@ -642,7 +633,7 @@ mod tests {
 
     #[test]
     fn repeated_sigterm_starts_one_shutdown() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let specs = [spec("a", &[], 1_000)];
         let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
         let steps = s.on_input(
@@ -675,7 +666,7 @@ mod tests {
 
     #[test]
     fn second_sigint_escalates_to_killing() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
         s.on_input(
             ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)),
@@ -704,7 +695,7 @@ mod tests {
 
     #[test]
     fn sigterm_then_sigint_does_not_escalate() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
         s.on_input(
             ShutdownInput::Trigger(Trigger::Signal(Signal::SIGTERM)),
@@ -721,7 +712,7 @@ mod tests {
 
     #[test]
     fn waves_advance_and_unused_time_rolls_over() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let specs = [spec("db", &[], 20_000), spec("web", &["db"], 20_000)];
         let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
         let steps = s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0);
@@ -747,7 +738,7 @@ mod tests {
 
     #[test]
     fn deadlines_escalate_and_finish_no_matter_what() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let specs = [spec("a", &[], 30_000)];
         let mut s = Shutdown::new(ms(6_000), ms(1_000), true);
         s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0);
@@ -790,7 +781,7 @@ mod tests {
 
     #[test]
     fn a_late_wake_up_still_kills_before_it_reports() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut s = Shutdown::new(ms(1_000), ms(1_000), false);
         s.on_input(
             ShutdownInput::Trigger(Trigger::Request),
@@ -813,7 +804,7 @@ mod tests {
 
     #[test]
     fn no_services_goes_straight_to_killing() {
-        let t0 = Instant::now();
+        let t0 = crate::core::sim::epoch();
         let mut s = Shutdown::new(ms(30_000), ms(10_000), false);
         let steps = s.on_input(ShutdownInput::Trigger(Trigger::Request), &[], t0);
         assert_eq!(s.phase(), Phase::Killing);

@@ -10,10 +10,10 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::proctree::{
+use crate::core::proctree::{
     Listener, Pid, ProcInfo, Snapshot, cmdline_from_bytes, marker_from_environ, parse_stat,
 };
-use crate::supervisor::ScanRequest;
+use crate::core::supervisor::ScanRequest;
 
 /// Reads one process's `stat`: `Ok(None)` when it is gone (or hidden from us), `Err` when it
 /// could not be looked at (out of descriptors, ...): then nothing is known about it.

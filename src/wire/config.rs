@@ -15,7 +15,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
-use crate::signals::{parse_signal, signal_name};
+use crate::wire::signal_names::{parse_signal, signal_name};
+use crate::wire::text::did_you_mean;
 
 /// Hard ceiling on the whole shutdown: the Kubernetes default grace period.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -706,41 +707,6 @@ fn describe(v: &Value) -> String {
             }
         }
     }
-}
-
-/// ` (did you mean "x"?)` when a known word is close to `word`, else an empty string.
-pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    let best = known
-        .into_iter()
-        .map(|k| {
-            (
-                edit_distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                k,
-            )
-        })
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min();
-    match best {
-        Some((_, k)) => format!(" (did you mean {k:?}?)"),
-        None => String::new(),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    // One row of the Levenshtein table at a time.
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (pair, cb) in prev.windows(2).zip(&b) {
-            let (&[diag, up], Some(&left)) = (pair, cur.last()) else {
-                continue;
-            };
-            cur.push((diag + usize::from(ca != *cb)).min(up + 1).min(left + 1));
-        }
-        prev = cur;
-    }
-    prev.last().copied().unwrap_or_default()
 }
 
 /// Describes a stop signal for logs (`SIGTERM`).

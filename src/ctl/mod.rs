@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::CtlArgs;
-use crate::logging::clock;
+use crate::sys::logging::clock;
+use crate::wire::cli::CtlArgs;
 
 /// Longest wait for a reply. The daemon bounds every stop by 30 s, so this only fires when it is
 /// wedged or the socket belongs to something else.

@@ -20,14 +20,16 @@ use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::config::{Config, ConfigError, RestartPolicy, ServiceSpec, StopScope, stop_signal_name};
-use crate::proctree::{Attribution, ExitStatus, Owner, Pid, ProcId, Roots, Snapshot};
-use crate::protocol::{
-    ErrorCode, Event, Request, Survivor, WaveInfo, reply_err, reply_err_with, reply_ok,
+use crate::core::proctree::{Attribution, Owner, Pid, ProcId, Roots, Snapshot};
+use crate::core::shutdown::{Phase, Shutdown, ShutdownInput, Step, StopSpec, Trigger};
+use crate::core::stop::{JobOut, StopHow, StopJob};
+use crate::wire::config::{
+    Config, ConfigError, RestartPolicy, ServiceSpec, StopScope, stop_signal_name,
 };
-use crate::shutdown::{Phase, Shutdown, ShutdownInput, Step, StopSpec, Trigger, secs};
-use crate::signals::FORWARDED;
-use crate::stop::{JobOut, StopHow, StopJob};
+use crate::wire::protocol::{
+    ErrorCode, Event, ExitStatus, Request, Survivor, WaveInfo, reply_err, reply_err_with, reply_ok,
+};
+use crate::wire::text::secs;
 
 /// First restart delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -37,6 +39,15 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// Time kept at the end of the hooks' share to kill one that overruns.
 pub const HOOK_KILL_MARGIN: Duration = Duration::from_millis(250);
+/// Signals that single-command mode forwards to the command's process group.
+pub const FORWARDED: [Signal; 5] = [
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGQUIT,
+];
+
 /// Name of the service in single-command mode.
 pub const SINGLE_NAME: &str = "main";
 
@@ -1482,8 +1493,10 @@ impl Supervisor {
     }
 
     fn no_such(&self, name: &str) -> (ErrorCode, String) {
-        let hint =
-            crate::config::did_you_mean(name, self.services.iter().map(|s| s.spec.name.as_str()));
+        let hint = crate::wire::text::did_you_mean(
+            name,
+            self.services.iter().map(|s| s.spec.name.as_str()),
+        );
         (
             ErrorCode::NoSuchService,
             format!("no service named {name:?}{hint}"),
@@ -1877,8 +1890,8 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     use super::*;
-    use crate::config::parse;
-    use crate::proctree::ProcInfo;
+    use crate::core::proctree::ProcInfo;
+    use crate::wire::config::parse;
 
     const ME: Pid = 1000;
 
@@ -1904,7 +1917,7 @@ mod tests {
     impl World {
         fn new(cfg: &str) -> World {
             let cfg = parse(cfg).expect("valid config");
-            let t0 = Instant::now();
+            let t0 = crate::core::sim::epoch();
             let mut procs = BTreeMap::new();
             let me = ProcInfo {
                 pid: ME,

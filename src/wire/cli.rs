@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 use nix::sys::signal::Signal;
 
-use crate::signals::parse_signal;
+use crate::wire::signal_names::parse_signal;
 
 /// The usage text printed by `--help`.
 pub const USAGE: &str = "\
@@ -242,7 +242,7 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
             ];
             return Err(format!(
                 "unknown ctl command {other:?}{}",
-                crate::config::did_you_mean(other, known)
+                crate::wire::text::did_you_mean(other, known)
             ));
         }
     };

@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::proctree::Pid;
+use crate::core::proctree::Pid;
 
 /// What to start.
 #[derive(Debug)]

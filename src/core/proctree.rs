@@ -23,39 +23,6 @@ pub struct ProcId {
     pub start: u64,
 }
 
-/// How a process ended, as reported by `waitpid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// Exited with this code.
-    Code(i32),
-    /// Killed by this signal number.
-    Signal(i32),
-}
-
-impl ExitStatus {
-    /// Exit code 0.
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
-    }
-
-    /// The status a shell would report: the code, or 128 + the signal number.
-    pub fn as_exit_code(self) -> i32 {
-        match self {
-            ExitStatus::Code(c) => c,
-            ExitStatus::Signal(n) => 128 + n,
-        }
-    }
-}
-
-impl std::fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            ExitStatus::Code(c) => write!(f, "exit {c}"),
-            ExitStatus::Signal(n) => write!(f, "killed by {}", crate::signals::signal_name(n)),
-        }
-    }
-}
-
 /// One process as seen in one scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcInfo {

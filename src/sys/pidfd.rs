@@ -11,8 +11,8 @@ use std::ptr;
 
 use nix::sys::signal::Signal;
 
-use crate::procfs::read_stat_checked;
-use crate::proctree::{Pid, ProcId};
+use crate::core::proctree::{Pid, ProcId};
+use crate::sys::procfs::read_stat_checked;
 
 /// A pidfd (close-on-exec, as the kernel always creates them).
 #[derive(Debug)]
@@ -77,7 +77,7 @@ impl PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procfs::read_stat;
+    use crate::sys::procfs::read_stat;
 
     #[test]
     fn opens_and_verifies_this_process() {

@@ -12,7 +12,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 use log::{debug, warn};
 
-use crate::supervisor::Notice;
+use crate::core::supervisor::Notice;
 
 /// Where readiness and status go.
 #[derive(Debug, Default)]
@@ -23,13 +23,16 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Takes ownership of `--notify-fd` (if given) and reads `NOTIFY_SOCKET` (if set).
-    ///
-    /// # Safety
-    /// `ready_fd` must be an open descriptor that nothing else in reapd uses.
-    pub unsafe fn new(ready_fd: Option<RawFd>, notify_socket: Option<String>) -> Notifier {
-        // SAFETY: guaranteed by the caller.
-        let ready_fd = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    /// Takes ownership of `--notify-fd` (if given and open) and reads `NOTIFY_SOCKET` (if set).
+    /// The descriptor is the service manager's gift to reapd: nothing else in reapd uses it.
+    pub fn new(ready_fd: Option<RawFd>, notify_socket: Option<String>) -> Notifier {
+        let ready_fd = ready_fd
+            .filter(|&fd| crate::sys::spawn::fd_is_open(fd))
+            .map(|fd| {
+                // SAFETY: the descriptor is open (checked above) and reapd owns it from here on:
+                // main parsed it from --notify-fd and nothing else refers to it.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            });
         let systemd = notify_socket.and_then(|s| {
             let addr = match s.strip_prefix('@') {
                 Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),

@@ -1,0 +1,15 @@
+//! The system edge: the only place reapd makes system calls.
+//!
+//! Owns: the event loop (the only `mio::Poll`), the control socket, the signal self-pipe, pidfds,
+//! reading `/proc`, spawning, readiness notification and logging.
+//! Must never: decide anything. It turns readiness into the core's inputs and carries out the
+//! core's actions.
+
+pub mod control;
+pub mod event_loop;
+pub mod logging;
+pub mod notify;
+pub mod pidfd;
+pub mod procfs;
+pub mod signals;
+pub mod spawn;
