@@ -36,8 +36,12 @@ pub struct ProcInfo {
     pub sid: Pid,
     /// Start time in clock ticks since boot.
     pub start: u64,
-    /// State letter from `stat` (`R`, `S`, `D`, `T`, `Z`, ...).
+    /// State letter of the thread group (`R`, `S`, `D`, `T`, `Z`, ...): the leader's from `stat`,
+    /// or, when the leader thread has exited while other threads run, theirs (see
+    /// [`group_state`]).
     pub state: char,
+    /// Threads in the group (field 20 of `stat`). A zombie leader with more than one is alive.
+    pub threads: u32,
     /// Command name (at most 15 bytes, may contain anything but NUL).
     pub comm: String,
     /// The `REAPD_SERVICE` environment value, when it was read and present.
@@ -56,8 +60,21 @@ impl ProcInfo {
     }
 
     /// A zombie or dead process can no longer run, fork or hold anything but its pid.
+    ///
+    /// Liveness belongs to the thread group, not to its leader: when `main` ends with
+    /// `pthread_exit()` the leader shows `Z` while the other threads run on, and the process can
+    /// still fork, hold ports and ignore signals. It is gone only once no thread is left.
     pub fn is_dead(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
+        match self.state {
+            'X' | 'x' => true,
+            'Z' => self.threads <= 1,
+            _ => false,
+        }
+    }
+
+    /// The leader thread has exited but other threads of the group still run.
+    pub fn is_zombie_leader(&self) -> bool {
+        self.state == 'Z' && self.threads > 1
     }
 
     /// Stopped by a signal (or traced): it cannot fork until continued.
@@ -92,8 +109,9 @@ pub fn parse_stat(line: &[u8]) -> Option<ProcInfo> {
     let comm = String::from_utf8_lossy(line.get(open + 1..close)?).into_owned();
     let rest = std::str::from_utf8(line.get(close + 1..)?).ok()?;
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // After the command: state(0) ppid(1) pgrp(2) session(3) ... starttime(19).
+    // After the command: state(0) ppid(1) pgrp(2) session(3) ... num_threads(17) starttime(19).
     let state = fields.first()?.chars().next()?;
+    let threads = fields.get(17)?.parse().ok()?;
     let ppid = fields.get(1)?.parse().ok()?;
     let pgid = fields.get(2)?.parse().ok()?;
     let sid = fields.get(3)?.parse().ok()?;
@@ -105,10 +123,31 @@ pub fn parse_stat(line: &[u8]) -> Option<ProcInfo> {
         sid,
         start,
         state,
+        threads,
         comm,
         marker: None,
         cmdline: None,
     })
+}
+
+/// The state of a thread group whose leader is a zombie, from its threads' states: a running or
+/// sleeping thread makes the group alive, stopped only when every live thread is stopped, a zombie
+/// only when no thread is left.
+pub fn group_state(threads: impl IntoIterator<Item = char>) -> char {
+    let rank = |c: char| match c {
+        'R' => 6,
+        'D' => 5,
+        'S' | 'I' => 4,
+        'T' | 't' => 1,
+        'Z' | 'X' | 'x' => 0,
+        // Any other letter (`W`, `P`, ...) is a live thread of some kind.
+        _ => 3,
+    };
+    threads
+        .into_iter()
+        .max_by_key(|&c| rank(c))
+        .filter(|&c| rank(c) > 0)
+        .unwrap_or('Z')
 }
 
 /// Extracts the `REAPD_SERVICE` value from a NUL-separated `/proc/<pid>/environ` blob.
@@ -444,6 +483,7 @@ pub(crate) mod tests {
             sid,
             start: pid as u64 * 10,
             state: 'S',
+            threads: 1,
             comm: format!("p{pid}"),
             marker: None,
             cmdline: None,
@@ -461,6 +501,22 @@ pub(crate) mod tests {
             (p.state, p.ppid, p.pgid, p.sid, p.start),
             ('S', 17, 4242, 4242, 987654)
         );
+    }
+
+    #[test]
+    fn a_zombie_leader_with_live_threads_is_alive() {
+        // `main` ended in pthread_exit(): the leader is Z, one more thread runs.
+        let line = b"9511 (zl) Z 9510 9502 1083 0 -1 4227084 129 0 1 0 0 0 0 0 20 0 2 0 23715 0 0";
+        let mut p = parse_stat(line).expect("parses");
+        assert_eq!((p.state, p.threads), ('Z', 2));
+        assert!(!p.is_dead() && p.is_zombie_leader());
+        p.threads = 1;
+        assert!(p.is_dead(), "a plain zombie is gone");
+        assert_eq!(group_state(['Z', 'S']), 'S');
+        assert_eq!(group_state(['Z', 'T', 'R']), 'R');
+        assert!(matches!(group_state(['Z', 'T', 't']), 'T' | 't'));
+        assert_eq!(group_state(['Z', 'Z']), 'Z');
+        assert_eq!(group_state([]), 'Z');
     }
 
     #[test]

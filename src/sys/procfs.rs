@@ -11,7 +11,8 @@ use std::io;
 use std::path::Path;
 
 use crate::core::proctree::{
-    Listener, Pid, ProcInfo, Snapshot, cmdline_from_bytes, marker_from_environ, parse_stat,
+    Listener, Pid, ProcInfo, Snapshot, cmdline_from_bytes, group_state, marker_from_environ,
+    parse_stat,
 };
 use crate::core::supervisor::ScanRequest;
 
@@ -19,7 +20,7 @@ use crate::core::supervisor::ScanRequest;
 /// could not be looked at (out of descriptors, ...): then nothing is known about it.
 pub fn read_stat_checked(pid: Pid) -> io::Result<Option<ProcInfo>> {
     match fs::read(format!("/proc/{pid}/stat")) {
-        Ok(raw) => Ok(parse_stat(&raw)),
+        Ok(raw) => Ok(parse_stat(&raw).map(resolve_zombie_leader)),
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -30,6 +31,32 @@ pub fn read_stat_checked(pid: Pid) -> io::Result<Option<ProcInfo>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// A leader that shows `Z` while other threads run tells nothing of the group's state: read the
+/// threads'. A thread that cannot be read is left out; if none can, the process keeps `Z` with its
+/// thread count, which still counts as alive (see `ProcInfo::is_dead`), so the next look decides.
+fn resolve_zombie_leader(mut p: ProcInfo) -> ProcInfo {
+    if !p.is_zombie_leader() {
+        return p;
+    }
+    let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", p.pid)) else {
+        return p;
+    };
+    let states: Vec<char> = tasks
+        .flatten()
+        .filter_map(|t| fs::read(t.path().join("stat")).ok())
+        .filter_map(|raw| parse_stat(&raw).map(|t| t.state))
+        .collect();
+    if !states.is_empty() {
+        let state = group_state(states);
+        // A group whose threads all ended between the two reads is a plain zombie now.
+        if state == 'Z' {
+            p.threads = 1;
+        }
+        p.state = state;
+    }
+    p
 }
 
 /// Reads one process's `stat`, if it still exists and can be read.

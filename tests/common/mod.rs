@@ -101,7 +101,24 @@ pub struct Proc {
     pub pid: i32,
     pub ppid: i32,
     pub state: char,
+    /// Threads in the group: a `Z` leader with more than one is alive.
+    pub threads: u32,
     pub cmdline: String,
+}
+
+impl Proc {
+    /// Alive as a thread group: not a zombie, or a zombie leader whose other threads run on.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X') || self.threads > 1
+    }
+}
+
+/// Threads of a process (field 20 of `/proc/<pid>/stat`).
+pub fn thread_count(pid: i32) -> Option<u32> {
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = String::from_utf8_lossy(&raw[close + 1..]).to_string();
+    rest.split_whitespace().nth(17)?.parse().ok()
 }
 
 /// A process's (state, ppid) from `/proc/<pid>/stat`.
@@ -156,6 +173,7 @@ pub fn procs_with_marker(marker: &str) -> Vec<Proc> {
                 pid,
                 ppid,
                 state,
+                threads: thread_count(pid).unwrap_or(1),
                 cmdline,
             });
         }
@@ -163,11 +181,12 @@ pub fn procs_with_marker(marker: &str) -> Vec<Proc> {
     out
 }
 
-/// Marker processes that are still alive (not zombies).
+/// Marker processes that are still alive (not zombies; a zombie leader with live threads is
+/// alive).
 pub fn live_with_marker(marker: &str) -> Vec<Proc> {
     procs_with_marker(marker)
         .into_iter()
-        .filter(|p| p.state != 'Z' && p.state != 'X')
+        .filter(Proc::is_alive)
         .collect()
 }
 
@@ -822,6 +841,7 @@ pub fn children_of(ppid: i32) -> Vec<Proc> {
                 pid,
                 ppid: parent,
                 state,
+                threads: thread_count(pid).unwrap_or(1),
                 cmdline: String::from_utf8_lossy(
                     &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
                 )
@@ -837,7 +857,7 @@ pub fn children_of(ppid: i32) -> Vec<Proc> {
 pub fn zombies_of(ppid: i32) -> Vec<Proc> {
     children_of(ppid)
         .into_iter()
-        .filter(|p| p.state == 'Z')
+        .filter(|p| !p.is_alive())
         .collect()
 }
 
@@ -915,4 +935,22 @@ pub fn read_until_eof(file: &mut std::fs::File, limit: Duration) -> (Vec<u8>, bo
             Err(_) => return (got, true),
         }
     }
+}
+
+/// Compiles a C fixture from `tests/fixtures` into `dir` with the system C compiler; None (after
+/// a loud skip, or a failure under `REAPD_REQUIRE_ALL=1`) when there is no compiler.
+pub fn compile_fixture(dir: &TestDir, source: &str) -> Option<PathBuf> {
+    if !require_tool("cc") {
+        return None;
+    }
+    let out = dir.join(source.trim_end_matches(".c"));
+    let run = run_bounded(
+        Command::new("cc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&out)
+            .arg(fixture(source)),
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(0), "cc {source}: {}", run.stderr);
+    Some(out)
 }
