@@ -24,6 +24,20 @@ use reapd::sys::{logging, procfs};
 use reapd::wire::cli::{self, Command, RunArgs};
 use reapd::wire::config::{Config, RestartPolicy, ServiceSpec};
 
+/// The first code of reapd's that runs: blocks the signals reapd handles, so that one sent in the
+/// instant after exec is held until the handlers are installed (see
+/// `sys::signals::block_handled_signals`). It lives in the binary, not the library, so that
+/// programs linking the library (the tests) keep their signals.
+#[allow(unsafe_code)]
+mod early {
+    // SAFETY: `.preinit_array` entries are called once, before any other initialiser and before
+    // `main`, with no arguments; the function is `extern "C"`, takes none, and only makes one raw
+    // system call (no libc or Rust runtime state is needed).
+    #[used]
+    #[unsafe(link_section = ".preinit_array")]
+    static BLOCK_SIGNALS_AT_LOAD: extern "C" fn() = reapd::sys::signals::block_handled_signals;
+}
+
 const EXIT_USAGE: i32 = 2;
 const EXIT_START: i32 = 3;
 
@@ -39,6 +53,11 @@ fn real_main() -> i32 {
             return EXIT_USAGE;
         }
     };
+    // Only the daemon holds its signals until the handlers exist; `ctl watch` must still die of
+    // Ctrl-C.
+    if !matches!(command, Command::Run(_)) {
+        let _ = signals::unblock_all();
+    }
     match command {
         Command::Help => {
             print!("{}", cli::USAGE);
@@ -98,10 +117,10 @@ fn daemon(args: RunArgs) -> i32 {
         .or_else(|| std::env::var("REAPD_LOG").ok())
         .unwrap_or_else(|| "info".into());
     logging::init(&level);
-    if let Err(e) = signals::unblock_all() {
-        warn!("cannot unblock signals: {e}");
-    }
     // As PID 1, a signal without a handler is dropped: install handlers before anything else.
+    // Until now the signals reapd handles were blocked (see `early`); one that arrived meanwhile
+    // is delivered to its handler when they are unblocked, and reapd acts on it before it starts
+    // any service.
     let signals = match SignalSource::install() {
         Ok(s) => s,
         Err(e) => {
@@ -109,6 +128,11 @@ fn daemon(args: RunArgs) -> i32 {
             return EXIT_START;
         }
     };
+    // A parent may also have started reapd with signals blocked: a blocked SIGTERM would never
+    // reach the handlers.
+    if let Err(e) = signals::unblock_all() {
+        warn!("cannot unblock signals: {e}");
+    }
     if procfs::read_stat(std::process::id() as i32).is_none() {
         error!(
             "cannot read /proc/self/stat: reapd needs /proc mounted to find and stop process trees"

@@ -453,6 +453,12 @@ impl Supervisor {
     // ----- starting and restarting -------------------------------------------------------------
 
     fn start_all(&mut self, now: Instant) {
+        if self.phase() != Phase::Running {
+            // Asked to stop before anything started: start nothing, and say ready so whoever
+            // waits for readiness is not left hanging.
+            self.initial_spawn_resolved();
+            return;
+        }
         let names: Vec<String> = self.services.iter().map(|s| s.spec.name.clone()).collect();
         self.starting = names.len();
         for name in names {

@@ -194,6 +194,10 @@ pub fn run(setup: Setup) -> i32 {
     };
     // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
     lp.reap();
+    // A stop signal that arrived during start-up (held blocked until the handlers existed) is
+    // acted on before anything is started.
+    lp.read_signals();
+    lp.drain_inputs();
     lp.dispatch(Input::Start);
     lp.turn_loop()
 }
@@ -236,13 +240,7 @@ impl EventLoop {
             for ev in events.iter() {
                 let token = ev.token();
                 if token == SIGNALS {
-                    for sig in self.signals.pending() {
-                        if sig == Signal::SIGCHLD {
-                            reap = true;
-                        } else {
-                            self.inputs.push_back(Input::Signal(sig));
-                        }
-                    }
+                    reap |= self.read_signals();
                 } else if token == control::LISTENER {
                     if let Some(c) = self.control.as_mut() {
                         c.accept(self.poll.registry());
@@ -288,6 +286,19 @@ impl EventLoop {
                 self.scans();
             }
         }
+    }
+
+    /// Drains the signal pipe into inputs; true if SIGCHLD was among them (reap then).
+    fn read_signals(&mut self) -> bool {
+        let mut chld = false;
+        for sig in self.signals.pending() {
+            if sig == Signal::SIGCHLD {
+                chld = true;
+            } else {
+                self.inputs.push_back(Input::Signal(sig));
+            }
+        }
+        chld
     }
 
     /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.

@@ -1,7 +1,7 @@
-//! Signals: their names, and the self-pipe through which reapd receives them.
+//! Signals: the self-pipe through which reapd receives them.
 //!
-//! Owns: parsing and printing signal names (`TERM`, `SIGTERM`, `15`), the list of signals reapd
-//! acts on, and their registration with signal-hook-mio.
+//! Owns: the list of signals reapd acts on, blocking them from the moment reapd's code first runs,
+//! and their registration with signal-hook-mio.
 //! Must never: act on a signal here. Received signals become [`crate::core::supervisor::Input::Signal`]
 //! and the supervisor decides; a handler that did real work would race the loop.
 
@@ -23,6 +23,31 @@ pub const HANDLED: [Signal; 9] = [
     // s6 and runit send SIGCONT right after SIGTERM; handling it keeps it harmless.
     Signal::SIGCONT,
 ];
+
+/// Blocks every signal in [`HANDLED`]. The reapd binary runs this from `.preinit_array`, before
+/// the C library's and Rust's initialisation and before `main`, so a SIGTERM sent right after exec waits (pending)
+/// until the handlers exist instead of killing reapd with its default action. What remains is
+/// the time the kernel and the dynamic loader spend before any of reapd's code runs.
+///
+/// Only raw, async-signal-safe calls: nothing is initialised yet.
+pub extern "C" fn block_handled_signals() {
+    // The kernel's signal set: bit N-1 for signal N.
+    let set: u64 = HANDLED
+        .iter()
+        .fold(0, |acc, &sig| acc | 1u64 << (sig as i32 - 1));
+    // SAFETY: rt_sigprocmask reads an 8-byte set from our stack and writes nothing (no old set).
+    // A raw system call needs no libc state, so this is safe to run before libc is initialised.
+    // Failure leaves the mask as it was.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            &set as *const u64,
+            std::ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        );
+    }
+}
 
 /// Unblocks every signal. A parent may start reapd with signals blocked, and a blocked SIGTERM
 /// would never reach the handlers.
