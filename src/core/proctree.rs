@@ -463,6 +463,11 @@ impl Attribution {
         now
     }
 
+    /// Pids of every process attributed so far.
+    pub fn known_pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.known.keys().map(|id| id.pid)
+    }
+
     /// The recorded owner of a process, if it was ever attributed.
     #[cfg(test)]
     pub fn owner_of(&self, id: ProcId) -> Option<&Owner> {

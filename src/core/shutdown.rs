@@ -350,6 +350,11 @@ impl Shutdown {
         self.phase
     }
 
+    /// The bound on the whole shutdown.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
     /// When shutdown began.
     pub fn started(&self) -> Option<Instant> {
         self.started

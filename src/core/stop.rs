@@ -548,23 +548,27 @@ impl StopJob {
         // shell runs its trap only when its current command ends, so it must already have the
         // signal when that command dies, or it starts the next one first.
         let respawners: Vec<Pid> = chosen.iter().copied().filter(|&p| respawner(p)).collect();
-        let follows_its_parent = |q: Pid| respawners.iter().any(|&r| forest.below(r).contains(&q));
+        // Computed once: per-member lookups over every respawner's subtree would cost the cube of
+        // the tree's size, and a fork storm has thousands of members.
+        let order: Vec<Pid> = forest.deepest_first();
+        let below_respawner: HashMap<Pid, HashSet<Pid>> = respawners
+            .iter()
+            .map(|&r| (r, forest.below(r).into_iter().collect()))
+            .collect();
+        let under_respawner: HashSet<Pid> = below_respawner.values().flatten().copied().collect();
+        let follows_its_parent = |q: Pid| under_respawner.contains(&q);
         let mut eligible: Vec<Pid> = Vec::new();
-        for p in forest
-            .deepest_first()
-            .into_iter()
-            .filter(|p| chosen.contains(p))
-        {
+        for &p in order.iter().filter(|p| chosen.contains(p)) {
             if follows_its_parent(p) {
                 continue;
             }
             eligible.push(p);
-            if respawners.contains(&p) {
+            if let Some(below) = below_respawner.get(&p) {
                 eligible.extend(
-                    forest
-                        .deepest_first()
-                        .into_iter()
-                        .filter(|q| chosen.contains(q) && forest.below(p).contains(q)),
+                    order
+                        .iter()
+                        .filter(|q| chosen.contains(q) && below.contains(q))
+                        .copied(),
                 );
             }
         }

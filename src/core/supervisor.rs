@@ -75,13 +75,24 @@ pub enum Spawnee {
     Hook(usize),
 }
 
-/// Extra facts a scan must collect.
+/// What a scan must read beyond every process's `stat`.
+///
+/// Scans read `stat` only, unless told otherwise: `environ` and `cmdline` take the target's
+/// memory-map lock, which a process holds for the whole of each `fork()`. In a CPU-bound fork
+/// storm that lock is almost always held by a process that gets a few microseconds of CPU per
+/// second, and reading it would stall reapd for minutes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScanRequest {
-    /// Read every process's command line (for `match` sweeps), not only reapd's descendants'.
-    pub all_cmdlines: bool,
+    /// Read the command lines of processes outside reapd's tree (for `match` sweeps); reapd's
+    /// own descendants are attributed by ancestry instead.
+    pub foreign_cmdlines: bool,
     /// Find the processes listening on these TCP ports.
     pub ports: Vec<u16>,
+    /// Children of reapd whose owner is already known (the processes it spawned, and orphans it
+    /// has attributed before): their `REAPD_SERVICE` marker need not be read.
+    pub attributed: HashSet<Pid>,
+    /// Sessions of services: an orphan in one of them needs no marker either.
+    pub service_sessions: HashSet<Pid>,
 }
 
 /// Messages for the service manager (s6 readiness fd, systemd `NOTIFY_SOCKET`).
@@ -401,6 +412,12 @@ impl Supervisor {
         d
     }
 
+    /// True while reapd is stopping something (a shutdown, or any stop in progress): the loop
+    /// then runs above ordinary processes, so a CPU-bound fork storm cannot starve the stop.
+    pub fn urgent(&self) -> bool {
+        self.phase() != Phase::Running || self.jobs().next().is_some()
+    }
+
     /// The scan needed before more progress can be made, if any.
     pub fn scan_request(&self) -> Option<ScanRequest> {
         // Once the report is out nothing is scanned or signalled any more.
@@ -411,9 +428,17 @@ impl Supervisor {
         if !wanted {
             return None;
         }
-        let mut req = ScanRequest::default();
+        let mut req = ScanRequest {
+            attributed: self
+                .attribution
+                .known_pids()
+                .chain(self.roots.spawned.keys().map(|id| id.pid))
+                .collect(),
+            service_sessions: self.roots.sessions.keys().copied().collect(),
+            ..ScanRequest::default()
+        };
         if self.leftovers.is_some() && !self.sweep_done {
-            req.all_cmdlines = self.services.iter().any(|s| !s.spec.matches.is_empty());
+            req.foreign_cmdlines = self.services.iter().any(|s| !s.spec.matches.is_empty());
             req.ports = self
                 .services
                 .iter()
@@ -1355,15 +1380,25 @@ impl Supervisor {
                 "{hooks_skipped} cleanup command(s) not run: no time left"
             ));
         }
+        let took = self
+            .shutdown
+            .started()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let bound = self.shutdown.budget();
+        let within_bound = took <= bound;
+        if !within_bound {
+            self.failures.push(format!(
+                "the shutdown took {} and overran its bound of {}",
+                secs(took),
+                secs(bound)
+            ));
+        }
         let clean = survivors.is_empty() && self.failures.is_empty();
         let code = match self.command_status {
             Some(status) if !status.success() || clean => status.as_exit_code(),
             _ => i32::from(!clean),
         };
-        let elapsed = self
-            .shutdown
-            .started()
-            .map_or(0, |t| ms(now.saturating_duration_since(t)));
+        let elapsed = ms(took);
         for f in &self.failures {
             error!("not clean: {f}");
         }
@@ -1371,13 +1406,16 @@ impl Supervisor {
             error!("survivor: pid {} ({})", s.pid, s.cmdline);
         }
         info!(
-            "done: {} after {elapsed} ms, {} survivor{}, exit status {code}",
+            "done: {} after {elapsed} ms ({} the bound of {}), {} survivor{}, exit status {code}",
             if clean { "clean" } else { "NOT clean" },
+            if within_bound { "within" } else { "OVER" },
+            secs(bound),
             survivors.len(),
             if survivors.len() == 1 { "" } else { "s" }
         );
         self.actions.push(Action::Event(Event::Done {
             clean,
+            within_bound,
             elapsed_ms: elapsed,
             exit_code: code,
             survivors,

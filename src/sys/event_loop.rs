@@ -22,12 +22,13 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
-use crate::core::proctree::{Pid, ProcId};
+use crate::core::proctree::{Pid, ProcId, ProcInfo};
 use crate::core::supervisor::{Action, Input, Mode, ScanRequest, Supervisor};
 use crate::sys::control::{self, Control, Incoming, Lock};
 use crate::sys::logging;
 use crate::sys::notify::Notifier;
 use crate::sys::pidfd::PidFd;
+use crate::sys::priority::{Priority, PriorityControl};
 use crate::sys::procfs;
 use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
@@ -37,8 +38,10 @@ use crate::wire::protocol::{Event, Survivor, event_line};
 
 const SIGNALS: Token = Token(0);
 const PIDFD_BASE: usize = 2 << 32;
-/// Scans per turn before the loop lets other events in (a fork storm can keep asking).
-const MAX_SCANS_PER_TURN: usize = 100;
+/// How long one turn may spend scanning `/proc` before the loop lets other events and due
+/// deadlines in: a fork storm keeps the stop asking for scans, and a stop timeout that is not
+/// acted on in time would let the storm overrun the shutdown bound. One scan always completes.
+const SCAN_BUDGET_PER_TURN: Duration = Duration::from_millis(50);
 /// How long exiting may spend delivering the last lines to clients.
 const FINAL_FLUSH: Duration = Duration::from_millis(200);
 
@@ -96,6 +99,7 @@ pub struct EventLoop {
     /// Most pidfds held at once, below the open-file limit.
     watch_cap: usize,
     warned_fds: bool,
+    priority: PriorityControl,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -191,6 +195,7 @@ pub fn run(setup: Setup) -> i32 {
         inputs: VecDeque::new(),
         watch_cap: watch_cap(),
         warned_fds: false,
+        priority: PriorityControl::default(),
     };
     // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
     lp.reap();
@@ -345,6 +350,12 @@ impl EventLoop {
     fn drain_inputs(&mut self) {
         while let Some(input) = self.inputs.pop_front() {
             self.sup.handle(input, Instant::now());
+            // Before carrying out a stop's first signal: a fork storm must not starve it.
+            self.priority.set(if self.sup.urgent() {
+                Priority::Urgent
+            } else {
+                Priority::Normal
+            });
             for action in self.sup.take_actions() {
                 self.perform(action);
             }
@@ -352,10 +363,20 @@ impl EventLoop {
     }
 
     fn scans(&mut self) {
-        for _ in 0..MAX_SCANS_PER_TURN {
+        let began = Instant::now();
+        for n in 0.. {
             let Some(req) = self.sup.scan_request() else {
                 return;
             };
+            // After the first scan: out of budget, or a deadline is due. The poll timeout is
+            // zero while a scan is wanted, so the next turn ticks and then carries on scanning.
+            let now = Instant::now();
+            if n > 0
+                && (now.duration_since(began) >= SCAN_BUDGET_PER_TURN
+                    || self.sup.deadline().is_some_and(|d| d <= now))
+            {
+                return;
+            }
             // Collect exited children first, so their exit status is known before the scan
             // reports them gone.
             self.reap();
@@ -582,6 +603,7 @@ impl EventLoop {
     fn clean_up(&mut self, ev: Event) -> Event {
         let Event::Done {
             mut clean,
+            within_bound,
             elapsed_ms,
             mut exit_code,
             survivors,
@@ -591,13 +613,16 @@ impl EventLoop {
         };
         // A last look at /proc: whatever of reapd's is still alive is a survivor, whether the
         // supervisor knew about it or not; a listed survivor that has died meanwhile is not.
-        let snap = procfs::scan(
-            self.self_pid,
-            &ScanRequest {
-                all_cmdlines: true,
-                ports: Vec::new(),
-            },
-        );
+        let snap = procfs::scan(self.self_pid, &ScanRequest::default());
+        // A stopped process cannot be in the middle of a fork, so reading its command line cannot
+        // stall on its memory-map lock; any other survivor is named by its command name.
+        let describe = |p: &ProcInfo| {
+            p.is_stopped()
+                .then(|| procfs::read_cmdline(p.pid))
+                .flatten()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| p.describe())
+        };
         let mut still: Vec<Survivor> = survivors
             .into_iter()
             .filter_map(|s| {
@@ -605,7 +630,7 @@ impl EventLoop {
                 Some(Survivor {
                     pid: s.pid,
                     state: p.state.to_string(),
-                    cmdline: p.describe(),
+                    cmdline: describe(p),
                 })
             })
             .collect();
@@ -616,7 +641,7 @@ impl EventLoop {
                 still.push(Survivor {
                     pid,
                     state: p.state.to_string(),
-                    cmdline: p.describe(),
+                    cmdline: describe(p),
                 });
             }
         }
@@ -648,6 +673,7 @@ impl EventLoop {
         }
         Event::Done {
             clean,
+            within_bound,
             elapsed_ms,
             exit_code,
             survivors: still,

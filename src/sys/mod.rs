@@ -10,6 +10,7 @@ pub mod event_loop;
 pub mod logging;
 pub mod notify;
 pub mod pidfd;
+pub mod priority;
 pub mod procfs;
 pub mod signals;
 pub mod spawn;

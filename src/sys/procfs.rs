@@ -71,8 +71,8 @@ pub fn read_cmdline(pid: Pid) -> Option<String> {
         .map(|raw| cmdline_from_bytes(&raw))
 }
 
-/// Takes a snapshot of every process. reapd's descendants also get their `REAPD_SERVICE` marker
-/// and command line; the request may ask for more.
+/// Takes a snapshot of every process: `stat` for all of them, and only what the request asks for
+/// beyond that (see [`ScanRequest`] for why `environ` and `cmdline` are read sparingly).
 pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     let mut procs = Vec::new();
     let mut incomplete = false;
@@ -103,12 +103,16 @@ pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     snap.incomplete = incomplete;
     let ours: HashSet<Pid> = snap.descendants(self_pid).into_iter().collect();
     for (pid, p) in snap.procs.iter_mut() {
-        if ours.contains(pid) {
+        // An orphan reparented to reapd that nothing else identifies: its marker may.
+        let orphan = p.ppid == self_pid
+            && !req.attributed.contains(pid)
+            && !req.service_sessions.contains(&p.sid);
+        if orphan && !p.is_dead() {
             p.marker = fs::read(format!("/proc/{pid}/environ"))
                 .ok()
                 .and_then(|e| marker_from_environ(&e));
         }
-        if ours.contains(pid) || req.all_cmdlines {
+        if req.foreign_cmdlines && !ours.contains(pid) && *pid != self_pid {
             p.cmdline = read_cmdline(*pid);
         }
     }

@@ -497,8 +497,12 @@ pub enum Event {
     },
     /// The final report; the connection is closed after it.
     Done {
-        /// True when every process was verified gone and every cleanup command succeeded.
+        /// True when every process was verified gone, every cleanup command succeeded and the
+        /// shutdown ended within its bound.
         clean: bool,
+        /// False when the shutdown took longer than `shutdown_timeout_ms` (counted from the
+        /// moment the stop request arrived); such a shutdown is not clean.
+        within_bound: bool,
         /// Length of the shutdown.
         elapsed_ms: u64,
         /// reapd's exit status.
@@ -783,6 +787,7 @@ mod tests {
             },
             Event::Done {
                 clean: true,
+                within_bound: true,
                 elapsed_ms: 0,
                 exit_code: 0,
                 survivors: vec![],
