@@ -24,7 +24,7 @@ use crate::core::proctree::{Attribution, Owner, Pid, ProcId, Roots, Snapshot};
 use crate::core::shutdown::{Phase, Shutdown, ShutdownInput, Step, StopSpec, Trigger};
 use crate::core::stop::{JobOut, StopHow, StopJob};
 use crate::wire::config::{
-    Config, ConfigError, RestartPolicy, ServiceSpec, StopScope, stop_signal_name,
+    Config, ConfigError, Leftovers, RestartPolicy, ServiceSpec, StopScope, stop_signal_name,
 };
 use crate::wire::protocol::{
     ErrorCode, Event, ExitStatus, Request, Survivor, WaveInfo, reply_err, reply_err_with, reply_ok,
@@ -231,6 +231,9 @@ struct Service {
     stop: Option<StopJob>,
     /// What happens once the stop finishes.
     then: AfterStop,
+    /// The stop in progress is of what the main process left behind when it exited like this;
+    /// the restart policy is applied once it is over.
+    leftovers_of: Option<ExitStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +257,7 @@ impl Service {
             down: false,
             stop: None,
             then: AfterStop::Stay,
+            leftovers_of: None,
         }
     }
 
@@ -680,7 +684,21 @@ impl Supervisor {
         if ran >= HEALTHY_RUN {
             s.backoff = BACKOFF_MIN;
         }
-        self.schedule_restart(&name, status, now);
+        if s.spec.leftovers == Leftovers::Stop {
+            // Whatever the main process left running is stopped before the service runs again,
+            // or every restart would add another generation of orphans.
+            s.leftovers_of = Some(status);
+            debug!("{name}: stopping what main process {pid} left behind, if anything");
+            s.stop = Some(StopJob::new(
+                s.spec.stop_signal,
+                StopScope::Tree,
+                None,
+                s.spec.stop_timeout,
+                now,
+            ));
+        } else {
+            self.schedule_restart(&name, status, now);
+        }
         self.notify_status();
     }
 
@@ -1020,21 +1038,37 @@ impl Supervisor {
         };
         let then = std::mem::replace(&mut svc.then, AfterStop::Stay);
         let down = svc.down;
+        let leftovers_of = svc.leftovers_of.take();
         let how = job.outcome().unwrap_or(StopHow::Killed);
         let elapsed = ms(now.saturating_duration_since(job.started()));
-        info!("{name}: stopped ({}) after {elapsed} ms", how.as_str());
-        self.actions.push(Action::Event(Event::Stopped {
-            service: name.to_string(),
-            how: how.as_str().into(),
-            elapsed_ms: elapsed,
-        }));
+        // A main process that left nothing behind needs no report.
+        if leftovers_of.is_none() || how != StopHow::Idle {
+            let what = if leftovers_of.is_some() {
+                "what its main process left behind"
+            } else {
+                "stopped"
+            };
+            info!(
+                "{name}: {what}: stopped ({}) after {elapsed} ms",
+                how.as_str()
+            );
+            self.actions.push(Action::Event(Event::Stopped {
+                service: name.to_string(),
+                how: how.as_str().into(),
+                elapsed_ms: elapsed,
+            }));
+        }
         let running = self.phase() == Phase::Running;
         self.answer_waiters(
             |w| matches!(w, Waiter::Stopped(n) if n == name),
             |_| Ok(json!({ "name": name, "state": "stopped", "how": how.as_str(), "elapsed_ms": elapsed })),
         );
         match then {
-            AfterStop::Stay => {}
+            AfterStop::Stay => {
+                if let Some(status) = leftovers_of {
+                    self.schedule_restart(name, status, now);
+                }
+            }
             AfterStop::Remove => {
                 self.services.retain(|s| s.spec.name != name);
                 self.refresh_roots();

@@ -49,6 +49,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "stop_signal",
     "stop_timeout_ms",
     "stop_scope",
+    "leftovers",
     "ports",
     "match",
 ];
@@ -85,6 +86,15 @@ pub enum StopScope {
     Main,
 }
 
+/// What happens to processes a service's main process leaves behind when it exits on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Stopped with the service's stop procedure before it runs again (as systemd does).
+    Stop,
+    /// Left running (they are still stopped at shutdown).
+    Keep,
+}
+
 /// One supervised service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -106,6 +116,8 @@ pub struct ServiceSpec {
     pub stop_timeout: Duration,
     /// Who receives the stop signal.
     pub stop_scope: StopScope,
+    /// What happens to what the main process leaves behind when it exits.
+    pub leftovers: Leftovers,
     /// TCP ports whose listeners are swept at shutdown.
     pub ports: Vec<u16>,
     /// Command-line substrings whose processes are swept at shutdown.
@@ -133,6 +145,7 @@ impl ServiceSpec {
             stop_signal: Signal::SIGTERM,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             stop_scope: StopScope::Tree,
+            leftovers: Leftovers::Stop,
             ports: Vec::new(),
             matches: Vec::new(),
         }
@@ -444,6 +457,22 @@ impl Cx {
                             format!("expected \"tree\" or \"main\", found {other:?}"),
                         );
                         StopScope::Tree
+                    }
+                };
+            }
+        }
+        if let Some(v) = obj.get("leftovers") {
+            let p = join(path, "leftovers");
+            if let Some(s) = self.string(&p, v) {
+                spec.leftovers = match s {
+                    "stop" => Leftovers::Stop,
+                    "keep" => Leftovers::Keep,
+                    other => {
+                        self.err(
+                            &p,
+                            format!("expected \"stop\" or \"keep\", found {other:?}"),
+                        );
+                        Leftovers::Stop
                     }
                 };
             }
