@@ -8,6 +8,7 @@
 #![deny(clippy::disallowed_methods)]
 
 pub mod proctree;
+pub mod recovery;
 pub mod shutdown;
 pub mod stop;
 pub mod supervisor;

@@ -174,6 +174,11 @@ impl StopJob {
         job
     }
 
+    /// True once a scan has found a member.
+    pub fn has_seen_any(&self) -> bool {
+        self.seen_any
+    }
+
     /// When the job was created.
     pub fn started(&self) -> Instant {
         self.started

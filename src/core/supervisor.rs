@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::core::proctree::{Attribution, Owner, Pid, ProcId, Roots, Snapshot};
+use crate::core::recovery::Recovery;
 use crate::core::shutdown::{Phase, Shutdown, ShutdownInput, Step, StopSpec, Trigger};
 use crate::core::stop::{JobOut, StopHow, StopJob};
 use crate::wire::config::{
@@ -29,6 +30,7 @@ use crate::wire::config::{
 use crate::wire::protocol::{
     ErrorCode, Event, ExitStatus, Request, Survivor, WaveInfo, reply_err, reply_err_with, reply_ok,
 };
+use crate::wire::state_file::{Recorded, StateRecord};
 use crate::wire::text::secs;
 
 /// First restart delay.
@@ -109,8 +111,12 @@ pub enum Notice {
 /// Everything the supervisor reacts to.
 #[derive(Clone, Debug)]
 pub enum Input {
-    /// The loop is ready: spawn the initial services.
-    Start,
+    /// The loop is ready: spawn the initial services, after stopping whatever a predecessor
+    /// that died without cleaning up left running (its state file, when there is one).
+    Start {
+        /// The predecessor's state file.
+        predecessor: Option<StateRecord>,
+    },
     /// A signal arrived (SIGCHLD excepted: the loop reaps and reports [`Input::Reaped`]).
     Signal(Signal),
     /// `waitpid` collected a child.
@@ -210,6 +216,9 @@ pub enum Action {
     },
     /// Tell the service manager something.
     Notify(Notice),
+    /// Record these processes in the state file, so that a successor can stop them if reapd
+    /// dies without cleaning up.
+    Persist(Vec<Recorded>),
     /// Remove the socket and lock, flush, and exit with this status.
     Exit {
         /// Exit status.
@@ -326,6 +335,11 @@ pub struct Supervisor {
     command_status: Option<ExitStatus>,
     /// Initial spawns whose outcome is not known yet.
     starting: usize,
+    /// Stops of what a predecessor that died without cleaning up left running; the services
+    /// start once they are over.
+    recovery: Option<Recovery>,
+    /// What the state file says now.
+    persisted: Vec<Recorded>,
     ready_sent: bool,
     actions: Vec<Action>,
 }
@@ -372,6 +386,8 @@ impl Supervisor {
             forwards: Vec::new(),
             command_status: None,
             starting: 0,
+            recovery: None,
+            persisted: Vec::new(),
             ready_sent: false,
             actions: Vec::new(),
         };
@@ -457,7 +473,7 @@ impl Supervisor {
     /// Feeds one input.
     pub fn handle(&mut self, input: Input, now: Instant) {
         match input {
-            Input::Start => self.start_all(now),
+            Input::Start { predecessor } => self.start(predecessor, now),
             Input::Signal(sig) => self.on_signal(sig, now),
             Input::Reaped { pid, status } => self.on_reaped(pid, status, now),
             Input::Gone(id) => self.on_gone(id, now),
@@ -477,9 +493,32 @@ impl Supervisor {
             Input::ConfigLoaded { result, reply } => self.on_config(result, reply, now),
             Input::Tick => self.on_tick(now),
         }
+        // Only the report is left once reapd is exiting: the state file keeps its last word.
+        if !matches!(self.phase(), Phase::CleanedUp | Phase::Exit) {
+            self.persist();
+        }
     }
 
     // ----- starting and restarting -------------------------------------------------------------
+
+    fn start(&mut self, predecessor: Option<StateRecord>, now: Instant) {
+        let rec = predecessor
+            .map(|r| Recovery::plan(&r, &self.cfg, self.self_pid, now))
+            .filter(|r| !r.owners.is_empty());
+        match rec {
+            Some(rec) => {
+                let owners: Vec<&str> = rec.owners.iter().map(|o| o.owner.as_str()).collect();
+                warn!(
+                    "a reapd (pid {}) on this socket died without cleaning up; stopping what it \
+                     left running of {} before starting anything",
+                    rec.predecessor.map_or("unknown".into(), |p| p.to_string()),
+                    owners.join(", ")
+                );
+                self.recovery = Some(rec);
+            }
+            None => self.start_all(now),
+        }
+    }
 
     fn start_all(&mut self, now: Instant) {
         if self.phase() != Phase::Running {
@@ -837,6 +876,27 @@ impl Supervisor {
                 finished.push(name);
             }
         }
+        // What a predecessor that died without cleaning up left running.
+        if let Some(rec) = self.recovery.as_mut() {
+            let mut outs_by_owner = Vec::new();
+            for o in &mut rec.owners {
+                if !o.job.wants_scan() {
+                    continue;
+                }
+                let members = o.members(&snap);
+                if !o.job.has_seen_any() && !members.is_empty() {
+                    warn!(
+                        "{}: left running by the predecessor: {}",
+                        o.owner,
+                        pid_list(&members)
+                    );
+                }
+                outs_by_owner.push((o.owner.clone(), o.job.on_scan(&snap, &members, now)));
+            }
+            for (owner, outs) in outs_by_owner {
+                self.perform(outs, Some(&owner), &snap);
+            }
+        }
         // Orphans of no known service, during the first wave.
         if let Some(job) = self.orphans.as_mut()
             && job.wants_scan()
@@ -1044,12 +1104,12 @@ impl Supervisor {
         // A main process that left nothing behind needs no report.
         if leftovers_of.is_none() || how != StopHow::Idle {
             let what = if leftovers_of.is_some() {
-                "what its main process left behind"
+                " what its main process left behind:"
             } else {
-                "stopped"
+                ""
             };
             info!(
-                "{name}: {what}: stopped ({}) after {elapsed} ms",
+                "{name}:{what} stopped ({}) after {elapsed} ms",
                 how.as_str()
             );
             self.actions.push(Action::Event(Event::Stopped {
@@ -1118,6 +1178,19 @@ impl Supervisor {
         if self.orphans.as_ref().is_some_and(StopJob::is_done) {
             self.orphans = None;
         }
+        if self.recovery.as_ref().is_some_and(Recovery::is_done)
+            && let Some(rec) = self.recovery.take()
+        {
+            for o in &rec.owners {
+                let how = o.job.outcome().map_or("?", StopHow::as_str);
+                info!("{}: the predecessor's processes are gone ({how})", o.owner);
+            }
+            if self.phase() == Phase::Running {
+                self.start_all(now);
+            } else {
+                self.initial_spawn_resolved();
+            }
+        }
         if self.phase() == Phase::Draining
             && !self.wave.is_empty()
             && self.orphans.is_none()
@@ -1133,6 +1206,7 @@ impl Supervisor {
             && let Some(job) = &self.leftovers
             && job.is_done()
             && self.services.iter().all(|s| s.stop.is_none())
+            && self.recovery.is_none()
             && self.touched.is_empty()
         {
             self.leftovers = None;
@@ -1253,6 +1327,10 @@ impl Supervisor {
                         None if s.main.is_some() => s.stop = Some(StopJob::kill_now(now)),
                         None => {}
                     }
+                }
+                if let Some(rec) = self.recovery.as_mut() {
+                    rec.clip(now);
+                    rec.escalate();
                 }
                 self.wave.clear();
                 // Unknown orphans still alive are the leftovers job's now.
@@ -1818,22 +1896,32 @@ impl Supervisor {
     /// Every stop in progress: services', the final kill of leftovers, an overrunning hook's.
     fn jobs(&self) -> impl Iterator<Item = &StopJob> {
         let hook = self.hook.as_ref().and_then(|h| h.reaper.as_ref());
+        let recovery = self
+            .recovery
+            .iter()
+            .flat_map(|r| r.owners.iter().map(|o| &o.job));
         self.services
             .iter()
             .filter_map(|s| s.stop.as_ref())
             .chain(self.orphans.as_ref())
             .chain(self.leftovers.as_ref())
             .chain(hook)
+            .chain(recovery)
     }
 
     fn jobs_mut(&mut self) -> impl Iterator<Item = &mut StopJob> {
         let hook = self.hook.as_mut().and_then(|h| h.reaper.as_mut());
+        let recovery = self
+            .recovery
+            .iter_mut()
+            .flat_map(|r| r.owners.iter_mut().map(|o| &mut o.job));
         self.services
             .iter_mut()
             .filter_map(|s| s.stop.as_mut())
             .chain(self.orphans.as_mut())
             .chain(self.leftovers.as_mut())
             .chain(hook)
+            .chain(recovery)
     }
 
     fn service(&self, name: &str) -> Option<&Service> {
@@ -1869,6 +1957,35 @@ impl Supervisor {
         self.roots
             .sessions
             .retain(|sid, _| live.contains(sid) || mains.contains(sid));
+    }
+
+    /// Keeps the state file in line with the processes reapd started: a successor uses it to stop
+    /// them should reapd die without cleaning up.
+    fn persist(&mut self) {
+        let mut now: Vec<Recorded> = self
+            .services
+            .iter()
+            .filter_map(|s| {
+                s.main.map(|m| Recorded {
+                    owner: s.spec.name.clone(),
+                    pid: m.pid,
+                    start: m.start,
+                })
+            })
+            .collect();
+        if let Some(h) = &self.hook
+            && let Some(p) = h.proc
+        {
+            now.push(Recorded {
+                owner: format!("cleanup[{}]", h.index),
+                pid: p.pid,
+                start: p.start,
+            });
+        }
+        if now != self.persisted {
+            self.persisted = now.clone();
+            self.actions.push(Action::Persist(now));
+        }
     }
 
     fn notify_status(&mut self) {
@@ -2124,7 +2241,8 @@ mod tests {
                 | Action::CloseIdle
                 | Action::CloseListener
                 | Action::LoadConfig { .. }
-                | Action::Notify(_) => {}
+                | Action::Notify(_)
+                | Action::Persist(_) => {}
             }
         }
 
@@ -2196,7 +2314,7 @@ mod tests {
                 }],
             ),
         );
-        w.feed(Input::Start);
+        w.feed(Input::Start { predecessor: None });
         let stuck = w
             .procs
             .values()
@@ -2243,7 +2361,7 @@ mod tests {
                 vec![Quirks::default(), Quirks::default()],
             ),
         );
-        w.feed(Input::Start);
+        w.feed(Input::Start { predecessor: None });
         w.feed(Input::Signal(Signal::SIGTERM));
         w.run_until(Duration::from_secs(60));
         assert_eq!(w.exit.map(|e| e.0), Some(0));
@@ -2279,7 +2397,7 @@ mod tests {
                 ),
             );
         }
-        w.feed(Input::Start);
+        w.feed(Input::Start { predecessor: None });
         w.feed(Input::Signal(Signal::SIGTERM));
         w.run_until(Duration::from_secs(60));
         let (code, at) = w.exit.expect("exit");
@@ -2299,7 +2417,7 @@ mod tests {
     #[test]
     fn orphans_are_stopped_with_their_service_or_in_the_first_wave() {
         let mut w = World::new(r#"{"services": {"web": {"cmd": ["x"]}}}"#);
-        w.feed(Input::Start);
+        w.feed(Input::Start { predecessor: None });
         let deaf = Quirks {
             ignores_term: true,
             ..Quirks::default()
@@ -2336,7 +2454,7 @@ mod tests {
                 vec![],
             ),
         );
-        w.feed(Input::Start);
+        w.feed(Input::Start { predecessor: None });
         w.feed(Input::Signal(Signal::SIGINT));
         w.now += Duration::from_millis(10);
         w.feed(Input::Signal(Signal::SIGINT));
@@ -2353,7 +2471,7 @@ mod tests {
     #[test]
     fn restart_backoff_doubles_and_resets_after_a_healthy_run() {
         let mut w = World::new(r#"{"services": {"a": {"cmd": ["x"]}}}"#);
-        w.feed(Input::Start);
+        w.feed(Input::Start { predecessor: None });
         let mut delays = Vec::new();
         for _ in 0..4 {
             w.crash_main();

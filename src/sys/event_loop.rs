@@ -32,9 +32,11 @@ use crate::sys::priority::{Priority, PriorityControl};
 use crate::sys::procfs;
 use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
+use crate::sys::state_file;
 use crate::wire::config::{self, Config, ConfigError};
 use crate::wire::protocol::ExitStatus;
 use crate::wire::protocol::{Event, Survivor, event_line};
+use crate::wire::state_file::{Recorded, StateRecord};
 
 const SIGNALS: Token = Token(0);
 const PIDFD_BASE: usize = 2 << 32;
@@ -100,6 +102,10 @@ pub struct EventLoop {
     watch_cap: usize,
     warned_fds: bool,
     priority: PriorityControl,
+    /// `<socket>.state`, when there is a socket.
+    state_path: Option<PathBuf>,
+    /// reapd's own pid and start time, the state file's first record.
+    self_start: u64,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -196,6 +202,8 @@ pub fn run(setup: Setup) -> i32 {
         watch_cap: watch_cap(),
         warned_fds: false,
         priority: PriorityControl::default(),
+        state_path: socket.as_deref().map(state_file::path_for),
+        self_start: procfs::read_stat(self_pid).map_or(0, |p| p.start),
     };
     // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
     lp.reap();
@@ -203,7 +211,10 @@ pub fn run(setup: Setup) -> i32 {
     // acted on before anything is started.
     lp.read_signals();
     lp.drain_inputs();
-    lp.dispatch(Input::Start);
+    // We hold the lock: a state file left at this socket is a predecessor's that died without
+    // cleaning up.
+    let predecessor = lp.state_path.as_deref().and_then(state_file::read);
+    lp.dispatch(Input::Start { predecessor });
     lp.turn_loop()
 }
 
@@ -484,6 +495,7 @@ impl EventLoop {
                 self.inputs.push_back(Input::ConfigLoaded { result, reply });
             }
             Action::Notify(n) => self.notifier.send(&n),
+            Action::Persist(procs) => self.persist(procs),
             // A failed clean-up step may already have turned a 0 into 1.
             Action::Exit { code } => {
                 self.exit_code = Some(self.exit_code.filter(|_| code == 0).unwrap_or(code))
@@ -587,6 +599,18 @@ impl EventLoop {
         }
     }
 
+    fn persist(&self, procs: Vec<Recorded>) {
+        if let Some(path) = &self.state_path {
+            state_file::write(
+                path,
+                &StateRecord {
+                    reapd: Some((self.self_pid, self.self_start)),
+                    procs,
+                },
+            );
+        }
+    }
+
     /// Says once why processes are being watched by rescanning instead of pidfds.
     fn short_of_fds(&mut self, why: &str) {
         if !self.warned_fds {
@@ -653,6 +677,26 @@ impl EventLoop {
         }
         if !still.is_empty() {
             clean = false;
+        }
+        // The state file goes only with a clean shutdown; survivors stay in it, so the next
+        // instance on this socket stops them before it starts anything.
+        if let Some(path) = &self.state_path {
+            if still.is_empty() {
+                if let Err(e) = state_file::remove(path) {
+                    error!("cannot remove state file {}: {e}", path.display());
+                }
+            } else {
+                let procs = still
+                    .iter()
+                    .filter_map(|s| snap.procs.get(&s.pid))
+                    .map(|p| Recorded {
+                        owner: "survivor".into(),
+                        pid: p.pid,
+                        start: p.start,
+                    })
+                    .collect();
+                self.persist(procs);
+            }
         }
         if let Some(c) = self.control.as_mut() {
             c.close_listener(self.poll.registry());

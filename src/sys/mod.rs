@@ -14,3 +14,4 @@ pub mod priority;
 pub mod procfs;
 pub mod signals;
 pub mod spawn;
+pub mod state_file;

@@ -9,4 +9,5 @@ pub mod cli;
 pub mod config;
 pub mod protocol;
 pub mod signal_names;
+pub mod state_file;
 pub mod text;
