@@ -2,8 +2,9 @@
 //! behaviour with generous bounds, measured here.
 //!
 //! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, shutdown of
-//! many services, time per level of a bottom-up stop, a fork storm frozen and killed, and three
-//! stubborn dependency waves inside a 6 s bound.
+//! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
+//! perl fork bomb against its bound, three stubborn dependency waves inside a 6 s bound, and the
+//! start-up window in which a SIGTERM still kills reapd.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -228,6 +229,105 @@ fn fork_storm() {
     row("fork storm: survivors", format!("{left}"));
 }
 
+/// A CPU-bound perl fork bomb (3000 processes, capped by a pids cgroup) against a 6 s bound.
+fn cpu_fork_bomb() {
+    if !realtime_priority() || !perl_available() {
+        row(
+            "perl fork bomb (3000, pids cgroup)",
+            "skipped: needs root and perl".into(),
+        );
+        return;
+    }
+    let Some(cage) = PidsCage::new("bench-bomb", 3000, Duration::from_secs(120)) else {
+        row(
+            "perl fork bomb (3000, pids cgroup)",
+            "skipped: no pids cgroup".into(),
+        );
+        return;
+    };
+    let dir = TestDir::new("bench-bomb");
+    let marker = marker_of(&dir);
+    let bomb = format!(
+        "{} && exec perl -e 'while (1) {{ fork }}' {marker}",
+        cage.enter()
+    );
+    let cfg = json!({ "shutdown_timeout_ms": 6000,
+        "services": { "bomb": { "cmd": ["sh", "-c", bomb], "stop_timeout_ms": 2000 } } });
+    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let grew = wait_until(Duration::from_secs(30), || cage.members().len() > 2500);
+    let t0 = Instant::now();
+    d.signal(libc::SIGTERM);
+    let code = d.wait_exit(Duration::from_secs(60)).map(code_of);
+    let wall = t0.elapsed().as_millis();
+    let left = cage.members().len();
+    drop(cage);
+    let log = d.log();
+    let reported = log
+        .lines()
+        .find(|l| l.contains("done:"))
+        .and_then(|l| l.split("after ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    row(
+        "perl fork bomb: 6000 ms bound, stop timeout 2000 ms",
+        format!(
+            "{reported} ms reported, {wall} ms until exit, exit {code:?}, {left} survivors{}",
+            if grew {
+                ""
+            } else {
+                " (storm did not fill its cage)"
+            }
+        ),
+    );
+}
+
+fn perl_available() -> bool {
+    std::process::Command::new("perl")
+        .arg("-e1")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// How soon after exec a SIGTERM no longer kills reapd: the kernel's exec and the dynamic
+/// loader run before reapd's first instruction blocks the signal.
+fn startup_window() {
+    let static_bin = format!(
+        "{}/x86_64-unknown-linux-gnu/release/reapd",
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
+    );
+    for (name, bin) in [("dynamic", BIN.to_string()), ("static", static_bin)] {
+        if !std::path::Path::new(&bin).exists() {
+            continue;
+        }
+        let mut cells = Vec::new();
+        for delay_us in [0u64, 100, 250, 500, 1000] {
+            let runs = 20;
+            let mut killed = 0;
+            for _ in 0..runs {
+                let mut child = std::process::Command::new(&bin)
+                    .args(["--", "sleep", "5"])
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn reapd");
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(delay_us) {}
+                // SAFETY: kill by the pid of the child just spawned.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let st = child.wait().expect("wait");
+                if code_of(st) == 128 + libc::SIGTERM {
+                    killed += 1;
+                }
+            }
+            cells.push(format!("{delay_us}µs: {killed}/{runs}"));
+        }
+        row(
+            &format!("SIGTERM after exec kills reapd ({name} binary)"),
+            cells.join(", "),
+        );
+    }
+}
+
 fn budget() {
     let dir = TestDir::new("bench-budget");
     let svc = |log: &str, after: &[&str]| json!({ "cmd": [fixture("chain.sh"), "1", "1", dir.join(log), "ignore"], "after": after, "stop_timeout_ms": 20000 });
@@ -253,5 +353,7 @@ fn main() {
     many_services();
     chain_levels();
     fork_storm();
+    cpu_fork_bomb();
     budget();
+    startup_window();
 }
