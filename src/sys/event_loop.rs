@@ -24,6 +24,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
 use crate::core::proctree::{Pid, ProcId};
 use crate::core::supervisor::{Action, Input, Mode, ScanRequest, Supervisor};
+use crate::sys::config_file;
 use crate::sys::control::{self, Control, Incoming, Lock};
 use crate::sys::logging;
 use crate::sys::notify::Notifier;
@@ -31,7 +32,7 @@ use crate::sys::pidfd::PidFd;
 use crate::sys::procfs;
 use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
-use crate::wire::config::{self, Config, ConfigError};
+use crate::wire::config::{Config, ConfigError};
 use crate::wire::protocol::ExitStatus;
 use crate::wire::protocol::{Event, Survivor, event_line};
 
@@ -443,7 +444,7 @@ impl EventLoop {
             }
             Action::LoadConfig { reply } => {
                 let result = match &self.config_path {
-                    Some(p) => load_config(p),
+                    Some(p) => config_file::load(p),
                     None => Err(vec![ConfigError {
                         path: String::new(),
                         message: "no config file to reload".into(),
@@ -668,15 +669,4 @@ fn watch_cap() -> usize {
     usize::try_from(soft.saturating_sub(128))
         .unwrap_or(usize::MAX)
         .max(16)
-}
-
-/// Reads and validates a config file for start-up or `reapd check`.
-pub fn load_config(path: &std::path::Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError {
-            path: String::new(),
-            message: format!("cannot read {}: {e}", path.display()),
-        }]
-    })?;
-    config::parse(&text)
 }
