@@ -27,7 +27,8 @@ use crate::wire::config::{
     Config, ConfigError, RestartPolicy, ServiceSpec, StopScope, stop_signal_name,
 };
 use crate::wire::protocol::{
-    ErrorCode, Event, ExitStatus, Request, Survivor, WaveInfo, reply_err, reply_err_with, reply_ok,
+    ErrorCode, Event, ExitStatus, Request, RequestId, Survivor, WaveInfo, reply_err,
+    reply_err_with, reply_ok,
 };
 use crate::wire::text::secs;
 
@@ -48,6 +49,9 @@ pub const FORWARDED: [Signal; 5] = [
     Signal::SIGQUIT,
 ];
 
+/// Most config errors a rejected reload logs and replies with.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
 /// Name of the service in single-command mode.
 pub const SINGLE_NAME: &str = "main";
 
@@ -55,7 +59,7 @@ pub const SINGLE_NAME: &str = "main";
 pub type ConnId = u64;
 
 /// A reply destination: the connection and the request's `id`.
-pub type ReplyTo = (ConnId, Option<Value>);
+pub type ReplyTo = (ConnId, Option<RequestId>);
 
 /// How reapd was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +139,7 @@ pub enum Input {
         /// From which connection.
         conn: ConnId,
         /// The request's `id`.
-        id: Option<Value>,
+        id: Option<RequestId>,
         /// The request.
         request: Request,
     },
@@ -1513,7 +1517,7 @@ impl Supervisor {
         );
         (
             ErrorCode::NoSuchService,
-            format!("no service named {name:?}{hint}"),
+            format!("no service named {}{hint}", crate::wire::text::quoted(name)),
         )
     }
 
@@ -1601,18 +1605,30 @@ impl Supervisor {
             Ok(c) => c,
             Err(errors) => {
                 error!("reload rejected; the running services are unchanged:");
-                for e in &errors {
+                // A file can hold hundreds of thousands of errors: the log and the reply carry the
+                // first ones (a reply must stay far below what a client may have queued).
+                let mut list: Vec<String> = errors
+                    .iter()
+                    .take(MAX_REPORTED_ERRORS)
+                    .map(ToString::to_string)
+                    .collect();
+                if errors.len() > MAX_REPORTED_ERRORS {
+                    list.push(format!(
+                        "… and {} more (`reapd check --config FILE` prints them all)",
+                        errors.len() - MAX_REPORTED_ERRORS
+                    ));
+                }
+                for e in &list {
                     error!("  {e}");
                 }
                 if let Some(to) = reply {
-                    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     let line = reply_err_with(
                         to.1.as_ref(),
                         ErrorCode::ConfigError,
                         &format!(
                             "config rejected ({} error{}); nothing changed",
-                            list.len(),
-                            if list.len() == 1 { "" } else { "s" }
+                            errors.len(),
+                            if errors.len() == 1 { "" } else { "s" }
                         ),
                         json!({ "errors": list }),
                     );
