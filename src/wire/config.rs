@@ -252,7 +252,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             message: format!(
                 "invalid JSON at line {} column {}: {}",
                 e.line(),
-                e.column(),
+                e.column().max(1),
                 strip_position(&e)
             ),
         }]

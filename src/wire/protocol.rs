@@ -349,9 +349,10 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
 }
 
 fn invalid_json(e: &serde_json::Error) -> String {
+    // serde_json says column 0 for an empty line; columns count from 1.
     format!(
         "invalid JSON at column {}: {}",
-        e.column(),
+        e.column().max(1),
         strip_position(&e.to_string())
     )
 }
