@@ -46,7 +46,9 @@ pub fn read(path: &Path) -> Result<String, String> {
     // What counts is the file actually opened, not what the path named a moment ago.
     let meta = file.metadata().map_err(cannot)?;
     refuse_unless_regular(path, &meta)?;
-    refuse_if_too_big(path, meta.len())?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big(path, &format!("{} bytes", meta.len())));
+    }
     read_bounded(path, file)
 }
 
@@ -57,7 +59,9 @@ fn read_bounded(path: &Path, file: File) -> Result<String, String> {
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut raw)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    refuse_if_too_big(path, raw.len() as u64)?;
+    if raw.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big(path, &format!("over {MAX_CONFIG_BYTES} bytes")));
+    }
     String::from_utf8(raw).map_err(|e| {
         format!(
             "cannot read {}: not UTF-8 text (invalid byte at offset {}); save the file as UTF-8",
@@ -91,21 +95,12 @@ fn refuse_unless_regular(path: &Path, meta: &Metadata) -> Result<(), String> {
     ))
 }
 
-fn refuse_if_too_big(path: &Path, len: u64) -> Result<(), String> {
-    if len <= MAX_CONFIG_BYTES {
-        return Ok(());
-    }
-    // A read stops one byte past the limit: then the true size is not known.
-    let size = if len == MAX_CONFIG_BYTES + 1 {
-        format!("over {MAX_CONFIG_BYTES} bytes")
-    } else {
-        format!("{len} bytes")
-    };
-    Err(format!(
+fn too_big(path: &Path, size: &str) -> String {
+    format!(
         "cannot read {}: it is {size}, and a config file may have at most {MAX_CONFIG_BYTES} bytes \
          (4 MiB); is this the right file?",
         path.display()
-    ))
+    )
 }
 
 #[cfg(test)]
