@@ -3,8 +3,9 @@
 //!
 //! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, shutdown of
 //! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
-//! perl fork bomb against its bound, three stubborn dependency waves inside a 6 s bound, and the
-//! start-up window in which a SIGTERM still kills reapd.
+//! perl fork bomb against its bound, three stubborn dependency waves inside a 6 s bound, a
+//! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
+//! window in which a SIGTERM still kills reapd.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -340,6 +341,68 @@ fn budget() {
     );
 }
 
+/// `n` services in one dependency chain that need no process: each one's working directory is
+/// missing, so its spawn fails inside reapd, and `never` keeps it down. `arg` varies the command,
+/// so that two such configs differ in every service.
+fn idle_chain(n: usize, arg: &str) -> Value {
+    let services: serde_json::Map<String, Value> = (0..n)
+        .map(|i| {
+            let mut s = json!({ "cmd": ["true", arg], "cwd": "/nonexistent/reapd-bench", "restart": "never" });
+            if i > 0 {
+                s["after"] = json!([format!("s{:05}", i - 1)]);
+            }
+            (format!("s{i:05}"), s)
+        })
+        .collect();
+    json!({ "services": services })
+}
+
+fn ten_thousand() {
+    let n = 10_000;
+    let dir = TestDir::new("bench-10k");
+    let path = dir.write("chain.json", &idle_chain(n, "a").to_string());
+    let best = (0..3)
+        .map(|_| {
+            let t0 = Instant::now();
+            let (code, _, err) = check(&path);
+            assert_eq!(code, 0, "{err}");
+            t0.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    row(
+        "check of a 10 000-service chain (best of 3)",
+        format!("{} ms", best.as_millis()),
+    );
+    let t0 = Instant::now();
+    let mut d = Daemon::start_in(dir, &idle_chain(n, "a"), &[]);
+    row(
+        "start-up with a 10 000-service chain, until ping answers",
+        format!("{} ms", t0.elapsed().as_millis()),
+    );
+    let reload = |d: &Daemon, what: &str| {
+        let t0 = Instant::now();
+        let v = d.request(r#"{"cmd":"reload"}"#);
+        let took = t0.elapsed();
+        assert_eq!(v["ok"], true, "{v}");
+        row(
+            &format!("reload of a 10 000-service chain, {what}"),
+            format!("{} ms", took.as_millis()),
+        );
+    };
+    reload(&d, "unchanged");
+    let tmp = d
+        .dir
+        .write("config.json.new", &idle_chain(n, "b").to_string());
+    std::fs::rename(tmp, d.dir.join("config.json")).expect("rename config");
+    reload(&d, "every service changed");
+    let (wall, events) = shut_down(&mut d);
+    row(
+        "shutdown of a 10 000-service chain (10 000 waves, no process)",
+        format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
+    );
+}
+
 fn main() {
     // `cargo test --all-targets` runs benchmarks once as tests: only `cargo bench` measures.
     if !std::env::args().any(|a| a == "--bench") {
@@ -355,5 +418,6 @@ fn main() {
     fork_storm();
     cpu_fork_bomb();
     budget();
+    ten_thousand();
     startup_window();
 }

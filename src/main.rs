@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use log::{error, warn};
 use reapd::core::supervisor::{Mode, SINGLE_NAME};
 use reapd::ctl;
-use reapd::sys::event_loop::{self, Setup, load_config};
+use reapd::sys::config_file;
+use reapd::sys::event_loop::{self, Setup};
 use reapd::sys::notify::Notifier;
 use reapd::sys::signals::{self, SignalSource};
 use reapd::sys::spawn::{self, Spawner};
@@ -67,7 +68,7 @@ fn real_main() -> i32 {
             println!("reapd {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Command::Check { config } => match load_config(&config) {
+        Command::Check { config } => match config_file::load(&config) {
             Ok(cfg) => {
                 for w in &cfg.warnings {
                     eprintln!("warning: {w}");
@@ -140,7 +141,7 @@ fn daemon(args: RunArgs) -> i32 {
         return EXIT_START;
     }
     let (mode, mut config) = match &args.config {
-        Some(path) => match load_config(path) {
+        Some(path) => match config_file::load(path) {
             Ok(c) => (Mode::Config, c),
             Err(errors) => {
                 for e in &errors {

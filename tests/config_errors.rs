@@ -1,5 +1,5 @@
 //! Config validation through the real binary: `reapd check` on good and bad files (the exact
-//! error lines, each naming its JSON path), a daemon that refuses a bad file and starts nothing,
+//! error lines, each naming its JSON path; a key given twice is one of them), a daemon that refuses a bad file and starts nothing,
 //! usage errors, and stop timeouts that are capped with a warning.
 
 mod common;
@@ -108,6 +108,19 @@ fn a_dependency_cycle_is_spelled_out() {
         "cfgcycle",
         r#"{"services":{"a":{"cmd":["x"],"after":["b"]},"b":{"cmd":["x"],"after":["a"]},"c":{"cmd":["x"]}}}"#,
         &["services.a.after: dependency cycle: a → b → a"],
+    );
+}
+
+#[test]
+fn a_repeated_key_is_an_error_naming_its_path() {
+    assert_rejected(
+        "cfgdup",
+        r#"{"services":{"a":{"cmd":["x"]},"a":{"cmd":["y"]},"b":{"cmd":["x"],"cmd":["y"]}},"grace_ms":1,"grace_ms":2}"#,
+        &[
+            "services.a: defined twice in the same object; keep only one (reapd does not pick one for you)",
+            "services.b.cmd: defined twice in the same object; keep only one (reapd does not pick one for you)",
+            "grace_ms: defined twice in the same object; keep only one (reapd does not pick one for you)",
+        ],
     );
 }
 

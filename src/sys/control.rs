@@ -19,7 +19,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::core::supervisor::ConnId;
 use crate::wire::protocol::{
-    ErrorCode, LineBuf, LineTooLong, MAX_LINE, Request, parse_request, reply_err,
+    ErrorCode, LineBuf, LineTooLong, MAX_LINE, Request, RequestId, parse_request, reply_err,
 };
 
 /// Most simultaneous client connections.
@@ -206,7 +206,7 @@ pub enum Incoming {
         /// Connection.
         conn: ConnId,
         /// Its `id`.
-        id: Option<serde_json::Value>,
+        id: Option<RequestId>,
         /// The request.
         request: Request,
     },

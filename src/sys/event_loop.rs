@@ -24,6 +24,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
 use crate::core::proctree::{Pid, ProcId, ProcInfo};
 use crate::core::supervisor::{Action, Input, Mode, ScanRequest, Supervisor};
+use crate::sys::config_file;
 use crate::sys::control::{self, Control, Incoming, Lock};
 use crate::sys::logging;
 use crate::sys::notify::Notifier;
@@ -33,7 +34,7 @@ use crate::sys::procfs;
 use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
 use crate::sys::state_file;
-use crate::wire::config::{self, Config, ConfigError};
+use crate::wire::config::{Config, ConfigError};
 use crate::wire::protocol::ExitStatus;
 use crate::wire::protocol::{Event, Survivor, event_line};
 use crate::wire::state_file::{Recorded, StateRecord};
@@ -486,7 +487,7 @@ impl EventLoop {
             }
             Action::LoadConfig { reply } => {
                 let result = match &self.config_path {
-                    Some(p) => load_config(p),
+                    Some(p) => config_file::load(p),
                     None => Err(vec![ConfigError {
                         path: String::new(),
                         message: "no config file to reload".into(),
@@ -749,15 +750,4 @@ fn watch_cap() -> usize {
     usize::try_from(soft.saturating_sub(128))
         .unwrap_or(usize::MAX)
         .max(16)
-}
-
-/// Reads and validates a config file for start-up or `reapd check`.
-pub fn load_config(path: &std::path::Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError {
-            path: String::new(),
-            message: format!("cannot read {}: {e}", path.display()),
-        }]
-    })?;
-    config::parse(&text)
 }

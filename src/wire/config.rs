@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,8 +15,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
+pub use crate::wire::json::join;
+use crate::wire::json::parse_strict;
 use crate::wire::signal_names::{parse_signal, signal_name};
-use crate::wire::text::did_you_mean;
+use crate::wire::text::{did_you_mean, quoted};
 
 /// Hard ceiling on the whole shutdown: the Kubernetes default grace period.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +32,9 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Shortest `match` string: a shorter one would sweep unrelated processes.
 pub const MIN_MATCH_LEN: usize = 3;
+/// Most errors of one file that get a "did you mean" suggestion: each compares a word with up
+/// to `text::MAX_CANDIDATES` names, and a file may hold thousands of misspellings.
+pub const MAX_HINTS: usize = 100;
 
 /// Every top-level key the parser accepts.
 pub const TOP_KEYS: &[&str] = &[
@@ -254,18 +259,24 @@ impl fmt::Display for ConfigError {
 
 /// Parses and validates a config file's text. On failure returns every error found.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
+    let (root, repeated) = parse_strict(text, "").map_err(|e| {
         vec![ConfigError {
             path: String::new(),
             message: format!(
                 "invalid JSON at line {} column {}: {}",
                 e.line(),
-                e.column(),
+                e.column().max(1),
                 strip_position(&e)
             ),
         }]
     })?;
     let mut cx = Cx::default();
+    for path in repeated {
+        cx.err(
+            &path,
+            "defined twice in the same object; keep only one (reapd does not pick one for you)",
+        );
+    }
     let cfg = cx.config(&root);
     if cx.errors.is_empty() {
         let mut cfg = cfg;
@@ -289,6 +300,8 @@ fn strip_position(e: &serde_json::Error) -> String {
 struct Cx {
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
+    /// Suggestions made so far (see [`MAX_HINTS`]).
+    hints: usize,
 }
 
 impl Cx {
@@ -297,6 +310,15 @@ impl Cx {
             path: path.to_string(),
             message: message.into(),
         });
+    }
+
+    /// A "did you mean" for `word`, while the file's budget of suggestions lasts.
+    fn hint<'a>(&mut self, word: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+        if self.hints >= MAX_HINTS {
+            return String::new();
+        }
+        self.hints += 1;
+        did_you_mean(word, known)
     }
 
     fn config(&mut self, root: &Value) -> Config {
@@ -411,7 +433,13 @@ impl Cx {
                     "on-failure" => RestartPolicy::OnFailure,
                     "never" => RestartPolicy::Never,
                     other => {
-                        self.err(&p, format!("expected one of \"always\", \"on-failure\", \"never\", found {other:?}"));
+                        self.err(
+                            &p,
+                            format!(
+                                "expected one of \"always\", \"on-failure\", \"never\", found {}",
+                                quoted(other)
+                            ),
+                        );
                         RestartPolicy::Always
                     }
                 };
@@ -454,7 +482,7 @@ impl Cx {
                     other => {
                         self.err(
                             &p,
-                            format!("expected \"tree\" or \"main\", found {other:?}"),
+                            format!("expected \"tree\" or \"main\", found {}", quoted(other)),
                         );
                         StopScope::Tree
                     }
@@ -516,7 +544,8 @@ impl Cx {
     }
 
     /// Orders services so every one comes after the services it names in `after`; reports
-    /// unknown names and cycles.
+    /// unknown names and cycles. Services of one level (whose dependencies are all placed) go
+    /// in name order. Kahn's algorithm, level by level: linear in services plus dependencies.
     /// `declared` holds every service name in the file, including services with errors of their
     /// own: depending on one of those is not an "unknown service".
     fn start_order(
@@ -528,10 +557,10 @@ impl Cx {
         for s in &specs {
             for (i, dep) in s.after.iter().enumerate() {
                 if !declared.contains(dep.as_str()) {
-                    let hint = did_you_mean(dep, declared.iter().copied());
+                    let hint = self.hint(dep, declared.iter().copied());
                     self.err(
                         &format!("{}[{i}]", join(&join("services", &s.name), "after")),
-                        format!("unknown service {dep:?}{hint}"),
+                        format!("unknown service {}{hint}", quoted(dep)),
                     );
                     bad = true;
                 }
@@ -540,25 +569,56 @@ impl Cx {
         if bad {
             return specs;
         }
-        let mut placed: BTreeSet<String> = BTreeSet::new();
-        let mut order: Vec<ServiceSpec> = Vec::new();
-        let mut rest: Vec<ServiceSpec> = specs;
-        loop {
-            let (ready, waiting): (Vec<ServiceSpec>, Vec<ServiceSpec>) = rest
-                .into_iter()
-                .partition(|s| s.after.iter().all(|d| placed.contains(d)));
-            if ready.is_empty() {
-                rest = waiting;
-                break;
+        // `specs` is in name order (it comes from a sorted map), so indices sort like names.
+        let index: HashMap<&str, usize> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let mut waiting_on: Vec<usize> = vec![0; specs.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
+        for (i, s) in specs.iter().enumerate() {
+            for dep in &s.after {
+                if let (Some(&d), Some(n)) = (index.get(dep.as_str()), waiting_on.get_mut(i)) {
+                    *n += 1;
+                    if let Some(list) = dependents.get_mut(d) {
+                        list.push(i);
+                    }
+                }
             }
-            for s in ready {
-                placed.insert(s.name.clone());
-                order.push(s);
-            }
-            rest = waiting;
         }
-        if let Some(first) = rest.first() {
-            let cycle = find_cycle(&rest, &first.name);
+        let mut level: Vec<usize> = waiting_on
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == 0)
+            .map(|(i, _)| i)
+            .collect();
+        let mut placed: Vec<usize> = Vec::with_capacity(specs.len());
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for &i in &level {
+                for &d in dependents.get(i).into_iter().flatten() {
+                    if let Some(n) = waiting_on.get_mut(d) {
+                        *n -= 1;
+                        if *n == 0 {
+                            next.push(d);
+                        }
+                    }
+                }
+            }
+            placed.append(&mut level);
+            next.sort_unstable();
+            level = next;
+        }
+        let mut slots: Vec<Option<ServiceSpec>> = specs.into_iter().map(Some).collect();
+        let mut order: Vec<ServiceSpec> = placed
+            .iter()
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+            .collect();
+        // What is left waits, directly or not, on a cycle.
+        let rest: Vec<ServiceSpec> = slots.into_iter().flatten().collect();
+        if !rest.is_empty() {
+            let cycle = find_cycle(&rest);
             self.err(
                 &join(
                     &join("services", cycle.first().map_or("", String::as_str)),
@@ -631,7 +691,7 @@ impl Cx {
 
     fn argv(&mut self, path: &str, v: &Value) -> Option<Vec<String>> {
         if let Value::String(s) = v {
-            self.err(path, format!("expected an array of strings (argv, no shell), found {}; write [\"sh\", \"-c\", {s:?}] to use a shell", describe(v)));
+            self.err(path, format!("expected an array of strings (argv, no shell), found {}; write [\"sh\", \"-c\", {}] to use a shell", describe(v), quoted(s)));
             return None;
         }
         let list = self.string_list(path, v)?;
@@ -657,7 +717,7 @@ impl Cx {
             if key.starts_with('_') || known.contains(&key.as_str()) {
                 continue;
             }
-            let hint = did_you_mean(key, known.iter().copied());
+            let hint = self.hint(key, known.iter().copied());
             let hint = if hint.is_empty() {
                 format!(" (known keys: {})", known.join(", "))
             } else {
@@ -678,46 +738,44 @@ fn check_name(name: &str) -> Result<(), String> {
         .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c));
     if name.len() > 64 || !ok_first || !ok_rest {
         return Err(format!(
-            "invalid service name {name:?}: use up to 64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
+            "invalid service name {}: use up to 64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
+            quoted(name)
         ));
     }
     Ok(())
 }
 
-/// Finds one dependency cycle among services that could not be ordered, starting at `start`.
-fn find_cycle(rest: &[ServiceSpec], start: &str) -> Vec<String> {
-    let deps: BTreeMap<&str, &Vec<String>> =
+/// Finds one dependency cycle among services that could not be ordered, starting from the
+/// first of them: every one of them waits on at least one other, so following those leads back.
+fn find_cycle(rest: &[ServiceSpec]) -> Vec<String> {
+    let deps: HashMap<&str, &Vec<String>> =
         rest.iter().map(|s| (s.name.as_str(), &s.after)).collect();
-    let mut path: Vec<String> = vec![start.to_string()];
-    let mut cur = start.to_string();
+    let Some(start) = rest.first().map(|s| s.name.as_str()) else {
+        return Vec::new();
+    };
+    let mut path: Vec<&str> = vec![start];
+    let mut seen: HashMap<&str, usize> = HashMap::from([(start, 0)]);
+    let mut cur = start;
     loop {
-        // Every unordered service waits on at least one other unordered service.
         let next = deps
-            .get(cur.as_str())
-            .and_then(|after| after.iter().find(|d| deps.contains_key(d.as_str())))
-            .cloned();
-        let Some(next) = next else { return path };
-        if let Some(pos) = path.iter().position(|p| *p == next) {
-            let mut cycle = path.get(pos..).unwrap_or_default().to_vec();
-            cycle.push(next);
+            .get(cur)
+            .and_then(|after| after.iter().find(|d| deps.contains_key(d.as_str())));
+        let Some(next) = next.map(String::as_str) else {
+            return path.iter().map(|s| s.to_string()).collect();
+        };
+        if let Some(&pos) = seen.get(next) {
+            let mut cycle: Vec<String> = path
+                .get(pos..)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            cycle.push(next.to_string());
             return cycle;
         }
-        path.push(next.clone());
+        seen.insert(next, path.len());
+        path.push(next);
         cur = next;
-    }
-}
-
-/// Appends a key to a JSON path, quoting keys that are not plain identifiers.
-pub fn join(path: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    match (path.is_empty(), plain) {
-        (true, true) => key.to_string(),
-        (true, false) => format!("[{key:?}]"),
-        (false, true) => format!("{path}.{key}"),
-        (false, false) => format!("{path}[{key:?}]"),
     }
 }
 
@@ -891,6 +949,84 @@ mod tests {
             .expect("valid");
         assert!(cfg.services.is_empty());
         assert_eq!(cfg.effective_grace(), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn repeated_keys_are_errors_naming_their_path() {
+        assert_eq!(
+            errors(
+                r#"{"services": {"a": {"cmd": ["x"]}, "a": {"cmd": ["y"]}, "b": {"cmd": ["x"], "env": {"K": "1", "K": "2"}}}, "grace_ms": 1, "grace_ms": 2}"#
+            ),
+            [
+                "services.a: defined twice in the same object; keep only one (reapd does not pick one for you)",
+                "services.b.env.K: defined twice in the same object; keep only one (reapd does not pick one for you)",
+                "grace_ms: defined twice in the same object; keep only one (reapd does not pick one for you)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_chain_is_ordered_in_linear_time_and_a_long_cycle_is_named() {
+        let n = 10_000;
+        let chain = |cyclic: bool| {
+            let services: Map<String, Value> = (0..n)
+                .map(|i| {
+                    let after = match (i, cyclic) {
+                        (0, false) => vec![],
+                        (0, true) => vec![format!("s{:05}", n - 1)],
+                        _ => vec![format!("s{:05}", i - 1)],
+                    };
+                    (
+                        format!("s{i:05}"),
+                        serde_json::json!({ "cmd": ["x"], "after": after }),
+                    )
+                })
+                .collect();
+            serde_json::json!({ "services": services }).to_string()
+        };
+        let cfg = parse(&chain(false)).expect("valid");
+        assert_eq!(cfg.services.len(), n);
+        assert!(
+            cfg.services
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.name == format!("s{i:05}"))
+        );
+        let errs = errors(&chain(true));
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with(
+                "services.s00000.after: dependency cycle: s00000 → s09999 → s09998 → "
+            ),
+            "{}",
+            &errs[0][..200]
+        );
+        assert!(errs[0].ends_with("s00001 → s00000"));
+    }
+
+    #[test]
+    fn long_names_are_clipped_in_messages_and_suggestions_are_bounded() {
+        let long = "x".repeat(60_000);
+        let errs = errors(&format!(
+            r#"{{"services": {{"a": {{"cmd": ["x"], "after": ["{long}"]}}, "b": {{"cmd": ["x"], "restart": "{long}"}}}}}}"#
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.len() < 300), "{errs:?}");
+        // Every unknown dependency is reported, the first MAX_HINTS with a suggestion.
+        let services: Map<String, Value> = (0..500)
+            .map(|i| {
+                (
+                    format!("s{i:03}"),
+                    serde_json::json!({ "cmd": ["x"], "after": [format!("t{i:03}")] }),
+                )
+            })
+            .collect();
+        let errs = errors(&serde_json::json!({ "services": services }).to_string());
+        assert_eq!(errs.len(), 500);
+        assert_eq!(
+            errs.iter().filter(|e| e.contains("did you mean")).count(),
+            MAX_HINTS
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The wire: the formats reapd speaks at its boundaries, as pure data and parsers.
 //!
 //! Owns: the config file, the command line, the control protocol (requests, replies, events and
-//! line framing), signal names, and text helpers (suggestions, durations).
+//! line framing), strict JSON reading (repeated keys, raw values), signal names, and text helpers (suggestions, durations).
 //! Must never: do I/O or import from `core` or `sys`: callers hand it text and bytes.
 #![deny(clippy::disallowed_methods)]
 
 pub mod cli;
 pub mod config;
+pub mod json;
 pub mod protocol;
 pub mod signal_names;
 pub mod state_file;

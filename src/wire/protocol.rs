@@ -9,10 +9,13 @@
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use crate::wire::json::{RawObject, join, parse_raw_object, parse_raw_value};
 use crate::wire::signal_names::{parse_signal, signal_name};
-use crate::wire::text::did_you_mean;
+use crate::wire::text::{clip, did_you_mean, quoted};
 
 /// How a process ended, as reported by `waitpid`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,11 +111,36 @@ impl Request {
     }
 }
 
+/// A request's `id`: any JSON value, kept as the exact text the client sent, so that it comes
+/// back byte for byte (a 30-digit integer as written, an object with its spacing and key order).
+#[derive(Clone, Debug)]
+pub struct RequestId(Box<RawValue>);
+
+impl RequestId {
+    /// The id's JSON text, exactly as sent.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// An id from JSON text, if it is one valid JSON value.
+    pub fn from_json(text: &str) -> Option<RequestId> {
+        RawValue::from_string(text.to_string()).ok().map(RequestId)
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
+
+impl Eq for RequestId {}
+
 /// A request with the optional `id` the client wants echoed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     /// Echoed verbatim in the reply.
-    pub id: Option<Value>,
+    pub id: Option<RequestId>,
     /// The request.
     pub request: Request,
 }
@@ -174,7 +202,7 @@ impl ErrorCode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestError {
     /// The request's `id`, when it could be read.
-    pub id: Option<Value>,
+    pub id: Option<RequestId>,
     /// Error code.
     pub code: ErrorCode,
     /// Human-readable explanation.
@@ -182,8 +210,12 @@ pub struct RequestError {
 }
 
 /// Parses one request line (without its newline).
+///
+/// Strict and lossless: a key given twice (at any depth) is an error naming its path, the `id`
+/// is kept as sent, and an `id` read before a syntax error is still echoed in the error reply.
+/// Every message repeats at most a clipped part of what the client sent.
 pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
-    let bad = |id: Option<Value>, message: String| RequestError {
+    let bad = |id: Option<RequestId>, message: String| RequestError {
         id,
         code: ErrorCode::BadRequest,
         message,
@@ -194,26 +226,46 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
             format!("request is not valid UTF-8 (byte {})", e.valid_up_to() + 1),
         )
     })?;
-    let value: Value = serde_json::from_str(text.trim_end_matches('\r')).map_err(|e| {
+    let text = text.trim_end_matches('\r');
+    let not_an_object = || {
         bad(
             None,
-            format!(
-                "invalid JSON at column {}: {}",
-                e.column(),
-                strip_position(&e.to_string())
-            ),
-        )
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(bad(
-            None,
             "a request must be a JSON object such as {\"cmd\": \"ping\"}".into(),
-        ));
+        )
     };
-    let id = obj.get("id").cloned();
-    let cmd = match obj.get("cmd") {
+    if !text.trim_start().starts_with('{') {
+        // Tell bad JSON from good JSON that is not an object, as for any other line.
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => not_an_object(),
+            Err(e) => bad(None, invalid_json(&e)),
+        });
+    }
+    let mut obj = RawObject::default();
+    let parsed = parse_raw_object(text, &mut obj);
+    let id = obj.get("id").map(|raw| RequestId(raw.to_owned()));
+    if let Err(e) = parsed {
+        return Err(bad(id, invalid_json(&e)));
+    }
+    if let Some(path) = obj.dups.first() {
+        return Err(bad(id, defined_twice(path)));
+    }
+    let mut fields: Vec<(&str, Value)> = Vec::with_capacity(obj.fields.len());
+    for (key, raw) in &obj.fields {
+        let (value, dups) = parse_raw_value(raw, &join("", key)).map_err(|e| bad(id.clone(), e))?;
+        if let Some(path) = dups.first() {
+            return Err(bad(id, defined_twice(path)));
+        }
+        fields.push((key, value));
+    }
+    let get = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+    let cmd = match get("cmd") {
         Some(Value::String(s)) => s.as_str(),
-        Some(other) => return Err(bad(id, format!("\"cmd\" must be a string, found {other}"))),
+        Some(other) => {
+            return Err(bad(
+                id,
+                format!("\"cmd\" must be a string, found {}", shown(other)),
+            ));
+        }
         None => {
             return Err(bad(
                 id,
@@ -221,7 +273,7 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
             ));
         }
     };
-    let fields: &[&str] = match cmd {
+    let wanted: &[&str] = match cmd {
         "start" | "stop" | "restart" => &["name"],
         "signal" => &["name", "signal"],
         c if COMMANDS.contains(&c) => &[],
@@ -230,25 +282,32 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
                 id,
                 code: ErrorCode::UnknownCommand,
                 message: format!(
-                    "unknown command {other:?}{}; commands: {}",
+                    "unknown command {}{}; commands: {}",
+                    quoted(other),
                     did_you_mean(other, COMMANDS.iter().copied()),
                     COMMANDS.join(", ")
                 ),
             });
         }
     };
-    for key in obj.keys() {
-        if key != "cmd" && key != "id" && !fields.contains(&key.as_str()) {
-            let hint = did_you_mean(key, fields.iter().copied());
-            return Err(bad(id, format!("unknown field {key:?} for {cmd:?}{hint}")));
+    for (key, _) in &fields {
+        if *key != "cmd" && *key != "id" && !wanted.contains(key) {
+            let hint = did_you_mean(key, wanted.iter().copied());
+            return Err(bad(
+                id,
+                format!("unknown field {} for {cmd:?}{hint}", quoted(key)),
+            ));
         }
     }
     let name = || -> Result<String, RequestError> {
-        match obj.get("name") {
+        match get("name") {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             Some(other) => Err(bad(
                 id.clone(),
-                format!("\"name\" must be a non-empty string, found {other}"),
+                format!(
+                    "\"name\" must be a non-empty string, found {}",
+                    shown(other)
+                ),
             )),
             None => Err(bad(
                 id.clone(),
@@ -267,11 +326,12 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
         "stop" => Request::Stop { name: name()? },
         "restart" => Request::Restart { name: name()? },
         _ => {
-            let signal = match obj.get("signal") {
+            let signal = match get("signal") {
                 Some(Value::String(s)) => parse_signal(s),
                 Some(Value::Number(n)) => parse_signal(&n.to_string()),
                 Some(other) => Err(format!(
-                    "\"signal\" must be a name or a number, found {other}"
+                    "\"signal\" must be a name or a number, found {}",
+                    shown(other)
                 )),
                 None => Err(
                     "missing \"signal\": the signal to send, a name such as \"HUP\" or a number"
@@ -288,6 +348,24 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
     Ok(Envelope { id, request })
 }
 
+fn invalid_json(e: &serde_json::Error) -> String {
+    // serde_json says column 0 for an empty line; columns count from 1.
+    format!(
+        "invalid JSON at column {}: {}",
+        e.column().max(1),
+        strip_position(&e.to_string())
+    )
+}
+
+fn defined_twice(path: &str) -> String {
+    format!("{path}: defined twice; a request may give each key only once")
+}
+
+/// A JSON value in an error message, clipped.
+fn shown(v: &Value) -> String {
+    clip(&v.to_string()).into_owned()
+}
+
 fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
@@ -296,17 +374,22 @@ fn strip_position(msg: &str) -> String {
 }
 
 /// An `{"ok": true, ...}` reply line (newline included).
-pub fn reply_ok(id: Option<&Value>, fields: Value) -> String {
+pub fn reply_ok(id: Option<&RequestId>, fields: Value) -> String {
     reply_line(true, id, fields)
 }
 
 /// An `{"ok": false, "code": ..., "error": ...}` reply line (newline included).
-pub fn reply_err(id: Option<&Value>, code: ErrorCode, message: &str) -> String {
+pub fn reply_err(id: Option<&RequestId>, code: ErrorCode, message: &str) -> String {
     reply_err_with(id, code, message, json!({}))
 }
 
 /// An error reply with extra fields (e.g. the list of config errors).
-pub fn reply_err_with(id: Option<&Value>, code: ErrorCode, message: &str, extra: Value) -> String {
+pub fn reply_err_with(
+    id: Option<&RequestId>,
+    code: ErrorCode,
+    message: &str,
+    extra: Value,
+) -> String {
     let mut fields = Map::new();
     fields.insert("code".into(), Value::String(code.as_str().into()));
     fields.insert("error".into(), Value::String(message.into()));
@@ -318,10 +401,11 @@ pub fn reply_err_with(id: Option<&Value>, code: ErrorCode, message: &str, extra:
 
 /// `{"ok":…,"id":…,` then the other fields: `ok` leads so a person reading socat output sees the
 /// verdict first (serde_json would sort it among the rest).
-fn reply_line(ok: bool, id: Option<&Value>, fields: Value) -> String {
+fn reply_line(ok: bool, id: Option<&RequestId>, fields: Value) -> String {
     let mut out = format!("{{\"ok\":{ok}");
     if let Some(id) = id {
-        out.push_str(&format!(",\"id\":{id}"));
+        out.push_str(",\"id\":");
+        out.push_str(id.as_json());
     }
     if let Value::Object(mut f) = fields {
         f.remove("ok");
@@ -633,8 +717,12 @@ mod tests {
                 signal: Signal::SIGUSR1
             }
         );
-        let env = parse_request(br#"{"id":{"a":[1]},"cmd":"status"}"#).expect("parses");
-        assert_eq!(env.id, Some(json!({"a":[1]})));
+        let env =
+            parse_request(br#"{"id":{"b": [1, 2.50], "a":1},"cmd":"status"}"#).expect("parses");
+        assert_eq!(
+            env.id.as_ref().map(RequestId::as_json),
+            Some(r#"{"b": [1, 2.50], "a":1}"#)
+        );
     }
 
     #[test]
@@ -668,7 +756,7 @@ mod tests {
             "missing \"cmd\"; one of: ping, status, list, start, stop, restart, signal, reload, shutdown, watch"
         );
         let e = parse_request(b"{\"id\":3,\"cmd\":5}").expect_err("bad");
-        assert_eq!(e.id, Some(json!(3)));
+        assert_eq!(e.id, RequestId::from_json("3"));
         assert_eq!(err("\u{fffd}").0, ErrorCode::BadRequest);
         assert_eq!(
             parse_request(b"\xff").expect_err("bad").message,
@@ -679,13 +767,87 @@ mod tests {
     #[test]
     fn replies_echo_the_id() {
         assert_eq!(
-            reply_ok(Some(&json!("a")), json!({"pong": true})),
+            reply_ok(
+                RequestId::from_json("\"a\"").as_ref(),
+                json!({"pong": true})
+            ),
             "{\"ok\":true,\"id\":\"a\",\"pong\":true}\n"
         );
         assert_eq!(
             reply_err(None, ErrorCode::NoSuchService, "no service \"x\""),
             "{\"ok\":false,\"code\":\"no_such_service\",\"error\":\"no service \\\"x\\\"\"}\n"
         );
+    }
+
+    #[test]
+    fn ids_come_back_exactly_as_sent() {
+        let id = |line: &str| parse_request(line.as_bytes()).map_or_else(|e| e.id, |env| env.id);
+        let big = "123456789012345678901234567890";
+        let got = id(&format!(r#"{{"cmd":"ping","id":{big}}}"#));
+        assert_eq!(
+            reply_ok(got.as_ref(), json!({"pong": true})),
+            format!("{{\"ok\":true,\"id\":{big},\"pong\":true}}\n")
+        );
+        assert_eq!(
+            id(r#"{"id": 1.0e3 , "cmd":"ping"}"#)
+                .as_ref()
+                .map(RequestId::as_json),
+            Some("1.0e3")
+        );
+        assert_eq!(
+            id(r#"{"id":"\u0041","cmd":"nope"}"#)
+                .as_ref()
+                .map(RequestId::as_json),
+            Some(r#""\u0041""#)
+        );
+        // An id read before the line breaks off is still echoed.
+        assert_eq!(
+            id(r#"{"id":[7, 8],"cmd":"pi"#)
+                .as_ref()
+                .map(RequestId::as_json),
+            Some("[7, 8]")
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_errors_naming_their_path() {
+        let e = parse_request(br#"{"cmd":"stop","name":"a","name":"b","id":1}"#).expect_err("dup");
+        assert_eq!(
+            (
+                e.code,
+                e.message.as_str(),
+                e.id.as_ref().map(RequestId::as_json)
+            ),
+            (
+                ErrorCode::BadRequest,
+                "name: defined twice; a request may give each key only once",
+                Some("1")
+            )
+        );
+        let e = parse_request(br#"{"cmd":"ping","id":{"k":1,"k":2}}"#).expect_err("nested");
+        assert_eq!(
+            e.message,
+            "id.k: defined twice; a request may give each key only once"
+        );
+        assert_eq!(
+            e.id.as_ref().map(RequestId::as_json),
+            Some(r#"{"k":1,"k":2}"#)
+        );
+    }
+
+    #[test]
+    fn long_words_are_clipped_and_get_no_suggestion() {
+        let long = "x".repeat(60_000);
+        for line in [
+            format!(r#"{{"cmd":"{long}"}}"#),
+            format!(r#"{{"cmd":"stop","{long}":1}}"#),
+            format!(r#"{{"cmd":"stop","name":["{long}"]}}"#),
+            format!(r#"{{"cmd":"signal","name":"a","signal":"{long}"}}"#),
+        ] {
+            let e = parse_request(line.as_bytes()).expect_err("bad");
+            assert!(e.message.len() < 300, "{}", e.message);
+            assert!(e.message.contains("xxx…"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -20,8 +20,12 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
     } else {
         format!("SIG{upper}")
     };
-    full.parse::<Signal>()
-        .map_err(|_| format!("unknown signal name {t:?} (use a name such as TERM or a number)"))
+    full.parse::<Signal>().map_err(|_| {
+        format!(
+            "unknown signal name {} (use a name such as TERM or a number)",
+            crate::wire::text::quoted(t)
+        )
+    })
 }
 
 /// The conventional name of a signal number (`SIGTERM`), or `signal N` when it has none.
