@@ -1,7 +1,8 @@
 //! Timings and sizes, printed as a table (run with `scripts/bench`): what the tests check as
 //! behaviour with generous bounds, measured here.
 //!
-//! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, shutdown of
+//! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, hostile
+//! clients (memory and other clients' answers during a flood, a pipelining reader), shutdown of
 //! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
 //! perl fork bomb against its bound, three stubborn dependency waves inside a 6 s bound, a
 //! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
@@ -12,6 +13,8 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -158,6 +161,105 @@ fn throughput() {
         "list of 10 services, connect + request + reply",
         format!("{:.0} µs each", t0.elapsed().as_micros() as f64 / 200.0),
     );
+}
+
+/// A client that writes `line` without pause and never reads, until `stop`.
+fn flood(
+    socket: &std::path::Path,
+    line: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_write_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let chunk = format!("{line}\n").repeat(4096).into_bytes();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match s.write(&chunk) {
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+fn hostile_clients() {
+    let mut d = Daemon::start("bench-hostile", &sleepers(40));
+    let pid = d.pid();
+    let before = status_field(pid, "VmRSS:");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..3)
+        .map(|_| flood(&d.socket, r#"{"cmd":"list"}"#, stop.clone()))
+        .collect();
+    let mut answers = Vec::new();
+    let mut peak = 0;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let v = d.request(r#"{"cmd":"ping"}"#);
+        assert_eq!(v["pong"], true);
+        answers.push(t0.elapsed());
+        peak = peak.max(status_field(pid, "VmRSS:"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        let _ = f.join();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = status_field(pid, "VmRSS:");
+    answers.sort();
+    let median = answers.get(answers.len() / 2).copied().unwrap_or_default();
+    let worst = answers.last().copied().unwrap_or_default();
+    row(
+        "3 clients flooding `list`, never reading: RSS",
+        format!("{before} KiB before, {peak} KiB peak, {after} KiB after they leave"),
+    );
+    row(
+        "3 clients flooding: another client's ping",
+        format!(
+            "median {:.2} ms, worst {:.2} ms ({} pings)",
+            median.as_secs_f64() * 1000.0,
+            worst.as_secs_f64() * 1000.0,
+            answers.len()
+        ),
+    );
+    let n = 100_000;
+    let s = UnixStream::connect(&d.socket).expect("connect");
+    let reader = BufReader::new(s.try_clone().expect("clone"));
+    let mut w = s;
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let all: String = (0..n)
+            .map(|i| format!("{{\"cmd\":\"ping\",\"id\":{i}}}\n"))
+            .collect();
+        w.write_all(all.as_bytes()).expect("write");
+    });
+    let mut peak = 0;
+    let mut got = 0;
+    for (i, line) in reader.lines().take(n).enumerate() {
+        let v: Value = serde_json::from_str(&line.expect("reply")).expect("JSON");
+        assert_eq!(v["id"], i);
+        got += 1;
+        if i % 10_000 == 0 {
+            peak = peak.max(status_field(pid, "VmRSS:"));
+        }
+    }
+    let took = t0.elapsed();
+    let _ = writer.join();
+    assert_eq!(got, n);
+    row(
+        "100 000 pipelined pings, replies to a reading client",
+        format!(
+            "{:.0} per second, in order; peak RSS {peak} KiB",
+            n as f64 / took.as_secs_f64()
+        ),
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.exit_code(Duration::from_secs(40)), 0, "{}", d.log());
 }
 
 fn many_services() {
@@ -413,6 +515,7 @@ fn main() {
     sizes();
     idle_and_memory();
     throughput();
+    hostile_clients();
     many_services();
     chain_levels();
     fork_storm();

@@ -158,3 +158,102 @@ fn a_service_that_cannot_be_executed_is_reported_and_retried() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
+
+/// Starts reapd with `sleeper()` in `dir` and expects it to refuse to start with status 3,
+/// starting nothing. Returns the exited daemon (its directory lives as long as it).
+fn refused_start(dir: TestDir) -> Daemon {
+    let cfg = dir.write("config.json", &sleeper());
+    let mut d = Daemon::spawn_in(
+        dir,
+        Start {
+            args: vec!["--config".into(), cfg.display().to_string()],
+            env: Vec::new(),
+            with_socket: true,
+        },
+    );
+    assert_eq!(d.exit_code(SOON), 3, "{}", d.log());
+    assert!(
+        live_with_marker(&d.marker).is_empty(),
+        "nothing may be started"
+    );
+    d
+}
+
+#[test]
+fn a_socket_another_process_listens_on_is_left_alone() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::MetadataExt;
+    let dir = TestDir::new("foreign");
+    let sock = dir.join("s.sock");
+    let foreign = UnixListener::bind(&sock).expect("bind");
+    let inode = std::fs::metadata(&sock).expect("socket").ino();
+    let d = refused_start(dir);
+    assert!(
+        d.log().contains(&format!(
+            "another process is listening on {}",
+            sock.display()
+        )),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        std::fs::metadata(&sock).map(|m| m.ino()).ok(),
+        Some(inode),
+        "the socket file was replaced"
+    );
+    // The other program still gets its connections (reapd's probe is among them).
+    let mut client = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    foreign.set_nonblocking(true).expect("nonblocking");
+    while let Ok((mut s, _)) = foreign.accept() {
+        let _ = s.write_all(b"hello\n");
+    }
+    client.set_read_timeout(Some(SOON)).expect("timeout");
+    let mut got = [0u8; 6];
+    client
+        .read_exact(&mut got)
+        .expect("reply from the other listener");
+    assert_eq!(&got, b"hello\n");
+}
+
+#[test]
+fn a_symlink_at_the_lock_path_is_refused_and_its_target_left_unchanged() {
+    let dir = TestDir::new("locklink");
+    let victim = dir.write("victim", "precious data\n");
+    std::os::unix::fs::symlink(&victim, dir.join("s.sock.lock")).expect("symlink");
+    let d = refused_start(dir);
+    assert!(d.log().contains("is a symbolic link"), "{}", d.log());
+    assert_eq!(
+        std::fs::read_to_string(&victim).ok().as_deref(),
+        Some("precious data\n")
+    );
+    assert!(
+        d.dir.join("s.sock.lock").is_symlink(),
+        "the link is left alone"
+    );
+    // A dangling link is refused too, and nothing is created where it points.
+    let dir = TestDir::new("locklink2");
+    let dangling = dir.join("nowhere");
+    std::os::unix::fs::symlink(&dangling, dir.join("s.sock.lock")).expect("symlink");
+    let d = refused_start(dir);
+    assert!(d.log().contains("is a symbolic link"), "{}", d.log());
+    assert!(!dangling.exists(), "the link target was created");
+}
+
+#[test]
+fn a_fifo_or_a_directory_at_the_lock_path_is_refused() {
+    let dir = TestDir::new("lockfifo");
+    let fifo = std::ffi::CString::new(dir.join("s.sock.lock").display().to_string()).expect("path");
+    // SAFETY: mkfifo reads the NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    let d = refused_start(dir);
+    assert!(
+        d.log().contains("is a FIFO, not a regular file"),
+        "{}",
+        d.log()
+    );
+    let dir = TestDir::new("lockdir");
+    std::fs::create_dir(dir.join("s.sock.lock")).expect("mkdir");
+    let d = refused_start(dir);
+    assert!(d.log().contains("is a directory"), "{}", d.log());
+    assert!(d.dir.join("s.sock.lock").is_dir());
+}

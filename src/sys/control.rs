@@ -1,15 +1,19 @@
 //! The control socket: the lock that makes one instance per socket, the listener, and the
 //! per-connection buffers.
 //!
-//! Owns: `<socket>.lock` (flock), binding the socket 0600, accepting, reading lines, queueing
-//! replies and events, and closing connections that misbehave.
+//! Owns: `<socket>.lock` (flock; never followed through a symbolic link, always a regular
+//! file), binding the socket 0600 (never over a socket someone listens on), accepting (up to
+//! the cap), reading lines in per-turn slices, queueing replies and events, and closing
+//! connections that misbehave.
 //! Must never: let one client affect another or the daemon. Every buffer is bounded, every
-//! socket non-blocking, and an error on one connection closes only that connection.
+//! socket non-blocking, and an error on one connection closes only that connection. A client
+//! that sends faster than it reads is slowed down (its requests wait in its socket), never
+//! dropped; only a watcher, which cannot be slowed down, is dropped when it stops reading.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,10 +26,33 @@ use crate::wire::protocol::{
     ErrorCode, LineBuf, LineTooLong, MAX_LINE, Request, RequestId, parse_request, reply_err,
 };
 
-/// Most simultaneous client connections.
+/// Most simultaneous client connections, however many descriptors the open-file limit
+/// allows (the event loop derives the actual cap from it).
 pub const MAX_CONNS: usize = 64;
-/// Most bytes queued for one client before it is considered stuck and dropped.
-pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// Bytes read from one connection per loop turn: a client that writes without pause is served
+/// in slices, between everyone else.
+pub const READ_BUDGET: usize = 64 * 1024;
+/// Request lines taken from one connection per loop turn.
+pub const LINES_PER_TURN: usize = 64;
+/// Replies queued for a client past which its requests are no longer read (backpressure)...
+pub const OUTPUT_HIGH: usize = 256 * 1024;
+/// ...until it has taken all but this much.
+pub const OUTPUT_LOW: usize = 64 * 1024;
+/// Requests of one client still waiting for their reply (a `stop` waits for the process to
+/// exit) past which its requests are no longer read.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Events queued for a watcher that does not read, past which it is dropped: a watcher cannot
+/// be slowed down, since events do not wait.
+pub const MAX_WATCHER_OUTPUT: usize = 1024 * 1024;
+/// One read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Replies of the connection being served are written at the end of its turn, or sooner
+/// once this much has piled up.
+const FLUSH_AT: usize = 32 * 1024;
+/// An emptied buffer keeps at most this much memory.
+const KEEP_CAPACITY: usize = 4 * 1024;
+/// Connections accepted per loop turn.
+const ACCEPTS_PER_TURN: usize = 64;
 
 /// The token of the listener.
 pub const LISTENER: Token = Token(1);
@@ -76,8 +103,70 @@ pub struct Lock {
     path: PathBuf,
 }
 
+/// Opens (creating if need be) the lock file: never through a symbolic link, never blocking
+/// on a FIFO, close-on-exec; then insists on a regular file with a single name.
+fn open_lock_file(path: &Path) -> Result<File, StartError> {
+    let refuse = |what: &str| {
+        StartError::Other(format!(
+            "lock file {} {what}; refusing to use it (remove it or choose another --socket)",
+            path.display()
+        ))
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("is a symbolic link"),
+            Some(libc::EISDIR) => refuse("is a directory"),
+            Some(libc::ENXIO) => refuse("is a FIFO or a socket, not a regular file"),
+            _ => {
+                let hint = if e.kind() == io::ErrorKind::NotFound {
+                    " (does the directory exist?)"
+                } else {
+                    ""
+                };
+                StartError::Other(format!(
+                    "cannot open lock file {}: {e}{hint}",
+                    path.display()
+                ))
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| {
+        StartError::Other(format!("cannot inspect lock file {}: {e}", path.display()))
+    })?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(refuse(&format!("is {kind}, not a regular file")));
+    }
+    if meta.nlink() > 1 {
+        return Err(refuse(&format!(
+            "has {} names (hard links), so writing it would change another file",
+            meta.nlink()
+        )));
+    }
+    Ok(file)
+}
+
 impl Lock {
     /// Takes `<socket>.lock` and writes our pid into it.
+    ///
+    /// The lock file is opened without following a symbolic link and must be a regular file
+    /// with no other name, so the pid never lands in a file someone pointed the path at.
     ///
     /// The lock file is removed at exit. A second instance may have opened the old file just
     /// before that and then lock a file that no longer has a name, so after locking we check
@@ -87,23 +176,7 @@ impl Lock {
         path.push(".lock");
         let path = PathBuf::from(path);
         for _ in 0..5 {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| {
-                    let hint = if e.kind() == io::ErrorKind::NotFound {
-                        " (does the directory exist?)"
-                    } else {
-                        ""
-                    };
-                    StartError::Other(format!(
-                        "cannot open lock file {}: {e}{hint}",
-                        path.display()
-                    ))
-                })?;
+            let mut file = open_lock_file(&path)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
@@ -122,7 +195,7 @@ impl Lock {
                     )));
                 }
             }
-            let same = match (file.metadata(), fs::metadata(&path)) {
+            let same = match (file.metadata(), fs::symlink_metadata(&path)) {
                 (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
                 _ => false,
             };
@@ -157,11 +230,29 @@ impl Lock {
 }
 
 /// Binds the control socket with mode 0600. A socket file left by a dead instance is replaced;
-/// anything else at the path is left alone.
+/// a socket where another process is listening, or anything that is not a socket, is left alone.
 pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            // We hold the lock, so whoever bound this socket is gone.
+            // We hold the lock, so no reapd is listening here; but another program may be.
+            match probe_listener(path) {
+                Probe::Stale => {}
+                Probe::Vanished => return bind_new(path),
+                Probe::Listening => {
+                    return Err(StartError::Other(format!(
+                        "another process is listening on {}: refusing to replace its socket \
+                         (stop that process or choose another --socket)",
+                        path.display()
+                    )));
+                }
+                Probe::Unknown(e) => {
+                    return Err(StartError::Other(format!(
+                        "cannot tell whether another process is listening on {} ({e}): refusing \
+                         to replace it (remove it if it is stale, or choose another --socket)",
+                        path.display()
+                    )));
+                }
+            }
             fs::remove_file(path).map_err(|e| {
                 StartError::Other(format!(
                     "cannot remove stale socket {}: {e}",
@@ -181,6 +272,51 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
         }
         Err(_) => {}
     }
+    bind_new(path)
+}
+
+/// What a connection attempt says about an existing socket file.
+#[derive(Debug)]
+enum Probe {
+    /// Refused: nobody listens, the file is a leftover.
+    Stale,
+    /// The file disappeared meanwhile.
+    Vanished,
+    /// Something accepted (or has a full backlog).
+    Listening,
+    /// Anything else: no conclusion, so nothing may be removed.
+    Unknown(nix::errno::Errno),
+}
+
+/// Connects to `path` without blocking: only `ECONNREFUSED` proves that nobody listens.
+fn probe_listener(path: &Path) -> Probe {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let addr = match UnixAddr::new(path) {
+        Ok(a) => a,
+        Err(e) => return Probe::Unknown(e),
+    };
+    let fd = match socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return Probe::Unknown(e),
+    };
+    let probe = match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        // EAGAIN: the listener's backlog is full, so it is very much alive.
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS) => Probe::Listening,
+        Err(Errno::ECONNREFUSED) => Probe::Stale,
+        Err(Errno::ENOENT) => Probe::Vanished,
+        Err(e) => Probe::Unknown(e),
+    };
+    drop(fd);
+    probe
+}
+
+fn bind_new(path: &Path) -> Result<UnixListener, StartError> {
     // The umask applies at bind time, so the socket never exists with wider permissions.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
@@ -226,6 +362,48 @@ struct Conn {
     closing: bool,
     watcher: bool,
     interest: Interest,
+    /// The socket may hold bytes not read yet: the last read did not end in `WouldBlock`, or a
+    /// readiness event came since. Edge-triggered polling announces new bytes only once.
+    unread: bool,
+    /// Backpressure: its requests are not read until it has taken most of its replies.
+    paused: bool,
+    /// In the ready queue.
+    queued: bool,
+    /// Bytes read and lines taken during its current turn.
+    turn_bytes: usize,
+    turn_lines: usize,
+}
+
+impl Conn {
+    /// Whether serving it again may produce a request without a new readiness event.
+    fn has_input(&self) -> bool {
+        (self.unread && !self.read_closed) || self.input.has_unscanned()
+    }
+
+    /// Updates the backpressure state; true when reading may resume.
+    fn update_pause(&mut self) -> bool {
+        if self.paused {
+            if self.output.len() <= OUTPUT_LOW && self.in_flight < MAX_IN_FLIGHT {
+                self.paused = false;
+                return true;
+            }
+        } else if self.output.len() >= OUTPUT_HIGH || self.in_flight >= MAX_IN_FLIGHT {
+            self.paused = true;
+        }
+        false
+    }
+}
+
+/// Whether connections may be waiting in the listen backlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backlog {
+    /// Accept drained it (or there is no listener).
+    Empty,
+    /// The per-turn accept budget ran out: accept again next turn.
+    Budget,
+    /// At the connection cap or out of descriptors: accept again once a descriptor frees (a
+    /// connection or a pidfd closes), without waiting for another client to connect.
+    Blocked,
 }
 
 /// The listener and its connections.
@@ -236,14 +414,26 @@ pub struct Control {
     conns: BTreeMap<ConnId, Conn>,
     next_id: ConnId,
     allowed_uids: HashSet<u32>,
+    /// Most connections at once, from the descriptor budget (at most [`MAX_CONNS`]).
+    conn_cap: usize,
+    backlog: Backlog,
+    /// Connections with input to serve, in turn order (round robin).
+    ready: VecDeque<ConnId>,
+    /// The connection being served: its replies are flushed when its turn ends.
+    serving: Option<ConnId>,
+    /// Where reads land before framing (allocated once).
+    scratch: Vec<u8>,
 }
 
 impl Control {
-    /// Wraps a bound listener and registers it.
+    /// Wraps a bound listener and registers it. At most `conn_cap` clients are connected at
+    /// once. At [`MAX_CONNS`] further ones are refused with `too_many_connections`; below it
+    /// (the open-file limit set the cap) they wait in the listen backlog until one leaves.
     pub fn new(
         mut listener: UnixListener,
         path: PathBuf,
         registry: &Registry,
+        conn_cap: usize,
     ) -> io::Result<Control> {
         registry.register(&mut listener, LISTENER, Interest::READABLE)?;
         let allowed_uids = HashSet::from([0, nix::unistd::geteuid().as_raw()]);
@@ -253,6 +443,11 @@ impl Control {
             conns: BTreeMap::new(),
             next_id: 0,
             allowed_uids,
+            conn_cap: conn_cap.clamp(1, MAX_CONNS),
+            backlog: Backlog::Empty,
+            ready: VecDeque::new(),
+            serving: None,
+            scratch: vec![0; READ_CHUNK],
         })
     }
 
@@ -266,22 +461,77 @@ impl Control {
         if let Some(mut l) = self.listener.take() {
             let _ = registry.deregister(&mut l);
         }
+        self.backlog = Backlog::Empty;
     }
 
-    /// Accepts every pending connection.
+    /// Whether the loop must come back without waiting: connections with input to serve, or
+    /// an accept budget that ran out.
+    pub fn has_work(&self) -> bool {
+        !self.ready.is_empty() || self.backlog == Backlog::Budget
+    }
+
+    /// Whether connections wait for a descriptor (or a place under the cap) to be freed.
+    pub fn waiting_for_descriptor(&self) -> bool {
+        self.backlog == Backlog::Blocked
+    }
+
+    /// Accepts again where the last attempt stopped: at its per-turn budget, or (when
+    /// `freed`, a descriptor has been closed since) at the cap or for want of descriptors.
+    pub fn accept_again(&mut self, registry: &Registry, freed: bool) {
+        match self.backlog {
+            Backlog::Budget => self.accept(registry),
+            Backlog::Blocked if freed => self.accept(registry),
+            _ => {}
+        }
+    }
+
+    /// Accepts pending connections, up to the cap and a per-turn budget.
     pub fn accept(&mut self, registry: &Registry) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = &self.listener else {
+                self.backlog = Backlog::Empty;
                 return;
             };
+            let full = self.conns.len() >= self.conn_cap;
+            if full && self.conn_cap < MAX_CONNS {
+                // The cap comes from the open-file limit: wait for a descriptor, like EMFILE.
+                if self.backlog != Backlog::Blocked {
+                    debug!(
+                        "{} clients connected, all the open-file limit allows: further ones wait \
+                         until one leaves",
+                        self.conns.len()
+                    );
+                }
+                self.backlog = Backlog::Blocked;
+                return;
+            }
             let mut stream = match listener.accept() {
                 Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // ECONNABORTED, EMFILE...: this one connection is lost, the listener lives on.
-                    warn!("accept on {}: {e}", self.path.display());
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.backlog = Backlog::Empty;
                     return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    if self.backlog != Backlog::Blocked {
+                        warn!(
+                            "cannot accept a control connection on {}: {e}; it waits until a \
+                             descriptor is freed",
+                            self.path.display()
+                        );
+                    }
+                    self.backlog = Backlog::Blocked;
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and the like: this one connection is lost, the rest wait.
+                    debug!("accept on {}: {e}", self.path.display());
+                    continue;
                 }
             };
             match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
@@ -303,9 +553,13 @@ impl Control {
                     );
                     continue;
                 }
-                Err(e) => debug!("SO_PEERCRED: {e}"),
+                Err(e) => {
+                    // Whoever it is could not be checked: refuse rather than trust.
+                    warn!("refused control connection: cannot read its peer credentials ({e})");
+                    continue;
+                }
             }
-            if self.conns.len() >= MAX_CONNS {
+            if full {
                 warn!("refused control connection: already {MAX_CONNS} clients");
                 let msg = format!("too many clients (limit {MAX_CONNS}); try again later");
                 let _ = stream
@@ -330,49 +584,71 @@ impl Control {
                     closing: false,
                     watcher: false,
                     interest: Interest::READABLE,
+                    // It may have written before we registered it: look once.
+                    unread: true,
+                    paused: false,
+                    queued: true,
+                    turn_bytes: 0,
+                    turn_lines: 0,
                 },
             );
+            self.ready.push_back(id);
         }
+        self.backlog = Backlog::Budget;
     }
 
-    /// Reads what a connection sent and returns its complete requests.
-    pub fn readable(&mut self, id: ConnId, registry: &Registry) -> Vec<Incoming> {
-        let mut out = Vec::new();
-        let Some(c) = self.conns.get_mut(&id) else {
-            return out;
-        };
-        let mut buf = [0u8; 8192];
-        while !c.read_closed && !c.closing {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    c.read_closed = true;
-                    if c.input.pending() > 0 {
-                        debug!(
-                            "control connection {id}: client left in the middle of a line; discarded"
-                        );
-                    }
-                }
-                Ok(n) => {
-                    c.input.push(buf.get(..n).unwrap_or_default());
-                    Self::take_lines(id, c, &mut out);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("control connection {id}: read: {e}");
-                    c.read_closed = true;
-                    c.closing = true;
-                }
+    /// The connection has something to read (or its peer stopped sending): queue it for a
+    /// turn, unless backpressure holds it.
+    pub fn readable(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.unread = true;
+            if !c.queued && !c.paused && !c.closing {
+                c.queued = true;
+                self.ready.push_back(id);
             }
         }
-        out.extend(self.settle(id, registry));
-        out
     }
 
-    fn take_lines(id: ConnId, c: &mut Conn, out: &mut Vec<Incoming>) {
-        while let Some(line) = c.input.next_line() {
-            match line {
-                Err(LineTooLong) => {
+    /// How many connections wait for a turn.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The next connection to serve, with a fresh per-turn budget.
+    pub fn pop_ready(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.ready.pop_front() {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.queued = false;
+                c.turn_bytes = 0;
+                c.turn_lines = 0;
+                self.serving = Some(id);
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// The next request of the connection being served, reading more if needed; `None` when
+    /// it has nothing more for this turn (no input, its read or line budget is spent, or its
+    /// replies are piling up). A closed connection comes back as [`Incoming::Closed`].
+    pub fn next_request(&mut self, id: ConnId, registry: &Registry) -> Option<Incoming> {
+        loop {
+            let c = self.conns.get_mut(&id)?;
+            if c.closing || c.turn_lines >= LINES_PER_TURN {
+                return None;
+            }
+            if c.paused || c.output.len() >= OUTPUT_HIGH || c.in_flight >= MAX_IN_FLIGHT {
+                // Hand over what the client can take before deciding to hold it.
+                if let Some(closed) = self.settle(id, registry).pop() {
+                    return Some(closed);
+                }
+                if self.conns.get(&id).is_none_or(|c| c.paused) {
+                    return None;
+                }
+                continue;
+            }
+            match c.input.next_line() {
+                Some(Err(LineTooLong)) => {
                     warn!(
                         "control connection {id}: request longer than {MAX_LINE} bytes; closing it"
                     );
@@ -383,37 +659,97 @@ impl Control {
                         reply_err(None, ErrorCode::LineTooLong, &msg).as_bytes(),
                     );
                     c.closing = true;
-                    return;
+                    return self.settle(id, registry).pop();
                 }
-                Ok(line) if line.iter().all(u8::is_ascii_whitespace) => {}
-                Ok(line) => match parse_request(&line) {
-                    Ok(env) => {
-                        if env.request == Request::Watch {
-                            c.watcher = true;
+                Some(Ok(line)) => {
+                    c.turn_lines += 1;
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match parse_request(&line) {
+                        Ok(env) => {
+                            if env.request == Request::Watch {
+                                c.watcher = true;
+                            }
+                            c.in_flight += 1;
+                            return Some(Incoming::Request {
+                                conn: id,
+                                id: env.id,
+                                request: env.request,
+                            });
                         }
-                        c.in_flight += 1;
-                        out.push(Incoming::Request {
-                            conn: id,
-                            id: env.id,
-                            request: env.request,
-                        });
+                        Err(e) => {
+                            debug!("control connection {id}: {}", e.message);
+                            c.output.extend_from_slice(
+                                reply_err(e.id.as_ref(), e.code, &e.message).as_bytes(),
+                            );
+                        }
                     }
-                    Err(e) => {
-                        debug!("control connection {id}: {}", e.message);
-                        c.output.extend_from_slice(
-                            reply_err(e.id.as_ref(), e.code, &e.message).as_bytes(),
-                        );
+                }
+                None if c.read_closed => return self.settle(id, registry).pop(),
+                None if !c.unread || c.turn_bytes >= READ_BUDGET => return None,
+                None => {
+                    let want = READ_CHUNK.min(READ_BUDGET - c.turn_bytes);
+                    let buf = self.scratch.get_mut(..want).unwrap_or_default();
+                    match c.stream.read(buf) {
+                        Ok(0) => {
+                            c.read_closed = true;
+                            c.unread = false;
+                            if c.input.pending() > 0 && !c.input.has_unscanned() {
+                                debug!(
+                                    "control connection {id}: client left in the middle of a line; discarded"
+                                );
+                            }
+                        }
+                        Ok(n) => {
+                            c.turn_bytes += n;
+                            c.input.push(buf.get(..n).unwrap_or_default());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            c.unread = false;
+                            c.input.shrink(KEEP_CAPACITY);
+                            return None;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            debug!("control connection {id}: read: {e}");
+                            c.read_closed = true;
+                            c.closing = true;
+                            return self.settle(id, registry).pop();
+                        }
                     }
-                },
+                }
             }
         }
     }
 
+    /// Ends the turn of the connection being served: flushes its replies and puts it back in
+    /// line if it has more to say and may say it.
+    pub fn end_turn(&mut self, id: ConnId, registry: &Registry) -> Vec<Incoming> {
+        if self.serving == Some(id) {
+            self.serving = None;
+        }
+        let out = self.settle(id, registry);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.input.shrink(KEEP_CAPACITY);
+            if !c.queued && !c.paused && !c.closing && c.has_input() {
+                c.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+        out
+    }
+
     /// Queues a reply to one request.
     pub fn reply(&mut self, id: ConnId, line: &str, registry: &Registry) -> Vec<Incoming> {
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-            c.output.extend_from_slice(line.as_bytes());
+        let Some(c) = self.conns.get_mut(&id) else {
+            return Vec::new();
+        };
+        c.in_flight = c.in_flight.saturating_sub(1);
+        c.output.extend_from_slice(line.as_bytes());
+        // Replies to the connection being served go out together when its turn ends.
+        if self.serving == Some(id) && c.output.len() < FLUSH_AT {
+            return Vec::new();
         }
         self.settle(id, registry)
     }
@@ -467,8 +803,37 @@ impl Control {
             .collect()
     }
 
-    /// Flushes what it can, decides whether the connection is finished, and keeps its mio
-    /// interest in line with its state (WRITABLE only while output is pending).
+    /// Out of descriptors on the stop path: closes one connection to free its descriptor, an
+    /// idle client first, then a watcher, then any other. Returns what kind it was.
+    pub fn shed_one(&mut self, registry: &Registry) -> Option<(&'static str, Vec<Incoming>)> {
+        let idle = |c: &Conn| {
+            !c.watcher && c.in_flight == 0 && c.output.is_empty() && c.input.pending() == 0
+        };
+        let pick = self
+            .conns
+            .iter()
+            .find(|(_, c)| idle(c))
+            .map(|(id, _)| (*id, "an idle client"))
+            .or_else(|| {
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| c.watcher)
+                    .max_by_key(|(_, c)| c.output.len())
+                    .map(|(id, _)| (*id, "a watcher"))
+            })
+            .or_else(|| {
+                self.conns
+                    .iter()
+                    .max_by_key(|(_, c)| c.output.len())
+                    .map(|(id, _)| (*id, "a client"))
+            });
+        let (id, kind) = pick?;
+        Some((kind, self.drop_conn(id, registry)))
+    }
+
+    /// Flushes what it can, decides whether the connection is finished, applies
+    /// backpressure, and keeps its mio interest in line with its state (WRITABLE only while
+    /// output is pending).
     fn settle(&mut self, id: ConnId, registry: &Registry) -> Vec<Incoming> {
         let Some(c) = self.conns.get_mut(&id) else {
             return Vec::new();
@@ -492,17 +857,28 @@ impl Control {
                 }
             }
         }
-        if c.output.len() > MAX_OUTPUT {
+        if c.output.is_empty() && c.output.capacity() > KEEP_CAPACITY {
+            // Give a flood's memory back.
+            c.output = Vec::new();
+        }
+        // A watcher cannot be slowed down (events do not wait for it): past the limit it goes.
+        if c.watcher && c.output.len() > MAX_WATCHER_OUTPUT {
             warn!(
-                "control connection {id}: client is not reading ({} bytes queued); dropping it",
+                "control connection {id}: watcher is not reading ({} bytes of events queued); dropping it",
                 c.output.len()
             );
             broken = true;
         }
-        let finished =
-            c.output.is_empty() && (c.closing || (c.read_closed && c.in_flight == 0 && !c.watcher));
+        let finished = c.output.is_empty()
+            && (c.closing
+                || (c.read_closed && !c.input.has_unscanned() && c.in_flight == 0 && !c.watcher));
         if broken || finished {
             return self.drop_conn(id, registry);
+        }
+        if c.update_pause() && !c.queued && !c.closing && c.has_input() && self.serving != Some(id)
+        {
+            c.queued = true;
+            self.ready.push_back(id);
         }
         let want = if c.output.is_empty() {
             Interest::READABLE
@@ -523,6 +899,9 @@ impl Control {
         match self.conns.remove(&id) {
             Some(mut c) => {
                 let _ = registry.deregister(&mut c.stream);
+                if self.serving == Some(id) {
+                    self.serving = None;
+                }
                 debug!("control connection {id} closed");
                 vec![Incoming::Closed(id)]
             }
@@ -570,5 +949,188 @@ impl Control {
     /// Removes the socket file.
     pub fn remove_socket(&self) -> io::Result<()> {
         fs::remove_file(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::net::UnixStream as StdStream;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static N: AtomicU32 = AtomicU32::new(0);
+
+    /// A listener in a fresh directory, a poll, and a way to connect clients.
+    struct Bench {
+        poll: mio::Poll,
+        control: Control,
+        dir: PathBuf,
+    }
+
+    impl Bench {
+        fn new(cap: usize) -> Bench {
+            let dir = std::env::temp_dir().join(format!(
+                "reapd-control-unit-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            fs::create_dir_all(&dir).expect("dir");
+            let path = dir.join("s.sock");
+            let poll = mio::Poll::new().expect("poll");
+            let listener = bind(&path).expect("bind");
+            let control = Control::new(listener, path, poll.registry(), cap).expect("control");
+            Bench { poll, control, dir }
+        }
+
+        fn connect(&mut self) -> StdStream {
+            let s = StdStream::connect(self.control.path()).expect("connect");
+            self.control.accept(self.poll.registry());
+            s
+        }
+
+        /// Serves one turn of the next ready connection, answering every request with `reply`.
+        fn serve(&mut self, reply: &str) -> (ConnId, usize) {
+            let id = self.control.pop_ready().expect("a ready connection");
+            let mut n = 0;
+            while let Some(got) = self.control.next_request(id, self.poll.registry()) {
+                if let Incoming::Request { conn, .. } = got {
+                    self.control.reply(conn, reply, self.poll.registry());
+                    n += 1;
+                }
+            }
+            self.control.end_turn(id, self.poll.registry());
+            (id, n)
+        }
+    }
+
+    impl Drop for Bench {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_turn_takes_at_most_its_budget_and_comes_back_without_an_event() {
+        let mut b = Bench::new(8);
+        let mut c = b.connect();
+        let lines = "{\"cmd\":\"ping\"}\n".repeat(LINES_PER_TURN * 3);
+        c.write_all(lines.as_bytes()).expect("send");
+        let mut served = 0;
+        for _ in 0..3 {
+            assert!(b.control.has_work(), "requests left, no event needed");
+            let (_, n) = b.serve("{\"ok\":true}\n");
+            assert_eq!(n, LINES_PER_TURN);
+            served += n;
+        }
+        assert_eq!(served, LINES_PER_TURN * 3);
+        // Nothing left: one more turn finds the socket empty and the queue stays empty.
+        if b.control.has_work() {
+            assert_eq!(b.serve("{\"ok\":true}\n").1, 0);
+        }
+        assert!(!b.control.has_work());
+        let mut r = std::io::BufReader::new(c);
+        for _ in 0..served {
+            let mut line = String::new();
+            r.read_line(&mut line).expect("reply");
+            assert_eq!(line, "{\"ok\":true}\n");
+        }
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_paused_then_resumed_never_dropped() {
+        let mut b = Bench::new(8);
+        let c = b.connect();
+        let big = format!("{}\n", "x".repeat(8 * 1024));
+        // Write until the socket is full, serving meanwhile; replies are never read.
+        let chunk = "{\"cmd\":\"ping\"}\n".repeat(256);
+        let mut answered = 0;
+        for _ in 0..10_000 {
+            let _ = nix::sys::socket::send(
+                std::os::fd::AsRawFd::as_raw_fd(&c),
+                chunk.as_bytes(),
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            );
+            if !b.control.has_work() {
+                break;
+            }
+            answered += b.serve(&big).1;
+        }
+        assert!(!b.control.has_work(), "the flooder is paused, not served");
+        let id = *b.control.conns.keys().next().expect("still connected");
+        let conn = &b.control.conns[&id];
+        assert!(conn.paused);
+        assert!(conn.output.len() < OUTPUT_HIGH + big.len() * LINES_PER_TURN);
+        // Reading lifts the pause: the queued input is served again without a new event.
+        let mut r = std::io::BufReader::new(c);
+        let mut got = 0;
+        while got < answered {
+            // What the loop does on a writable event: flush, and serve what the pause held.
+            b.control.writable(id, b.poll.registry());
+            while b.control.has_work() {
+                answered += b.serve(&big).1;
+            }
+            let mut line = String::new();
+            r.read_line(&mut line).expect("reply");
+            got += 1;
+        }
+        assert!(got > 64, "{got}");
+        assert!(b.control.conns.contains_key(&id), "never dropped");
+    }
+
+    #[test]
+    fn at_the_cap_a_client_waits_and_is_accepted_when_a_place_frees() {
+        let mut b = Bench::new(2);
+        let first = b.connect();
+        let _second = b.connect();
+        let mut third = b.connect();
+        assert_eq!(b.control.conns.len(), 2);
+        assert!(b.control.waiting_for_descriptor());
+        third
+            .write_all(b"{\"cmd\":\"ping\"}\n")
+            .expect("queued in the backlog");
+        drop(first);
+        // The loop learns of the hang-up through an event; here directly.
+        let gone = *b.control.conns.keys().next().expect("first");
+        b.control.hang_up(gone, b.poll.registry());
+        b.control.accept_again(b.poll.registry(), true);
+        assert_eq!(b.control.conns.len(), 2);
+        while b.control.has_work() {
+            b.serve("{\"ok\":true}\n");
+        }
+        let mut r = std::io::BufReader::new(third);
+        let mut line = String::new();
+        r.read_line(&mut line).expect("served");
+        assert_eq!(line, "{\"ok\":true}\n");
+    }
+
+    #[test]
+    fn shedding_closes_an_idle_client_before_a_watcher() {
+        let mut b = Bench::new(8);
+        let mut watcher = b.connect();
+        watcher.write_all(b"{\"cmd\":\"watch\"}\n").expect("watch");
+        let _idle = b.connect();
+        while b.control.has_work() {
+            b.serve("{\"ok\":true}\n");
+        }
+        let (kind, got) = b.control.shed_one(b.poll.registry()).expect("one");
+        assert_eq!(kind, "an idle client");
+        assert!(matches!(got.as_slice(), [Incoming::Closed(1)]));
+        let (kind, _) = b.control.shed_one(b.poll.registry()).expect("another");
+        assert_eq!(kind, "a watcher");
+        assert!(b.control.shed_one(b.poll.registry()).is_none());
+    }
+
+    #[test]
+    fn a_socket_someone_listens_on_is_not_replaced() {
+        let b = Bench::new(1);
+        let err = bind(b.control.path()).expect_err("listening");
+        assert!(
+            err.to_string().contains("another process is listening on"),
+            "{err}"
+        );
+        let stale = b.dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+        assert!(bind(&stale).is_ok(), "a refused connection means stale");
     }
 }

@@ -6,12 +6,18 @@
 //! Must never: decide anything, sleep, or wake up on a timer of its own. The poll timeout is the
 //! supervisor's next deadline, so an idle reapd makes no system calls at all.
 //!
-//! Canonical turn: wait → turn readiness into inputs (signals, reaped children, gone processes,
-//! requests) → feed each to the supervisor and perform its actions → tick if a deadline passed
-//! → scan `/proc` while the supervisor asks for it → wait again.
+//! Canonical turn: wait → turn readiness into inputs (signals, reaped children, gone processes)
+//! → feed each to the supervisor and perform its actions → serve clients in turn, each within a
+//! small budget → tick if a deadline passed → scan `/proc` while the supervisor asks for it →
+//! wait again (without blocking while clients or scans still have work queued).
+//!
+//! Descriptors are budgeted once, from the open-file limit: what start-up opened, a reserve for
+//! the stop path, a cap on clients, and the rest for pidfds. When the stop path still runs out,
+//! clients are closed before a process goes unwatched.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -47,6 +53,14 @@ const PIDFD_BASE: usize = 2 << 32;
 const SCAN_BUDGET_PER_TURN: Duration = Duration::from_millis(50);
 /// How long exiting may spend delivering the last lines to clients.
 const FINAL_FLUSH: Duration = Duration::from_millis(200);
+/// How long one turn may spend serving clients (checked between requests)...
+const CLIENTS_PER_TURN: Duration = Duration::from_millis(10);
+/// ...and one client within it.
+const CLIENT_PER_TURN: Duration = Duration::from_millis(2);
+/// Descriptors kept free for the stop path at all times: a `/proc` scan holds two (the
+/// directory and one file), signalling a process without a held pidfd one, spawning a clean-up
+/// hook a few (stdin, the exec-error pipe), re-reading the config one; with room to spare.
+pub const STOP_RESERVE: usize = 16;
 
 /// Everything the loop needs, prepared by `main`.
 #[derive(Debug)]
@@ -99,7 +113,7 @@ pub struct EventLoop {
     self_pid: Pid,
     exit_code: Option<i32>,
     inputs: VecDeque<Input>,
-    /// Most pidfds held at once, below the open-file limit.
+    /// Most pidfds held at once (the descriptor budget).
     watch_cap: usize,
     warned_fds: bool,
     priority: PriorityControl,
@@ -107,6 +121,8 @@ pub struct EventLoop {
     state_path: Option<PathBuf>,
     /// reapd's own pid and start time, the state file's first record.
     self_start: u64,
+    /// A descriptor was closed this turn: connections waiting for one may be accepted.
+    fds_freed: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -153,8 +169,8 @@ pub fn run(setup: Setup) -> i32 {
         error!("cannot watch the signal pipe: {e}");
         return 3;
     }
-    let (control, lock) = match &socket {
-        None => (None, None),
+    let (control, lock, budget) = match &socket {
+        None => (None, None, FdBudget::new(open_fds(), false)),
         Some(path) => {
             let lock = match Lock::acquire(path) {
                 Ok(l) => l,
@@ -171,8 +187,10 @@ pub fn run(setup: Setup) -> i32 {
                     return 3;
                 }
             };
-            match Control::new(listener, path.clone(), poll.registry()) {
-                Ok(c) => (Some(c), Some(lock)),
+            // Counted now, with the lock and the listener open.
+            let budget = FdBudget::new(open_fds(), true);
+            match Control::new(listener, path.clone(), poll.registry(), budget.conns) {
+                Ok(c) => (Some(c), Some(lock), budget),
                 Err(e) => {
                     error!("cannot start: cannot watch the control socket: {e}");
                     let _ = std::fs::remove_file(path);
@@ -182,6 +200,11 @@ pub fn run(setup: Setup) -> i32 {
             }
         }
     };
+    debug!(
+        "descriptors: limit {}, {} open at start, {STOP_RESERVE} reserved for the stop path, up \
+         to {} clients, up to {} pidfds",
+        budget.limit, budget.base, budget.conns, budget.pidfds
+    );
     if let Some(c) = &control {
         info!("control socket {}", c.path().display());
     }
@@ -200,11 +223,12 @@ pub fn run(setup: Setup) -> i32 {
         self_pid,
         exit_code: None,
         inputs: VecDeque::new(),
-        watch_cap: watch_cap(),
+        watch_cap: budget.pidfds,
         warned_fds: false,
         priority: PriorityControl::default(),
         state_path: socket.as_deref().map(state_file::path_for),
         self_start: procfs::read_stat(self_pid).map_or(0, |p| p.start),
+        fds_freed: false,
     };
     // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
     lp.reap();
@@ -228,7 +252,11 @@ impl EventLoop {
                 return self.exit(code);
             }
             let now = Instant::now();
-            let timeout = if self.sup.scan_request().is_some() {
+            let busy = self.sup.scan_request().is_some()
+                || self.control.as_ref().is_some_and(|c| {
+                    c.has_work() || (self.fds_freed && c.waiting_for_descriptor())
+                });
+            let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
                 self.sup
@@ -254,28 +282,30 @@ impl EventLoop {
             }
             let mut reap = false;
             let mut gone: Vec<Pid> = Vec::new();
+            let mut accept = false;
             for ev in events.iter() {
                 let token = ev.token();
                 if token == SIGNALS {
                     reap |= self.read_signals();
                 } else if token == control::LISTENER {
-                    if let Some(c) = self.control.as_mut() {
-                        c.accept(self.poll.registry());
-                    }
+                    accept = true;
                 } else if let Some(conn) = control::token_conn(token) {
                     let Some(c) = self.control.as_mut() else {
                         continue;
                     };
                     let mut got = Vec::new();
-                    if ev.is_readable() || ev.is_read_closed() {
-                        got.extend(c.readable(conn, self.poll.registry()));
-                    }
                     if ev.is_write_closed() || ev.is_error() {
                         // The peer is gone altogether (not merely done sending): a watcher that
                         // left would otherwise hold its slot until the next event fails to write.
                         got.extend(c.hang_up(conn, self.poll.registry()));
-                    } else if ev.is_writable() {
-                        got.extend(c.writable(conn, self.poll.registry()));
+                    } else {
+                        // Reading happens in the client's turn, within its budget.
+                        if ev.is_readable() || ev.is_read_closed() {
+                            c.readable(conn);
+                        }
+                        if ev.is_writable() {
+                            got.extend(c.writable(conn, self.poll.registry()));
+                        }
                     }
                     self.queue_incoming(got);
                 } else if let Some(pid) = token_pid(token) {
@@ -290,6 +320,8 @@ impl EventLoop {
                 self.forget(pid);
             }
             self.drain_inputs();
+            self.accept_clients(accept);
+            self.serve_clients();
             self.scans();
             // Several deadlines may have passed at once; what one tick starts (a kill) is
             // carried out by scans before the next tick (a report) can see it.
@@ -316,6 +348,56 @@ impl EventLoop {
             }
         }
         chld
+    }
+
+    /// Gives connections with input their turn, round robin: each at most its read and
+    /// request budget and [`CLIENT_PER_TURN`], all together about [`CLIENTS_PER_TURN`]. Who
+    /// is left over goes first next turn, which comes without waiting.
+    fn serve_clients(&mut self) {
+        let start = Instant::now();
+        let queued = self.control.as_ref().map_or(0, Control::ready_len);
+        for _ in 0..queued {
+            if start.elapsed() >= CLIENTS_PER_TURN || self.exit_code.is_some() {
+                return;
+            }
+            let Some(id) = self.control.as_mut().and_then(Control::pop_ready) else {
+                return;
+            };
+            let own = Instant::now();
+            loop {
+                let Some(c) = self.control.as_mut() else {
+                    return;
+                };
+                let Some(got) = c.next_request(id, self.poll.registry()) else {
+                    break;
+                };
+                self.queue_incoming(vec![got]);
+                self.drain_inputs();
+                if own.elapsed() >= CLIENT_PER_TURN {
+                    break;
+                }
+            }
+            let got = self
+                .control
+                .as_mut()
+                .map(|c| c.end_turn(id, self.poll.registry()))
+                .unwrap_or_default();
+            self.queue_incoming(got);
+            self.drain_inputs();
+        }
+    }
+
+    /// Accepts new connections (on a listener event), and those left waiting for a
+    /// descriptor once one has been freed.
+    fn accept_clients(&mut self, event: bool) {
+        let freed = std::mem::take(&mut self.fds_freed);
+        if let Some(c) = self.control.as_mut() {
+            if event {
+                c.accept(self.poll.registry());
+            } else {
+                c.accept_again(self.poll.registry(), freed);
+            }
+        }
     }
 
     /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.
@@ -347,6 +429,7 @@ impl EventLoop {
     fn forget(&mut self, pid: Pid) {
         if let Some(w) = self.pidfds.remove(&pid) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd.raw()));
+            self.fds_freed = true;
             self.inputs.push_back(Input::Gone(ProcId {
                 pid,
                 start: w.start,
@@ -396,7 +479,13 @@ impl EventLoop {
             if self.sup.scan_request().is_none() {
                 return;
             }
-            let snap = procfs::scan(self.self_pid, &req);
+            let mut snap = procfs::scan(self.self_pid, &req);
+            if snap.incomplete
+                && out_of_fds(self.poll.as_raw_fd())
+                && self.shed_client("scanning /proc")
+            {
+                snap = procfs::scan(self.self_pid, &req);
+            }
             self.dispatch(Input::Scanned(snap));
         }
     }
@@ -405,9 +494,29 @@ impl EventLoop {
         for i in got {
             self.inputs.push_back(match i {
                 Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
-                Incoming::Closed(conn) => Input::ConnClosed(conn),
+                Incoming::Closed(conn) => {
+                    self.fds_freed = true;
+                    Input::ConnClosed(conn)
+                }
             });
         }
+    }
+
+    /// The stop path found no free descriptor: closes a client (an idle one first, then a
+    /// watcher) so that processes stay watched. False when there was none to close.
+    fn shed_client(&mut self, why: &str) -> bool {
+        let Some(c) = self.control.as_mut() else {
+            return false;
+        };
+        let Some((kind, got)) = c.shed_one(self.poll.registry()) else {
+            return false;
+        };
+        warn!(
+            "out of descriptors ({why}): closed {kind} of the control socket to keep watching \
+             processes; raise the open-file limit (ulimit -n) to avoid this"
+        );
+        self.queue_incoming(got);
+        true
     }
 
     fn perform(&mut self, action: Action) {
@@ -511,6 +620,12 @@ impl EventLoop {
             .map(|p| p.start)
             .ok_or_else(|| format!("pid {pid} vanished from /proc right after it was spawned"))?;
         let proc = ProcId { pid, start };
+        // Beyond the pidfd cap a child of ours is still seen to exit, through SIGCHLD; the
+        // descriptors stay for clients and the stop path.
+        if self.pidfds.len() >= self.watch_cap {
+            self.short_of_fds("the pidfd cap (the open-file limit) is reached");
+            return Ok(proc);
+        }
         match PidFd::open(pid) {
             Ok(fd) => self.register(proc, fd),
             Err(e) => warn!("pidfd_open({pid}): {e}; relying on SIGCHLD for it"),
@@ -555,7 +670,7 @@ impl EventLoop {
             self.short_of_fds("the pidfd cap (the open-file limit) is reached");
             return Reach::Blind;
         }
-        match PidFd::open_verified(proc) {
+        match self.open_pidfd(proc) {
             Ok(Some(fd)) => {
                 self.register(proc, fd);
                 Reach::Yes
@@ -568,6 +683,20 @@ impl EventLoop {
         }
     }
 
+    /// Opens a verified pidfd; out of descriptors, closes a client to make room and tries
+    /// once more.
+    fn open_pidfd(&mut self, proc: ProcId) -> io::Result<Option<PidFd>> {
+        match PidFd::open_verified(proc) {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                    && self.shed_client(&format!("watching pid {}: {e}", proc.pid)) =>
+            {
+                PidFd::open_verified(proc)
+            }
+            r => r,
+        }
+    }
+
     /// Signals one process through a pidfd: the one held for it, or else a short-lived one.
     fn send(&mut self, proc: ProcId, signal: Signal) -> Reach {
         let reach = self.watch(proc);
@@ -575,7 +704,7 @@ impl EventLoop {
         let fd = match (reach, self.pidfds.get(&proc.pid)) {
             (Reach::Gone, _) => return Reach::Gone,
             (Reach::Yes, Some(w)) => &w.fd,
-            _ => match PidFd::open_verified(proc) {
+            _ => match self.open_pidfd(proc) {
                 Ok(Some(fd)) => {
                     transient = fd;
                     &transient
@@ -734,9 +863,41 @@ impl EventLoop {
     }
 }
 
-/// How many pidfds to hold at most: the open-file limit minus room for the control socket's
-/// clients, spawning and the rest.
-fn watch_cap() -> usize {
+/// How the open-file limit is shared: what start-up opened, [`STOP_RESERVE`] for the stop
+/// path, a quarter of the rest (at most [`control::MAX_CONNS`]) for clients, the remainder
+/// for pidfds. Processes beyond the pidfd cap are watched by rescanning `/proc`; clients beyond
+/// the cap wait in the listen backlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FdBudget {
+    limit: usize,
+    base: usize,
+    conns: usize,
+    pidfds: usize,
+}
+
+impl FdBudget {
+    fn new(base: usize, with_socket: bool) -> FdBudget {
+        FdBudget::split(nofile_limit(), base, with_socket)
+    }
+
+    fn split(limit: usize, base: usize, with_socket: bool) -> FdBudget {
+        let spare = limit.saturating_sub(base.saturating_add(STOP_RESERVE));
+        let conns = if with_socket {
+            (spare / 4).clamp(1, control::MAX_CONNS)
+        } else {
+            0
+        };
+        FdBudget {
+            limit,
+            base,
+            conns,
+            pidfds: spare.saturating_sub(conns),
+        }
+    }
+}
+
+/// The soft open-file limit (reapd raised it to the hard limit at start-up).
+fn nofile_limit() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -747,7 +908,49 @@ fn watch_cap() -> usize {
     } else {
         1024
     };
-    usize::try_from(soft.saturating_sub(128))
-        .unwrap_or(usize::MAX)
-        .max(16)
+    usize::try_from(soft).unwrap_or(usize::MAX)
+}
+
+/// Descriptors open now (inherited ones included), or a pessimistic guess.
+fn open_fds() -> usize {
+    match std::fs::read_dir("/proc/self/fd") {
+        // The directory's own descriptor is listed too.
+        Ok(dir) => dir.count().saturating_sub(1),
+        Err(_) => 32,
+    }
+}
+
+/// True when no descriptor can be opened right now; `open` is any open descriptor.
+fn out_of_fds(open: RawFd) -> bool {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor (or fails); the copy is closed at
+    // once.
+    let fd = unsafe { libc::fcntl(open, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd >= 0 {
+        // SAFETY: closing the descriptor we just created, which nothing else knows.
+        unsafe { libc::close(fd) };
+        return false;
+    }
+    matches!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE)
+    )
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_budget_keeps_a_reserve_and_caps_clients() {
+        let b = FdBudget::split(64, 10, true);
+        assert_eq!(b.conns + b.pidfds + b.base + STOP_RESERVE, 64);
+        assert!(b.conns >= 1 && b.conns < 16, "{b:?}");
+        assert!(b.pidfds > b.conns, "{b:?}");
+        let b = FdBudget::split(1 << 20, 10, true);
+        assert_eq!(b.conns, control::MAX_CONNS);
+        let b = FdBudget::split(20, 10, true);
+        assert_eq!((b.conns, b.pidfds), (1, 0), "{b:?}");
+        let b = FdBudget::split(64, 10, false);
+        assert_eq!(b.conns, 0);
+        assert_eq!(b.pidfds, 38);
+    }
 }

@@ -629,10 +629,15 @@ pub fn event_line(ev: &Event, ts_ms: u64) -> String {
 pub struct LineTooLong;
 
 /// Accumulates bytes from a stream and hands out complete lines, each at most `max` bytes.
+///
+/// Handing out a line costs its own length, not the length of what is buffered behind it: the
+/// consumed prefix is only moved away when more bytes arrive.
 #[derive(Debug)]
 pub struct LineBuf {
     buf: Vec<u8>,
-    /// Bytes already searched for a newline.
+    /// Bytes before this offset were handed out already.
+    start: usize,
+    /// Bytes from `start` on already searched for a newline.
     scanned: usize,
     max: usize,
 }
@@ -642,6 +647,7 @@ impl LineBuf {
     pub fn new(max: usize) -> Self {
         LineBuf {
             buf: Vec::new(),
+            start: 0,
             scanned: 0,
             max,
         }
@@ -649,36 +655,63 @@ impl LineBuf {
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
-    /// Bytes of an incomplete line still held.
+    /// Bytes held that were not handed out as lines yet.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len().saturating_sub(self.start)
+    }
+
+    /// True when bytes are held that were not searched for a newline yet: another call to
+    /// [`LineBuf::next_line`] may produce a line without any new input.
+    pub fn has_unscanned(&self) -> bool {
+        self.pending() > self.scanned
+    }
+
+    /// Gives back the memory of an empty buffer beyond `keep` bytes (after a flood).
+    pub fn shrink(&mut self, keep: usize) {
+        if self.pending() == 0 {
+            self.buf.clear();
+            self.start = 0;
+            self.scanned = 0;
+            self.buf.shrink_to(keep);
+        }
     }
 
     /// The next complete line without its newline, `None` when no full line is buffered, or
     /// `Err` when a line is longer than allowed (the stream cannot be resynchronised).
     pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
+        let from = self.start + self.scanned;
         match self
             .buf
-            .get(self.scanned..)
+            .get(from..)
             .unwrap_or_default()
             .iter()
             .position(|&b| b == b'\n')
         {
             Some(off) => {
-                let end = self.scanned + off;
-                if end > self.max {
+                let len = self.scanned + off;
+                if len > self.max {
                     return Some(Err(LineTooLong));
                 }
-                let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
+                let end = self.start + len;
+                let line = self.buf.get(self.start..end).unwrap_or_default().to_vec();
+                self.start = end + 1;
                 self.scanned = 0;
+                if self.start >= self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
                 Some(Ok(line))
             }
-            None if self.buf.len() > self.max => Some(Err(LineTooLong)),
+            None if self.pending() > self.max => Some(Err(LineTooLong)),
             None => {
-                self.scanned = self.buf.len();
+                self.scanned = self.pending();
                 None
             }
         }
@@ -985,6 +1018,30 @@ mod tests {
         let mut b = LineBuf::new(4);
         b.push(b"1234\n\n");
         assert_eq!(b.next_line(), Some(Ok(b"1234".to_vec())));
+        assert!(b.has_unscanned());
         assert_eq!(b.next_line(), Some(Ok(Vec::new())));
+        assert!(!b.has_unscanned());
+        assert_eq!(b.next_line(), None);
+    }
+
+    #[test]
+    fn framing_many_short_lines_after_a_partial_one() {
+        let mut b = LineBuf::new(16);
+        b.push(b"a\nbb\nccc");
+        assert_eq!(b.next_line(), Some(Ok(b"a".to_vec())));
+        assert!(b.has_unscanned());
+        assert_eq!(b.next_line(), Some(Ok(b"bb".to_vec())));
+        assert_eq!(b.next_line(), None);
+        assert!(!b.has_unscanned());
+        assert_eq!(b.pending(), 3);
+        b.push(b"c\n");
+        assert_eq!(b.next_line(), Some(Ok(b"cccc".to_vec())));
+        assert_eq!(b.pending(), 0);
+        b.shrink(0);
+        assert_eq!(b.next_line(), None);
+        // The limit counts the line, not what was handed out before it.
+        b.push(&[b'x'; 16]);
+        b.push(b"\n");
+        assert_eq!(b.next_line(), Some(Ok(vec![b'x'; 16])));
     }
 }
