@@ -380,7 +380,8 @@ fn cleanup_hooks_run_after_everything_is_gone_and_a_failing_or_hanging_hook_mean
     // It was SIGKILLed at the deadline, in the same instant reapd reported and exited: give the
     // kernel a moment to finish it off.
     assert!(
-        wait_until(Duration::from_secs(2), || live_with_marker(&d.marker).is_empty()),
+        wait_until(Duration::from_secs(2), || live_with_marker(&d.marker)
+            .is_empty()),
         "the hanging hook was killed"
     );
 }
