@@ -14,7 +14,8 @@
 use std::path::PathBuf;
 
 use log::{error, warn};
-use reapd::core::supervisor::{Mode, SINGLE_NAME};
+use reapd::core::io::Mode;
+use reapd::core::supervisor::SINGLE_NAME;
 use reapd::ctl;
 use reapd::sys::config_file;
 use reapd::sys::event_loop::{self, Setup};

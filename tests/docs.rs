@@ -8,7 +8,9 @@ use std::process::Command;
 
 use common::*;
 use reapd::wire::config::{SERVICE_KEYS, TOP_KEYS};
-use reapd::wire::protocol::{COMMANDS, EVENTS, ErrorCode};
+use reapd::wire::events::EVENTS;
+use reapd::wire::protocol::COMMANDS;
+use reapd::wire::replies::ErrorCode;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)

@@ -300,7 +300,7 @@ fn three_stubborn_waves_fit_a_six_second_bound() {
     assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
     d.assert_clean_exit();
     let log = d.log();
-    assert!(log.contains("shutdown plan: wave 1: c (20 s → clipped to 1.767 s); wave 2: b (20 s → clipped to 1.767 s); wave 3: a (20 s → clipped to 1.767 s)"), "{log}");
+    assert!(log.contains("shutdown plan: wave 1: c (20 s → clipped to 1.766 s); wave 2: b (20 s → clipped to 1.766 s); wave 3: a (20 s → clipped to 1.766 s)"), "{log}");
     for l in ["a.log", "b.log", "c.log"] {
         assert!(
             d.dir.read(l).contains("got TERM"),

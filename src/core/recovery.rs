@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 
 use crate::core::proctree::{Pid, ProcId, Snapshot};
 use crate::core::stop::StopJob;
-use crate::wire::config::{Config, DEFAULT_STOP_TIMEOUT, StopScope};
+use crate::wire::config::{DEFAULT_STOP_TIMEOUT, ServiceSpec, StopScope};
 use crate::wire::state_file::StateRecord;
 
 /// The stop of one owner's left-over processes.
@@ -65,7 +65,12 @@ pub struct Recovery {
 impl Recovery {
     /// Plans the stops for `record`, using each service's current stop signal and timeout (a
     /// service no longer configured gets SIGTERM and the default timeout).
-    pub fn plan(record: &StateRecord, cfg: &Config, self_pid: Pid, now: Instant) -> Recovery {
+    pub fn plan<'a>(
+        record: &StateRecord,
+        spec_of: impl Fn(&str) -> Option<&'a ServiceSpec>,
+        self_pid: Pid,
+        now: Instant,
+    ) -> Recovery {
         let mut owners: Vec<OrphanedOwner> = Vec::new();
         for r in &record.procs {
             if r.pid == self_pid {
@@ -78,8 +83,7 @@ impl Recovery {
             match owners.iter_mut().find(|o| o.owner == r.owner) {
                 Some(o) => o.roots.push(id),
                 None => {
-                    let (signal, timeout) = cfg
-                        .service(&r.owner)
+                    let (signal, timeout) = spec_of(&r.owner)
                         .map_or((Signal::SIGTERM, DEFAULT_STOP_TIMEOUT), |s| {
                             (s.stop_signal, s.stop_timeout)
                         });

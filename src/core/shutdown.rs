@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::core::timers::{Timer, earliest};
 use crate::wire::text::secs;
 
 /// Where the daemon is in its life.
@@ -57,6 +58,8 @@ pub enum Trigger {
     Request,
     /// Single-command mode: the command exited on its own.
     CommandExited,
+    /// The event loop can no longer wait for events: everything is killed at once.
+    LoopFailed(String),
 }
 
 impl Trigger {
@@ -66,6 +69,7 @@ impl Trigger {
             Trigger::Signal(s) => s.as_str().to_string(),
             Trigger::Request => "shutdown request".into(),
             Trigger::CommandExited => "command exited".into(),
+            Trigger::LoopFailed(e) => format!("event loop failure ({e})"),
         }
     }
 }
@@ -310,8 +314,13 @@ pub enum Step {
     },
     /// Everything is done (or out of time): report, remove the socket and lock, exit.
     Finish,
-    /// A repeated trigger: log it, change nothing.
-    AlreadyStopping(String),
+    /// A repeated trigger: tell it, change nothing.
+    AlreadyStopping {
+        /// What asked.
+        trigger: String,
+        /// The phase the shutdown is in.
+        phase: Phase,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -388,22 +397,20 @@ impl Shutdown {
         })
     }
 
-    /// The next moment [`ShutdownInput::Tick`] has work to do.
-    pub fn deadline(&self) -> Option<Instant> {
+    /// The next moment [`ShutdownInput::Tick`] has work to do, and what for.
+    pub fn next_timer(&self) -> Option<(Timer, Instant)> {
         let t0 = self.started?;
-        let mut d = match self.phase {
-            Phase::Draining => self.drain_deadline(),
+        let stage = match self.phase {
+            Phase::Draining => self.drain_deadline().map(|d| (Timer::DrainBudget, d)),
             Phase::Killing => match self.kill {
-                Some(KillStage::Sweeping { until }) => Some(until),
-                _ => self.hard_deadline(),
+                Some(KillStage::Sweeping { until }) => Some((Timer::KillStage, until)),
+                _ => self.hard_deadline().map(|d| (Timer::Bound, d)),
             },
             _ => None,
         };
-        if !self.grace_over && matches!(self.phase, Phase::Draining | Phase::Killing) {
-            let g = t0 + self.grace;
-            d = Some(d.map_or(g, |d| d.min(g)));
-        }
-        d
+        let grace = (!self.grace_over && matches!(self.phase, Phase::Draining | Phase::Killing))
+            .then(|| (Timer::RequestGrace, t0 + self.grace));
+        earliest(stage.into_iter().chain(grace))
     }
 
     /// Whether [`Shutdown::on_input`] reads its `specs` for this input: only the trigger that
@@ -437,13 +444,21 @@ impl Shutdown {
                 steps.push(Step::Announce(plan.clone()));
                 self.plan = Some(plan);
                 self.wave = 0;
-                self.start_wave(now, &mut steps);
+                if let Trigger::LoopFailed(_) = t {
+                    // Nothing can be waited for: everything is killed at once.
+                    self.enter_killing(t.describe(), now, &mut steps);
+                } else {
+                    self.start_wave(now, &mut steps);
+                }
             }
             (Phase::Draining, ShutdownInput::Trigger(Trigger::Signal(Signal::SIGINT)))
                 if self.sigints >= 1 =>
             {
                 self.sigints += 1;
                 self.enter_killing("second SIGINT".into(), now, &mut steps);
+            }
+            (Phase::Draining, ShutdownInput::Trigger(t @ Trigger::LoopFailed(_))) => {
+                self.enter_killing(t.describe(), now, &mut steps);
             }
             (
                 Phase::Draining | Phase::Killing | Phase::CleanedUp | Phase::Exit,
@@ -452,11 +467,10 @@ impl Shutdown {
                 if t == Trigger::Signal(Signal::SIGINT) {
                     self.sigints += 1;
                 }
-                steps.push(Step::AlreadyStopping(format!(
-                    "{} received while {}: shutdown already under way",
-                    t.describe(),
-                    self.phase.as_str()
-                )));
+                steps.push(Step::AlreadyStopping {
+                    trigger: t.describe(),
+                    phase: self.phase,
+                });
             }
             (Phase::Draining, ShutdownInput::WaveStopped) => {
                 self.wave += 1;
@@ -703,11 +717,11 @@ mod tests {
                 t0 + ms(i),
             );
             assert!(
-                matches!(steps.as_slice(), [Step::AlreadyStopping(_)]),
+                matches!(steps.as_slice(), [Step::AlreadyStopping { .. }]),
                 "{steps:?}"
             );
             let steps = s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0 + ms(i));
-            assert!(matches!(steps.as_slice(), [Step::AlreadyStopping(_)]));
+            assert!(matches!(steps.as_slice(), [Step::AlreadyStopping { .. }]));
         }
         assert_eq!(s.phase(), Phase::Draining);
         assert_eq!(s.started(), Some(t0));
@@ -739,7 +753,7 @@ mod tests {
             &[],
             t0 + ms(6),
         );
-        assert!(matches!(steps.as_slice(), [Step::AlreadyStopping(_)]));
+        assert!(matches!(steps.as_slice(), [Step::AlreadyStopping { .. }]));
     }
 
     #[test]
@@ -791,7 +805,11 @@ mod tests {
         let specs = [spec("a", &[], 30_000)];
         let mut s = Shutdown::new(ms(6_000), ms(1_000), true);
         s.on_input(ShutdownInput::Trigger(Trigger::Request), &specs, t0);
-        assert_eq!(s.deadline(), Some(t0 + ms(1_000)), "grace first");
+        assert_eq!(
+            s.next_timer().map(|(_, t)| t),
+            Some(t0 + ms(1_000)),
+            "grace first"
+        );
         assert!(
             s.on_input(ShutdownInput::Tick, &specs, t0 + ms(999))
                 .is_empty(),
@@ -802,7 +820,7 @@ mod tests {
             vec![Step::EndGrace]
         );
         // 6 s - 0.5 s reserve - 0.2 s margin.
-        assert_eq!(s.deadline(), Some(t0 + ms(5_300)));
+        assert_eq!(s.next_timer().map(|(_, t)| t), Some(t0 + ms(5_300)));
         let steps = s.on_input(ShutdownInput::Tick, &specs, t0 + ms(5_300));
         assert!(
             steps.contains(&Step::KillEverything {

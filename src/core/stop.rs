@@ -129,6 +129,9 @@ pub struct StopJob {
     unwatched: HashSet<ProcId>,
     /// While blind (an incomplete scan, unwatched members), when to scan again.
     retry_at: Option<Instant>,
+    /// No exit will ever be announced (the event loop cannot wait for events): rescan every
+    /// [`RETRY`] until the job is done.
+    blind: bool,
 }
 
 impl StopJob {
@@ -164,6 +167,7 @@ impl StopJob {
             watched: HashSet::new(),
             unwatched: HashSet::new(),
             retry_at: None,
+            blind: false,
         }
     }
 
@@ -269,6 +273,14 @@ impl StopJob {
         }
     }
 
+    /// From now on no exit will be announced: the job rescans until it is done.
+    pub fn set_blind(&mut self, now: Instant) {
+        if !self.blind {
+            self.blind = true;
+            self.retry_at.get_or_insert(now + RETRY);
+        }
+    }
+
     /// A member's pidfd became readable (it exited) or it could not be found any more.
     pub fn on_gone(&mut self, id: ProcId) {
         if !self.gone.insert(id) {
@@ -350,7 +362,7 @@ impl StopJob {
             }
         }
         // Not seeing everything is not the same as everything being gone.
-        let blind = snap.incomplete || !self.unwatched.is_empty();
+        let blind = self.blind || snap.incomplete || !self.unwatched.is_empty();
         self.retry_at = blind.then(|| now + RETRY);
         if alive.is_empty() && snap.incomplete {
             return out;

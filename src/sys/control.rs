@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
 
-use crate::core::supervisor::ConnId;
-use crate::wire::protocol::{
-    ErrorCode, LineBuf, LineTooLong, MAX_LINE, Request, RequestId, parse_request, reply_err,
-};
+use crate::core::io::ConnId;
+use crate::sys::tokens;
+use crate::wire::protocol::{LineBuf, LineTooLong, MAX_LINE, Request, RequestId, parse_request};
+use crate::wire::replies::{ErrorCode, reply_err};
 
 /// Most simultaneous client connections, however many descriptors the open-file limit
 /// allows (the event loop derives the actual cap from it).
@@ -53,20 +53,6 @@ const FLUSH_AT: usize = 32 * 1024;
 const KEEP_CAPACITY: usize = 4 * 1024;
 /// Connections accepted per loop turn.
 const ACCEPTS_PER_TURN: usize = 64;
-
-/// The token of the listener.
-pub const LISTENER: Token = Token(1);
-const CONN_BASE: usize = 1 << 32;
-
-/// The token of a connection.
-pub fn conn_token(id: ConnId) -> Token {
-    Token(CONN_BASE + id as usize)
-}
-
-/// The connection behind a token, if it is one.
-pub fn token_conn(t: Token) -> Option<ConnId> {
-    (t.0 >= CONN_BASE && t.0 < 2 * CONN_BASE).then(|| (t.0 - CONN_BASE) as ConnId)
-}
 
 /// Why reapd could not take the socket.
 #[derive(Debug)]
@@ -435,7 +421,7 @@ impl Control {
         registry: &Registry,
         conn_cap: usize,
     ) -> io::Result<Control> {
-        registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+        registry.register(&mut listener, tokens::LISTENER, Interest::READABLE)?;
         let allowed_uids = HashSet::from([0, nix::unistd::geteuid().as_raw()]);
         Ok(Control {
             listener: Some(listener),
@@ -568,7 +554,11 @@ impl Control {
             }
             let id = self.next_id;
             self.next_id += 1;
-            if let Err(e) = registry.register(&mut stream, conn_token(id), Interest::READABLE) {
+            let Some(token) = tokens::conn(id) else {
+                warn!("refused control connection: connection ids are used up");
+                continue;
+            };
+            if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
                 warn!("cannot watch a new control connection: {e}");
                 continue;
             }
@@ -887,7 +877,11 @@ impl Control {
         };
         if want != c.interest {
             c.interest = want;
-            if let Err(e) = registry.reregister(&mut c.stream, conn_token(id), want) {
+            let registered = match tokens::conn(id) {
+                Some(token) => registry.reregister(&mut c.stream, token, want),
+                None => Err(io::Error::other("no token")),
+            };
+            if let Err(e) = registered {
                 debug!("control connection {id}: reregister: {e}");
                 return self.drop_conn(id, registry);
             }

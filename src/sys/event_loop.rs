@@ -1,21 +1,19 @@
 //! The event loop: the only owner of `mio::Poll`, and the only place actions become syscalls.
 //!
-//! Owns: the poll tokens (signal self-pipe, listener, connections, one pidfd per watched
-//! process), the single reaper (`waitpid(-1, WNOHANG)` until nothing is left), and carrying out
-//! the supervisor's [`Action`]s.
-//! Must never: decide anything, sleep, or wake up on a timer of its own. The poll timeout is the
-//! supervisor's next deadline, so an idle reapd makes no system calls at all.
-//!
-//! Canonical turn: wait → turn readiness into inputs (signals, reaped children, gone processes)
-//! → feed each to the supervisor and perform its actions → serve clients in turn, each within a
-//! small budget → tick if a deadline passed → scan `/proc` while the supervisor asks for it →
-//! wait again (without blocking while clients or scans still have work queued).
+//! Owns: waiting for readiness (the signal self-pipe, the listener, connections, one pidfd per
+//! watched process), turning it into the core's inputs, the single reaper (`waitpid(-1,
+//! WNOHANG)` until nothing is left), and carrying out the core's actions as the [`Edge`] of
+//! `core::turn`, whose order every turn follows.
+//! Must never: decide anything, or wake up on a timer of its own: the poll timeout is the core's
+//! next deadline, so an idle reapd makes no system calls at all. The one exception is a broken
+//! `epoll_wait`: the core is told (it then stops everything), and the loop keeps turning on a
+//! bounded sleep until reapd exits, because a supervisor must never abandon its tree.
 //!
 //! Descriptors are budgeted once, from the open-file limit: what start-up opened, a reserve for
 //! the stop path, a cap on clients, and the rest for pidfds. When the stop path still runs out,
 //! clients are closed before a process goes unwatched.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -23,13 +21,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
-use crate::core::proctree::{Pid, ProcId, ProcInfo};
-use crate::core::supervisor::{Action, Input, Mode, ScanRequest, Supervisor};
+use crate::core::io::{Action, Input, Mode, ScanRequest};
+use crate::core::proctree::{Pid, ProcId, Snapshot};
+use crate::core::supervisor::Supervisor;
+use crate::core::turn::{self, Edge};
 use crate::sys::config_file;
 use crate::sys::control::{self, Control, Incoming, Lock};
 use crate::sys::logging;
@@ -37,20 +37,15 @@ use crate::sys::notify::Notifier;
 use crate::sys::pidfd::PidFd;
 use crate::sys::priority::{Priority, PriorityControl};
 use crate::sys::procfs;
+use crate::sys::rlimits;
 use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
 use crate::sys::state_file;
+use crate::sys::tokens::{self, Source};
 use crate::wire::config::{Config, ConfigError};
-use crate::wire::protocol::ExitStatus;
-use crate::wire::protocol::{Event, Survivor, event_line};
+use crate::wire::events::{ExitStatus, event_line};
 use crate::wire::state_file::{Recorded, StateRecord};
 
-const SIGNALS: Token = Token(0);
-const PIDFD_BASE: usize = 2 << 32;
-/// How long one turn may spend scanning `/proc` before the loop lets other events and due
-/// deadlines in: a fork storm keeps the stop asking for scans, and a stop timeout that is not
-/// acted on in time would let the storm overrun the shutdown bound. One scan always completes.
-const SCAN_BUDGET_PER_TURN: Duration = Duration::from_millis(50);
 /// How long exiting may spend delivering the last lines to clients.
 const FINAL_FLUSH: Duration = Duration::from_millis(200);
 /// How long one turn may spend serving clients (checked between requests)...
@@ -61,6 +56,9 @@ const CLIENT_PER_TURN: Duration = Duration::from_millis(2);
 /// directory and one file), signalling a process without a held pidfd one, spawning a clean-up
 /// hook a few (stdin, the exec-error pipe), re-reading the config one; with room to spare.
 pub const STOP_RESERVE: usize = 16;
+/// With `epoll_wait` broken, the longest the loop sleeps between turns: often enough to notice
+/// exits by rescanning, rarely enough not to spin.
+const BROKEN_LOOP_NAP: Duration = Duration::from_millis(100);
 
 /// Everything the loop needs, prepared by `main`.
 #[derive(Debug)]
@@ -99,48 +97,39 @@ struct Watched {
     fd: PidFd,
 }
 
-/// The running loop.
-pub struct EventLoop {
+/// The system side of a turn: every resource the loop holds.
+pub struct SysEdge {
     poll: Poll,
     signals: SignalSource,
     control: Option<Control>,
     lock: Option<Lock>,
-    sup: Supervisor,
     pidfds: HashMap<Pid, Watched>,
     notifier: Notifier,
     spawner: Spawner,
     config_path: Option<PathBuf>,
     self_pid: Pid,
+    /// reapd's own start time, the state file's first record.
+    self_start: u64,
+    /// `<socket>.state`, when there is a socket.
+    state_path: Option<PathBuf>,
+    /// Set by the core's last action.
     exit_code: Option<i32>,
-    inputs: VecDeque<Input>,
+    /// What was learnt while performing an action or reaping, for the core.
+    learnt: Vec<Input>,
     /// Most pidfds held at once (the descriptor budget).
     watch_cap: usize,
     warned_fds: bool,
     priority: PriorityControl,
-    /// `<socket>.state`, when there is a socket.
-    state_path: Option<PathBuf>,
-    /// reapd's own pid and start time, the state file's first record.
-    self_start: u64,
     /// A descriptor was closed this turn: connections waiting for one may be accepted.
     fds_freed: bool,
 }
 
-impl std::fmt::Debug for EventLoop {
+impl std::fmt::Debug for SysEdge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop")
+        f.debug_struct("SysEdge")
             .field("watched", &self.pidfds.len())
             .finish_non_exhaustive()
     }
-}
-
-fn pidfd_token(pid: Pid) -> Token {
-    Token(PIDFD_BASE + pid as usize)
-}
-
-fn token_pid(t: Token) -> Option<Pid> {
-    (t.0 >= PIDFD_BASE)
-        .then(|| Pid::try_from(t.0 - PIDFD_BASE).ok())
-        .flatten()
 }
 
 /// Runs reapd until it exits; returns the exit status.
@@ -164,7 +153,7 @@ pub fn run(setup: Setup) -> i32 {
     };
     if let Err(e) = poll
         .registry()
-        .register(signals.source(), SIGNALS, Interest::READABLE)
+        .register(signals.source(), tokens::SIGNALS, Interest::READABLE)
     {
         error!("cannot watch the signal pipe: {e}");
         return 3;
@@ -209,317 +198,195 @@ pub fn run(setup: Setup) -> i32 {
         info!("control socket {}", c.path().display());
     }
     let self_pid = std::process::id() as Pid;
-    let sup = Supervisor::new(mode, config, shutdown_override, self_pid, Instant::now());
-    let mut lp = EventLoop {
+    let mut sup = Supervisor::new(mode, config, shutdown_override, self_pid, Instant::now());
+    let mut edge = SysEdge {
         poll,
         signals,
         control,
         lock,
-        sup,
         pidfds: HashMap::new(),
         notifier,
         spawner,
         config_path,
         self_pid,
+        self_start: procfs::read_stat(self_pid).map_or(0, |p| p.start),
+        state_path: socket.as_deref().map(state_file::path_for),
         exit_code: None,
-        inputs: VecDeque::new(),
+        learnt: Vec::new(),
         watch_cap: budget.pidfds,
         warned_fds: false,
         priority: PriorityControl::default(),
-        state_path: socket.as_deref().map(state_file::path_for),
-        self_start: procfs::read_stat(self_pid).map_or(0, |p| p.start),
         fds_freed: false,
     };
-    // A SIGCHLD delivered before the handler existed is lost, but its zombie is not.
-    lp.reap();
-    // A stop signal that arrived during start-up (held blocked until the handlers existed) is
-    // acted on before anything is started.
-    lp.read_signals();
-    lp.drain_inputs();
+    // A SIGCHLD delivered before the handler existed is lost, but its zombie is not; and a stop
+    // signal that arrived during start-up (held blocked until the handlers existed) is acted on
+    // before anything is started.
+    let mut first = edge.reap();
+    first.extend(edge.read_signals().1);
+    turn::feed(&mut sup, &mut edge, first);
     // We hold the lock: a state file left at this socket is a predecessor's that died without
     // cleaning up.
-    let predecessor = lp.state_path.as_deref().and_then(state_file::read);
-    lp.dispatch(Input::Start { predecessor });
-    lp.turn_loop()
+    let predecessor = edge.state_path.as_deref().and_then(state_file::read);
+    turn::turn(&mut sup, &mut edge, vec![Input::Start { predecessor }]);
+    turn_loop(&mut sup, &mut edge)
 }
 
-impl EventLoop {
-    fn turn_loop(&mut self) -> i32 {
-        let mut events = Events::with_capacity(256);
-        let mut poll_failures = 0u32;
-        loop {
-            if let Some(code) = self.exit_code {
-                return self.exit(code);
-            }
-            let now = Instant::now();
-            let busy = self.sup.scan_request().is_some()
-                || self.control.as_ref().is_some_and(|c| {
-                    c.has_work() || (self.fds_freed && c.waiting_for_descriptor())
-                });
-            let timeout = if busy {
-                Some(Duration::ZERO)
-            } else {
-                self.sup
-                    .deadline()
-                    .map(|d| d.saturating_duration_since(now))
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => poll_failures = 0,
+fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
+    let mut events = Events::with_capacity(256);
+    let mut broken = false;
+    loop {
+        if let Some(code) = edge.exit_code {
+            return edge.exit(code);
+        }
+        let busy = edge
+            .control
+            .as_ref()
+            .is_some_and(|c| c.has_work() || (edge.fds_freed && c.waiting_for_descriptor()));
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            turn::poll_timeout(sup, Instant::now())
+        };
+        let mut inputs = Vec::new();
+        if broken {
+            std::thread::sleep(timeout.unwrap_or(BROKEN_LOOP_NAP).min(BROKEN_LOOP_NAP));
+            events.clear();
+        } else {
+            match edge.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
                 // A signal arrived during epoll_wait, which is never restarted; it is in the pipe.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // We must not die with services running: treat a broken loop like Ctrl-C
-                    // twice, which kills everything bottom-up and exits.
-                    poll_failures += 1;
-                    error!("event loop failure ({e}); shutting down");
-                    if poll_failures > 50 {
-                        return self.exit(1);
-                    }
-                    self.dispatch(Input::Signal(Signal::SIGINT));
-                    self.dispatch(Input::Signal(Signal::SIGINT));
+                    // No event can be waited for any more: the core stops everything, the loop
+                    // turns on a nap from now on (signals and children are still read below).
+                    error!("event loop failure: epoll_wait: {e}");
+                    broken = true;
                     events.clear();
+                    inputs.push(Input::LoopFailed {
+                        error: e.to_string(),
+                    });
                 }
             }
-            let mut reap = false;
-            let mut gone: Vec<Pid> = Vec::new();
-            let mut accept = false;
-            for ev in events.iter() {
-                let token = ev.token();
-                if token == SIGNALS {
-                    reap |= self.read_signals();
-                } else if token == control::LISTENER {
-                    accept = true;
-                } else if let Some(conn) = control::token_conn(token) {
-                    let Some(c) = self.control.as_mut() else {
+        }
+        let mut reap = broken;
+        let mut accept = false;
+        for ev in events.iter() {
+            match tokens::source(ev.token()) {
+                Source::Signals => {
+                    let (chld, sigs) = edge.read_signals();
+                    reap |= chld;
+                    inputs.extend(sigs);
+                }
+                Source::Listener => accept = true,
+                Source::Conn(conn) => {
+                    let Some(c) = edge.control.as_mut() else {
                         continue;
                     };
                     let mut got = Vec::new();
                     if ev.is_write_closed() || ev.is_error() {
                         // The peer is gone altogether (not merely done sending): a watcher that
                         // left would otherwise hold its slot until the next event fails to write.
-                        got.extend(c.hang_up(conn, self.poll.registry()));
+                        got.extend(c.hang_up(conn, edge.poll.registry()));
                     } else {
                         // Reading happens in the client's turn, within its budget.
                         if ev.is_readable() || ev.is_read_closed() {
                             c.readable(conn);
                         }
                         if ev.is_writable() {
-                            got.extend(c.writable(conn, self.poll.registry()));
+                            got.extend(c.writable(conn, edge.poll.registry()));
                         }
                     }
-                    self.queue_incoming(got);
-                } else if let Some(pid) = token_pid(token) {
-                    gone.push(pid);
+                    inputs.extend(edge.incoming(got));
+                }
+                Source::Pidfd(pid) => {
+                    edge.forget(pid);
                     reap = true;
                 }
-            }
-            if reap {
-                self.reap();
-            }
-            for pid in gone {
-                self.forget(pid);
-            }
-            self.drain_inputs();
-            self.accept_clients(accept);
-            self.serve_clients();
-            self.scans();
-            // Several deadlines may have passed at once; what one tick starts (a kill) is
-            // carried out by scans before the next tick (a report) can see it.
-            for _ in 0..3 {
-                if self.exit_code.is_some()
-                    || self.sup.deadline().is_none_or(|d| d > Instant::now())
-                {
-                    break;
-                }
-                self.dispatch(Input::Tick);
-                self.scans();
+                // Sporadic events of sources already gone.
+                Source::Unknown => {}
             }
         }
-    }
-
-    /// Drains the signal pipe into inputs; true if SIGCHLD was among them (reap then).
-    fn read_signals(&mut self) -> bool {
-        let mut chld = false;
-        for sig in self.signals.pending() {
-            if sig == Signal::SIGCHLD {
-                chld = true;
-            } else {
-                self.inputs.push_back(Input::Signal(sig));
-            }
+        if broken {
+            inputs.extend(edge.read_signals().1);
         }
-        chld
+        if reap {
+            inputs.extend(edge.reap());
+        }
+        inputs.append(&mut edge.learnt);
+        turn::feed(sup, edge, inputs);
+        edge.accept_clients(accept);
+        serve_clients(sup, edge);
+        turn::settle(sup, edge);
     }
+}
 
-    /// Gives connections with input their turn, round robin: each at most its read and
-    /// request budget and [`CLIENT_PER_TURN`], all together about [`CLIENTS_PER_TURN`]. Who
-    /// is left over goes first next turn, which comes without waiting.
-    fn serve_clients(&mut self) {
-        let start = Instant::now();
-        let queued = self.control.as_ref().map_or(0, Control::ready_len);
-        for _ in 0..queued {
-            if start.elapsed() >= CLIENTS_PER_TURN || self.exit_code.is_some() {
-                return;
-            }
-            let Some(id) = self.control.as_mut().and_then(Control::pop_ready) else {
+/// Gives connections with input their turn, round robin: each at most its read and request
+/// budget and [`CLIENT_PER_TURN`], all together about [`CLIENTS_PER_TURN`]. Each request reaches
+/// the core (and its reply the connection) before the next is read. Who is left over goes first
+/// next turn, which comes without waiting.
+fn serve_clients(sup: &mut Supervisor, edge: &mut SysEdge) {
+    let start = Instant::now();
+    let queued = edge.control.as_ref().map_or(0, Control::ready_len);
+    for _ in 0..queued {
+        if start.elapsed() >= CLIENTS_PER_TURN || edge.exit_code.is_some() {
+            return;
+        }
+        let Some(id) = edge.control.as_mut().and_then(Control::pop_ready) else {
+            return;
+        };
+        let own = Instant::now();
+        loop {
+            let Some(c) = edge.control.as_mut() else {
                 return;
             };
-            let own = Instant::now();
-            loop {
-                let Some(c) = self.control.as_mut() else {
-                    return;
-                };
-                let Some(got) = c.next_request(id, self.poll.registry()) else {
-                    break;
-                };
-                self.queue_incoming(vec![got]);
-                self.drain_inputs();
-                if own.elapsed() >= CLIENT_PER_TURN {
-                    break;
-                }
+            let Some(got) = c.next_request(id, edge.poll.registry()) else {
+                break;
+            };
+            let inputs = edge.incoming(vec![got]);
+            turn::feed(sup, edge, inputs);
+            if own.elapsed() >= CLIENT_PER_TURN {
+                break;
             }
-            let got = self
-                .control
-                .as_mut()
-                .map(|c| c.end_turn(id, self.poll.registry()))
-                .unwrap_or_default();
-            self.queue_incoming(got);
-            self.drain_inputs();
         }
+        let got = edge
+            .control
+            .as_mut()
+            .map(|c| c.end_turn(id, edge.poll.registry()))
+            .unwrap_or_default();
+        let inputs = edge.incoming(got);
+        turn::feed(sup, edge, inputs);
     }
+}
 
-    /// Accepts new connections (on a listener event), and those left waiting for a
-    /// descriptor once one has been freed.
-    fn accept_clients(&mut self, event: bool) {
-        let freed = std::mem::take(&mut self.fds_freed);
-        if let Some(c) = self.control.as_mut() {
-            if event {
-                c.accept(self.poll.registry());
-            } else {
-                c.accept_again(self.poll.registry(), freed);
-            }
-        }
+impl Edge for SysEdge {
+    fn now(&self) -> Instant {
+        Instant::now()
     }
 
     /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.
-    fn reap(&mut self) {
+    fn reap(&mut self) -> Vec<Input> {
         loop {
-            match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    self.reaped(pid.as_raw(), ExitStatus::Code(code))
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    self.reaped(pid.as_raw(), ExitStatus::Signal(sig as i32))
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    error!("waitpid: {e}");
-                    return;
-                }
-            }
+            let (pid, status) =
+                match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitStatus::Code(code)),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                        (pid.as_raw(), ExitStatus::Signal(sig as i32))
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        error!("waitpid: {e}");
+                        break;
+                    }
+                };
+            debug!("reaped pid {pid} ({status})");
+            self.learnt.push(Input::Reaped { pid, status });
+            self.forget(pid);
         }
+        std::mem::take(&mut self.learnt)
     }
 
-    fn reaped(&mut self, pid: Pid, status: ExitStatus) {
-        self.inputs.push_back(Input::Reaped { pid, status });
-        self.forget(pid);
-    }
-
-    /// The process behind a pidfd is gone: close the pidfd and say so.
-    fn forget(&mut self, pid: Pid) {
-        if let Some(w) = self.pidfds.remove(&pid) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd.raw()));
-            self.fds_freed = true;
-            self.inputs.push_back(Input::Gone(ProcId {
-                pid,
-                start: w.start,
-            }));
-        }
-    }
-
-    fn dispatch(&mut self, input: Input) {
-        self.inputs.push_back(input);
-        self.drain_inputs();
-    }
-
-    fn drain_inputs(&mut self) {
-        while let Some(input) = self.inputs.pop_front() {
-            self.sup.handle(input, Instant::now());
-            // Before carrying out a stop's first signal: a fork storm must not starve it.
-            self.priority.set(if self.sup.urgent() {
-                Priority::Urgent
-            } else {
-                Priority::Normal
-            });
-            for action in self.sup.take_actions() {
-                self.perform(action);
-            }
-        }
-    }
-
-    fn scans(&mut self) {
-        let began = Instant::now();
-        for n in 0.. {
-            let Some(req) = self.sup.scan_request() else {
-                return;
-            };
-            // After the first scan: out of budget, or a deadline is due. The poll timeout is
-            // zero while a scan is wanted, so the next turn ticks and then carries on scanning.
-            let now = Instant::now();
-            if n > 0
-                && (now.duration_since(began) >= SCAN_BUDGET_PER_TURN
-                    || self.sup.deadline().is_some_and(|d| d <= now))
-            {
-                return;
-            }
-            // Collect exited children first, so their exit status is known before the scan
-            // reports them gone.
-            self.reap();
-            self.drain_inputs();
-            if self.sup.scan_request().is_none() {
-                return;
-            }
-            let mut snap = procfs::scan(self.self_pid, &req);
-            if snap.incomplete
-                && out_of_fds(self.poll.as_raw_fd())
-                && self.shed_client("scanning /proc")
-            {
-                snap = procfs::scan(self.self_pid, &req);
-            }
-            self.dispatch(Input::Scanned(snap));
-        }
-    }
-
-    fn queue_incoming(&mut self, got: Vec<Incoming>) {
-        for i in got {
-            self.inputs.push_back(match i {
-                Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
-                Incoming::Closed(conn) => {
-                    self.fds_freed = true;
-                    Input::ConnClosed(conn)
-                }
-            });
-        }
-    }
-
-    /// The stop path found no free descriptor: closes a client (an idle one first, then a
-    /// watcher) so that processes stay watched. False when there was none to close.
-    fn shed_client(&mut self, why: &str) -> bool {
-        let Some(c) = self.control.as_mut() else {
-            return false;
-        };
-        let Some((kind, got)) = c.shed_one(self.poll.registry()) else {
-            return false;
-        };
-        warn!(
-            "out of descriptors ({why}): closed {kind} of the control socket to keep watching \
-             processes; raise the open-file limit (ulimit -n) to avoid this"
-        );
-        self.queue_incoming(got);
-        true
-    }
-
-    fn perform(&mut self, action: Action) {
+    fn perform(&mut self, action: Action) -> Vec<Input> {
         match action {
             Action::Spawn {
                 who,
@@ -541,7 +408,7 @@ impl EventLoop {
                     },
                     Err(e) => Input::SpawnFailed { who, error: e },
                 };
-                self.inputs.push_back(input);
+                self.learnt.push(input);
             }
             Action::Signal { proc, signal } => {
                 let reach = self.send(proc, signal);
@@ -557,29 +424,19 @@ impl EventLoop {
                     .as_mut()
                     .map(|c| c.reply(conn, &line, self.poll.registry()))
                     .unwrap_or_default();
-                self.queue_incoming(got);
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
             }
             Action::Event(ev) => {
-                let ev = if let Event::Done { .. } = ev {
-                    self.clean_up(ev)
-                } else {
-                    ev
-                };
+                logging::event(&ev);
                 let line = event_line(&ev, logging::unix_ms(SystemTime::now()));
                 let got = self
                     .control
                     .as_mut()
                     .map(|c| c.broadcast(&line, self.poll.registry()))
                     .unwrap_or_default();
-                self.queue_incoming(got);
-            }
-            Action::Close(conn) => {
-                let got = self
-                    .control
-                    .as_mut()
-                    .map(|c| c.close_after_flush(conn, self.poll.registry()))
-                    .unwrap_or_default();
-                self.queue_incoming(got);
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
             }
             Action::CloseIdle => {
                 let got = self
@@ -587,7 +444,8 @@ impl EventLoop {
                     .as_mut()
                     .map(|c| c.close_idle(self.poll.registry()))
                     .unwrap_or_default();
-                self.queue_incoming(got);
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
             }
             Action::CloseListener => {
                 if let Some(c) = self.control.as_mut() {
@@ -602,15 +460,107 @@ impl EventLoop {
                         message: "no config file to reload".into(),
                     }]),
                 };
-                self.inputs.push_back(Input::ConfigLoaded { result, reply });
+                self.learnt.push(Input::ConfigLoaded { result, reply });
             }
             Action::Notify(n) => self.notifier.send(&n),
             Action::Persist(procs) => self.persist(procs),
-            // A failed clean-up step may already have turned a 0 into 1.
-            Action::Exit { code } => {
-                self.exit_code = Some(self.exit_code.filter(|_| code == 0).unwrap_or(code))
+            Action::Release { keep_state } => {
+                let failures = self.release(keep_state);
+                self.learnt.push(Input::Released { failures });
+            }
+            Action::Exit { code } => self.exit_code = Some(code),
+        }
+        std::mem::take(&mut self.learnt)
+    }
+
+    fn scan(&mut self, req: &ScanRequest) -> Snapshot {
+        let snap = procfs::scan(self.self_pid, req);
+        if snap.incomplete
+            && out_of_fds(self.poll.as_raw_fd())
+            && self.shed_client("scanning /proc")
+        {
+            return procfs::scan(self.self_pid, req);
+        }
+        snap
+    }
+
+    fn set_urgent(&mut self, urgent: bool) {
+        self.priority.set(if urgent {
+            Priority::Urgent
+        } else {
+            Priority::Normal
+        });
+    }
+}
+
+impl SysEdge {
+    /// Drains the signal pipe: whether SIGCHLD was among them (reap then), and the others.
+    fn read_signals(&mut self) -> (bool, Vec<Input>) {
+        let mut chld = false;
+        let mut inputs = Vec::new();
+        for sig in self.signals.pending() {
+            if sig == Signal::SIGCHLD {
+                chld = true;
+            } else {
+                inputs.push(Input::Signal(sig));
             }
         }
+        (chld, inputs)
+    }
+
+    /// Accepts new connections (on a listener event), and those left waiting for a descriptor
+    /// once one has been freed.
+    fn accept_clients(&mut self, event: bool) {
+        let freed = std::mem::take(&mut self.fds_freed);
+        if let Some(c) = self.control.as_mut() {
+            if event {
+                c.accept(self.poll.registry());
+            } else {
+                c.accept_again(self.poll.registry(), freed);
+            }
+        }
+    }
+
+    /// The process behind a pidfd is gone: close the pidfd and say so.
+    fn forget(&mut self, pid: Pid) {
+        if let Some(w) = self.pidfds.remove(&pid) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd.raw()));
+            self.fds_freed = true;
+            self.learnt.push(Input::Gone(ProcId {
+                pid,
+                start: w.start,
+            }));
+        }
+    }
+
+    fn incoming(&mut self, got: Vec<Incoming>) -> Vec<Input> {
+        got.into_iter()
+            .map(|i| match i {
+                Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
+                Incoming::Closed(conn) => {
+                    self.fds_freed = true;
+                    Input::ConnClosed(conn)
+                }
+            })
+            .collect()
+    }
+
+    /// The stop path found no free descriptor: closes a client (an idle one first, then a
+    /// watcher) so that processes stay watched. False when there was none to close.
+    fn shed_client(&mut self, why: &str) -> bool {
+        let Some(c) = self.control.as_mut() else {
+            return false;
+        };
+        let Some((kind, got)) = c.shed_one(self.poll.registry()) else {
+            return false;
+        };
+        warn!(
+            "out of descriptors ({why}): closed {kind} of the control socket to keep watching \
+             processes; raise the open-file limit (ulimit -n) to avoid this"
+        );
+        let inputs = self.incoming(got);
+        self.learnt.extend(inputs);
+        true
     }
 
     /// Takes a freshly spawned child under watch. It is our unreaped child, so its pid cannot
@@ -636,15 +586,15 @@ impl EventLoop {
     fn reached(&mut self, proc: ProcId, reach: Reach) {
         match reach {
             Reach::Yes => {}
-            Reach::Gone => self.inputs.push_back(Input::Gone(proc)),
-            Reach::Blind => self.inputs.push_back(Input::Unwatchable(proc)),
+            Reach::Gone => self.learnt.push(Input::Gone(proc)),
+            Reach::Blind => self.learnt.push(Input::Unwatchable(proc)),
         }
     }
 
     fn register(&mut self, proc: ProcId, fd: PidFd) {
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&fd.raw()),
-            pidfd_token(proc.pid),
+            tokens::pidfd(proc.pid),
             Interest::READABLE,
         ) {
             warn!("cannot watch pid {}: {e}", proc.pid);
@@ -683,8 +633,8 @@ impl EventLoop {
         }
     }
 
-    /// Opens a verified pidfd; out of descriptors, closes a client to make room and tries
-    /// once more.
+    /// Opens a verified pidfd; out of descriptors, closes a client to make room and tries once
+    /// more.
     fn open_pidfd(&mut self, proc: ProcId) -> io::Result<Option<PidFd>> {
         match PidFd::open_verified(proc) {
             Err(e)
@@ -752,106 +702,28 @@ impl EventLoop {
         }
     }
 
-    /// CleanedUp: remove the socket and the lock before watchers hear `done`, and fill in what
-    /// survivors look like now.
-    fn clean_up(&mut self, ev: Event) -> Event {
-        let Event::Done {
-            mut clean,
-            within_bound,
-            elapsed_ms,
-            mut exit_code,
-            survivors,
-        } = ev
-        else {
-            return ev;
-        };
-        // A last look at /proc: whatever of reapd's is still alive is a survivor, whether the
-        // supervisor knew about it or not; a listed survivor that has died meanwhile is not.
-        let snap = procfs::scan(self.self_pid, &ScanRequest::default());
-        // A stopped process cannot be in the middle of a fork, so reading its command line cannot
-        // stall on its memory-map lock; any other survivor is named by its command name.
-        let describe = |p: &ProcInfo| {
-            p.is_stopped()
-                .then(|| procfs::read_cmdline(p.pid))
-                .flatten()
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| p.describe())
-        };
-        let mut still: Vec<Survivor> = survivors
-            .into_iter()
-            .filter_map(|s| {
-                let p = snap.procs.get(&s.pid).filter(|p| !p.is_dead())?;
-                Some(Survivor {
-                    pid: s.pid,
-                    state: p.state.to_string(),
-                    cmdline: describe(p),
-                })
-            })
-            .collect();
-        for pid in snap.descendants(self.self_pid) {
-            if let Some(p) = snap.procs.get(&pid).filter(|p| !p.is_dead())
-                && !still.iter().any(|s| s.pid == pid)
-            {
-                still.push(Survivor {
-                    pid,
-                    state: p.state.to_string(),
-                    cmdline: describe(p),
-                });
-            }
-        }
-        if snap.incomplete {
-            warn!("the last look for survivors could not read all of /proc");
-        }
-        for s in &still {
-            error!("survivor: pid {} state {} ({})", s.pid, s.state, s.cmdline);
-        }
-        if !still.is_empty() {
-            clean = false;
-        }
-        // The state file goes only with a clean shutdown; survivors stay in it, so the next
-        // instance on this socket stops them before it starts anything.
-        if let Some(path) = &self.state_path {
-            if still.is_empty() {
-                if let Err(e) = state_file::remove(path) {
-                    error!("cannot remove state file {}: {e}", path.display());
-                }
-            } else {
-                let procs = still
-                    .iter()
-                    .filter_map(|s| snap.procs.get(&s.pid))
-                    .map(|p| Recorded {
-                        owner: "survivor".into(),
-                        pid: p.pid,
-                        start: p.start,
-                    })
-                    .collect();
-                self.persist(procs);
-            }
+    /// The end: the listener closes, the socket and lock go, and the state file unless survivors
+    /// are kept in it. Returns what could not be removed.
+    fn release(&mut self, keep_state: bool) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some(path) = &self.state_path
+            && !keep_state
+            && let Err(e) = state_file::remove(path)
+        {
+            failures.push(format!("cannot remove state file {}: {e}", path.display()));
         }
         if let Some(c) = self.control.as_mut() {
             c.close_listener(self.poll.registry());
             if let Err(e) = c.remove_socket() {
-                error!("cannot remove socket {}: {e}", c.path().display());
-                clean = false;
+                failures.push(format!("cannot remove socket {}: {e}", c.path().display()));
             }
         }
         if let Some(l) = self.lock.take()
             && let Err(e) = l.release()
         {
-            error!("cannot remove lock file: {e}");
-            clean = false;
+            failures.push(format!("cannot remove lock file: {e}"));
         }
-        if !clean && exit_code == 0 {
-            exit_code = 1;
-            self.exit_code = Some(1);
-        }
-        Event::Done {
-            clean,
-            within_bound,
-            elapsed_ms,
-            exit_code,
-            survivors: still,
-        }
+        failures
     }
 
     fn exit(&mut self, code: i32) -> i32 {
@@ -864,9 +736,9 @@ impl EventLoop {
 }
 
 /// How the open-file limit is shared: what start-up opened, [`STOP_RESERVE`] for the stop
-/// path, a quarter of the rest (at most [`control::MAX_CONNS`]) for clients, the remainder
-/// for pidfds. Processes beyond the pidfd cap are watched by rescanning `/proc`; clients beyond
-/// the cap wait in the listen backlog.
+/// path, a quarter of the rest (at most [`control::MAX_CONNS`]) for clients, the remainder for
+/// pidfds. Processes beyond the pidfd cap are watched by rescanning `/proc`; clients beyond the
+/// cap wait in the listen backlog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FdBudget {
     limit: usize,
@@ -877,7 +749,7 @@ struct FdBudget {
 
 impl FdBudget {
     fn new(base: usize, with_socket: bool) -> FdBudget {
-        FdBudget::split(nofile_limit(), base, with_socket)
+        FdBudget::split(rlimits::nofile_soft(), base, with_socket)
     }
 
     fn split(limit: usize, base: usize, with_socket: bool) -> FdBudget {
@@ -894,21 +766,6 @@ impl FdBudget {
             pidfds: spare.saturating_sub(conns),
         }
     }
-}
-
-/// The soft open-file limit (reapd raised it to the hard limit at start-up).
-fn nofile_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        1024
-    };
-    usize::try_from(soft).unwrap_or(usize::MAX)
 }
 
 /// Descriptors open now (inherited ones included), or a pessimistic guess.
@@ -935,6 +792,7 @@ fn out_of_fds(open: RawFd) -> bool {
         Some(libc::EMFILE | libc::ENFILE)
     )
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,16 @@
 //! Log lines on stderr: `12:00:01.234 reapd[42]: info: web: started, pid 43`.
 //!
-//! Owns: the logger set-up (level filter in env_logger syntax) and the line format.
+//! Owns: the logger set-up (level filter in env_logger syntax), the line format, and telling
+//! events in the log (rendered by `wire::narrative`, so the log and the events agree).
 //! Must never: write anywhere but stderr; s6-log, svlogd, journald and `docker logs` collect it.
 
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::wire::events::Event;
+use crate::wire::narrative::{self, Level};
 
 /// Installs the logger. `spec` uses env_logger syntax (`info`, `debug`, `reapd=trace`).
 pub fn init(spec: &str) {
@@ -24,6 +28,19 @@ pub fn init(spec: &str) {
             )
         })
         .try_init();
+}
+
+/// Tells an event in the log: its lines as the narrative renders them.
+pub fn event(ev: &Event) {
+    for (level, line) in narrative::lines(ev) {
+        let level = match level {
+            Level::Error => log::Level::Error,
+            Level::Warn => log::Level::Warn,
+            Level::Info => log::Level::Info,
+            Level::Debug => log::Level::Debug,
+        };
+        log::log!(level, "{line}");
+    }
 }
 
 /// Flushes buffered log output (before exit).

@@ -13,6 +13,8 @@ pub mod notify;
 pub mod pidfd;
 pub mod priority;
 pub mod procfs;
+pub mod rlimits;
 pub mod signals;
 pub mod spawn;
 pub mod state_file;
+pub mod tokens;

@@ -12,7 +12,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 use log::{debug, warn};
 
-use crate::core::supervisor::Notice;
+use crate::core::io::Notice;
 
 /// Where readiness and status go.
 #[derive(Debug, Default)]

@@ -10,11 +10,11 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::core::io::ScanRequest;
 use crate::core::proctree::{
     Listener, Pid, ProcInfo, Snapshot, cmdline_from_bytes, group_state, marker_from_environ,
     parse_stat,
 };
-use crate::core::supervisor::ScanRequest;
 
 /// Reads one process's `stat`: `Ok(None)` when it is gone (or hidden from us), `Err` when it
 /// could not be looked at (out of descriptors, ...): then nothing is known about it.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::core::proctree::Pid;
+use crate::sys::rlimits::{self, Nofile};
 
 /// What to start.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ pub struct SpawnSpec<'a> {
 /// 1024), and `/dev/null` as stdin, opened once at start-up.
 #[derive(Debug)]
 pub struct Spawner {
-    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
+    nofile: Option<Nofile>,
     devnull: Option<std::fs::File>,
 }
 
@@ -46,7 +47,7 @@ impl Spawner {
             })
             .ok();
         Spawner {
-            nofile: raise_own_nofile(),
+            nofile: rlimits::raise_own_nofile(),
             devnull,
         }
     }
@@ -76,31 +77,7 @@ impl Spawner {
     }
 }
 
-fn raise_own_nofile() -> Option<(libc::rlim_t, libc::rlim_t)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: lim.rlim_max,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return None;
-    }
-    Some((lim.rlim_cur, lim.rlim_max))
-}
-
-fn spawn(
-    spec: &SpawnSpec<'_>,
-    stdin: Stdio,
-    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
-) -> Result<Pid, String> {
+fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<Pid, String> {
     let Some((program, args)) = spec.cmd.split_first() else {
         return Err("empty command".into());
     };
@@ -131,10 +108,10 @@ fn spawn(
                 return Err(io::Error::last_os_error());
             }
             reset_dispositions();
-            if let Some((cur, max)) = nofile {
+            if let Some(Nofile { soft, hard }) = nofile {
                 let lim = libc::rlimit {
-                    rlim_cur: cur,
-                    rlim_max: max,
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
                 };
                 libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }

@@ -7,8 +7,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod json;
+pub mod narrative;
 pub mod protocol;
+pub mod replies;
 pub mod signal_names;
 pub mod state_file;
 pub mod text;

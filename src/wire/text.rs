@@ -82,6 +82,11 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
     prev.last().copied().unwrap_or_default()
 }
 
+/// A duration in whole milliseconds, for the wire (saturating).
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `10 s`, `17.5 s`, `0.25 s`.
 pub fn secs(d: Duration) -> String {
     let ms = d.as_millis();

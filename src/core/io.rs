@@ -1,0 +1,210 @@
+//! The core's inputs and actions: the whole vocabulary between the decisions and the edge.
+//!
+//! Owns: [`Input`] (everything the supervisor reacts to) and [`Action`] (everything it asks the
+//! edge to do), and the small types they carry. `sys` speaks to the core in these terms only, and
+//! the simulation (`core::sim`) plays the edge with the same ones.
+//! Must never: carry a file descriptor, a clock or anything else only the edge can hold.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+
+use crate::core::proctree::{Pid, ProcId, Snapshot};
+use crate::wire::config::{Config, ConfigError};
+use crate::wire::events::{Event, ExitStatus};
+use crate::wire::protocol::{Request, RequestId};
+use crate::wire::state_file::{Recorded, StateRecord};
+
+/// A control connection, as numbered by the edge.
+pub type ConnId = u64;
+
+/// A reply destination: the connection and the request's `id`.
+pub type ReplyTo = (ConnId, Option<RequestId>);
+
+/// How reapd was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `--config FILE`: services from a file, reloadable.
+    Config,
+    /// `-- CMD ARGS`: one command; its exit ends reapd.
+    Single,
+}
+
+/// Who a spawn is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spawnee {
+    /// A service's main process.
+    Service(String),
+    /// A cleanup hook, by index.
+    Hook(usize),
+}
+
+/// What a scan must read beyond every process's `stat`.
+///
+/// Scans read `stat` only, unless told otherwise: `environ` and `cmdline` take the target's
+/// memory-map lock, which a process holds for the whole of each `fork()`. In a CPU-bound fork
+/// storm that lock is almost always held by a process that gets a few microseconds of CPU per
+/// second, and reading it would stall reapd for minutes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// Read the command lines of processes outside reapd's tree (for `match` sweeps); reapd's
+    /// own descendants are attributed by ancestry instead.
+    pub foreign_cmdlines: bool,
+    /// Read the command lines of stopped processes (which cannot be in the middle of a fork):
+    /// the last look describes survivors with them.
+    pub stopped_cmdlines: bool,
+    /// Find the processes listening on these TCP ports.
+    pub ports: Vec<u16>,
+    /// Children of reapd whose owner is already known (the processes it spawned, and orphans it
+    /// has attributed before): their `REAPD_SERVICE` marker need not be read.
+    pub attributed: HashSet<Pid>,
+    /// Sessions of services: an orphan in one of them needs no marker either.
+    pub service_sessions: HashSet<Pid>,
+}
+
+/// Messages for the service manager (s6 readiness fd, systemd `NOTIFY_SOCKET`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Socket bound, initial services spawned.
+    Ready,
+    /// Shutdown began.
+    Stopping,
+    /// A human-readable status line.
+    Status(String),
+}
+
+/// Everything the supervisor reacts to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The edge is ready: spawn the initial services, after stopping whatever a predecessor
+    /// that died without cleaning up left running (its state file, when there is one).
+    Start {
+        /// The predecessor's state file.
+        predecessor: Option<StateRecord>,
+    },
+    /// A signal arrived (SIGCHLD excepted: the edge reaps and reports [`Input::Reaped`]).
+    Signal(Signal),
+    /// `waitpid` collected a child.
+    Reaped {
+        /// Its pid.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A process is gone: its pidfd became readable, or it vanished before one could be opened.
+    Gone(ProcId),
+    /// No pidfd could be opened for a process (out of descriptors): it may still be alive, but
+    /// its exit will not be announced.
+    Unwatchable(ProcId),
+    /// A spawn succeeded.
+    Spawned {
+        /// For whom.
+        who: Spawnee,
+        /// The new process.
+        proc: ProcId,
+    },
+    /// A spawn failed.
+    SpawnFailed {
+        /// For whom.
+        who: Spawnee,
+        /// Why, ready to log.
+        error: String,
+    },
+    /// A scan the supervisor asked for.
+    Scanned(Snapshot),
+    /// A control request.
+    Request {
+        /// From which connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: Option<RequestId>,
+        /// The request.
+        request: Request,
+    },
+    /// A control connection went away.
+    ConnClosed(ConnId),
+    /// The config file was re-read.
+    ConfigLoaded {
+        /// The new config, or its errors.
+        result: Result<Config, Vec<ConfigError>>,
+        /// Who asked, if a client did.
+        reply: Option<ReplyTo>,
+    },
+    /// The edge can no longer wait for events (`epoll_wait` fails): from now on it only ticks and
+    /// scans. reapd stops everything and exits.
+    LoopFailed {
+        /// What failed, for the log.
+        error: String,
+    },
+    /// The socket, lock and state file were dealt with ([`Action::Release`]); these steps
+    /// failed.
+    Released {
+        /// What could not be removed, each phrased for the log.
+        failures: Vec<String>,
+    },
+    /// A deadline passed.
+    Tick,
+}
+
+/// Everything the edge does on the supervisor's behalf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start a process in its own session; answer with [`Input::Spawned`] or
+    /// [`Input::SpawnFailed`].
+    Spawn {
+        /// For whom.
+        who: Spawnee,
+        /// argv.
+        cmd: Vec<String>,
+        /// Variables added to reapd's environment.
+        env: Vec<(String, String)>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+        /// Keep reapd's stdin (single-command mode) instead of `/dev/null`.
+        inherit_stdin: bool,
+    },
+    /// Send a signal through the process's pidfd (opening one if needed).
+    Signal {
+        /// Target.
+        proc: ProcId,
+        /// Signal.
+        signal: Signal,
+    },
+    /// Open a pidfd so the process's exit produces [`Input::Gone`].
+    Watch(ProcId),
+    /// Send a reply line.
+    Reply {
+        /// To whom.
+        conn: ConnId,
+        /// The line, newline included.
+        line: String,
+    },
+    /// Log an event and send it to every watcher.
+    Event(Event),
+    /// Close every connection that is not watching.
+    CloseIdle,
+    /// Stop accepting connections.
+    CloseListener,
+    /// Re-read the config file and answer with [`Input::ConfigLoaded`].
+    LoadConfig {
+        /// Who asked.
+        reply: Option<ReplyTo>,
+    },
+    /// Tell the service manager something.
+    Notify(Notice),
+    /// Record these processes in the state file, so that a successor can stop them if reapd
+    /// dies without cleaning up.
+    Persist(Vec<Recorded>),
+    /// Remove the socket and the lock, and the state file unless `keep_state` (survivors are
+    /// recorded in it for the next instance); answer with [`Input::Released`].
+    Release {
+        /// Keep the state file.
+        keep_state: bool,
+    },
+    /// Flush what clients are owed and the log, and exit with this status.
+    Exit {
+        /// Exit status.
+        code: i32,
+    },
+}

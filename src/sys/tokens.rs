@@ -1,0 +1,80 @@
+//! Poll tokens: which source a readiness event belongs to.
+//!
+//! Owns: the one layout of `mio::Token` values: the kind of source in the low two bits, its
+//! number above them (the signal pipe and the listener, a connection's id, a pidfd's pid). Pids
+//! are at most 2^22 on Linux and connection ids are allocated from 0, so every value fits a 32-bit
+//! `usize` as well as a 64-bit one.
+//! Must never: let two live sources share a token.
+
+use mio::Token;
+
+use crate::core::io::ConnId;
+use crate::core::proctree::Pid;
+
+const KIND_BITS: u32 = 2;
+const FIXED: usize = 0;
+const CONN: usize = 1;
+const PIDFD: usize = 2;
+
+/// The signal self-pipe.
+pub const SIGNALS: Token = Token(FIXED);
+/// The control socket's listener.
+pub const LISTENER: Token = Token((1 << KIND_BITS) | FIXED);
+
+/// What a token stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The signal self-pipe.
+    Signals,
+    /// The listener.
+    Listener,
+    /// A control connection.
+    Conn(ConnId),
+    /// A process's pidfd.
+    Pidfd(Pid),
+    /// Nothing reapd registered (a stale event).
+    Unknown,
+}
+
+/// The token of a connection; `None` once ids no longer fit (after billions of connections on a
+/// 32-bit machine), when the connection is refused.
+pub fn conn(id: ConnId) -> Option<Token> {
+    let id = usize::try_from(id).ok()?;
+    id.checked_mul(1 << KIND_BITS).map(|v| Token(v | CONN))
+}
+
+/// The token of a pidfd.
+pub fn pidfd(pid: Pid) -> Token {
+    Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | PIDFD)
+}
+
+/// What a token stands for.
+pub fn source(t: Token) -> Source {
+    let value = t.0 >> KIND_BITS;
+    match t.0 & ((1 << KIND_BITS) - 1) {
+        FIXED if t == SIGNALS => Source::Signals,
+        FIXED if t == LISTENER => Source::Listener,
+        CONN => Source::Conn(value as ConnId),
+        PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
+        _ => Source::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_and_none_collide() {
+        assert_eq!(source(SIGNALS), Source::Signals);
+        assert_eq!(source(LISTENER), Source::Listener);
+        for id in [0, 1, 7, 1 << 20] {
+            assert_eq!(conn(id).map(source), Some(Source::Conn(id)));
+        }
+        for pid in [1, 2, 4_194_304] {
+            assert_eq!(source(pidfd(pid)), Source::Pidfd(pid));
+            assert_ne!(Some(pidfd(pid)), conn(pid as ConnId));
+        }
+        assert_eq!(source(Token(3)), Source::Unknown);
+    }
+}
