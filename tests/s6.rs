@@ -32,20 +32,6 @@ fn s6(tool: &str, args: &[&str], path: &Path) -> ToolRun {
     )
 }
 
-/// The largest shutdown bound reapd accepts, from `reapd --help` ("at most N").
-fn max_shutdown_ms() -> u64 {
-    let help = run_bounded(Command::new(BIN).arg("--help"), SOON).stdout;
-    let line = help
-        .lines()
-        .find(|l| l.contains("--shutdown-timeout"))
-        .expect("--shutdown-timeout in --help");
-    line.split("at most ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no bound in {line:?}"))
-}
-
 /// Service name → pid from a `list` reply, for services in state `running`.
 fn running_pids(list: &Value) -> Vec<(String, i64)> {
     list["services"]

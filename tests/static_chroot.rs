@@ -6,47 +6,12 @@ mod common;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 
 const BUSYBOX: &str = "/bin/busybox";
-
-/// Builds (or finds up to date) the static binary; once per test process.
-fn static_binary() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.as_ref() {
-        return p.clone();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Always run the script: cargo makes it a no-op when the binary is up to date, and a stale
-    // binary would test yesterday's code. A cold build takes a while.
-    let run = run_bounded(
-        Command::new(root.join("scripts/build-static")).current_dir(root),
-        Duration::from_secs(900),
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "scripts/build-static failed: {}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    // The script's last line starts with the binary's path (it honours CARGO_TARGET_DIR).
-    let bin = run
-        .stdout
-        .lines()
-        .last()
-        .and_then(|l| l.split_once(':'))
-        .map(|(path, _)| root.join(path))
-        .expect("scripts/build-static names its binary");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    *built = Some(bin.clone());
-    bin
-}
 
 fn preconditions() -> bool {
     require(is_root(), "needs root for chroot and mount")

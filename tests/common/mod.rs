@@ -756,6 +756,55 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> ToolRun {
     }
 }
 
+/// Builds (or finds up to date) the static binary (`scripts/build-static`, as used in minimal
+/// images); once per test process.
+pub fn static_binary() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return p.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Always run the script: cargo makes it a no-op when the binary is up to date, and a stale
+    // binary would test yesterday's code. A cold build takes a while.
+    let run = run_bounded(
+        Command::new(root.join("scripts/build-static")).current_dir(root),
+        Duration::from_secs(900),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "scripts/build-static failed: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    // The script's last line starts with the binary's path (it honours CARGO_TARGET_DIR).
+    let bin = run
+        .stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(':'))
+        .map(|(path, _)| root.join(path))
+        .expect("scripts/build-static names its binary");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    *built = Some(bin.clone());
+    bin
+}
+
+/// The largest shutdown bound reapd accepts, from `reapd --help` ("at most N").
+pub fn max_shutdown_ms() -> u64 {
+    let help = run_bounded(Command::new(BIN).arg("--help"), SOON).stdout;
+    let line = help
+        .lines()
+        .find(|l| l.contains("--shutdown-timeout"))
+        .expect("--shutdown-timeout in --help");
+    line.split("at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bound in {line:?}"))
+}
+
 /// A process tree a test started (a supervisor, `unshare`, `chroot`, `socat`) with
 /// `REAPD_TEST_MARKER=<marker>` in its environment. Dropping it (also when the test fails)
 /// kills the child and then, by pid, every live process that carries the marker.
