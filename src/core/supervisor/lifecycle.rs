@@ -1,0 +1,308 @@
+//! The supervisor's sequencing of a service's life: start-up (after any recovery), spawns and
+//! their outcomes, exits and the restart policy, signals, and ticks.
+
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use crate::core::io::{Action, Mode, Notice, Spawnee};
+use crate::core::proctree::{Pid, ProcId};
+use crate::core::recovery::Recovery;
+use crate::core::requests::Waiter;
+use crate::core::service::ServiceState;
+use crate::core::shutdown::{Phase, ShutdownInput, Trigger};
+use crate::core::teardown::Teardown;
+use crate::wire::config::{Leftovers, StopScope};
+use crate::wire::events::{Event, ExitStatus, Unheeded};
+use crate::wire::replies::{ErrorCode, ErrorReply};
+use crate::wire::state_file::StateRecord;
+use crate::wire::text::ms;
+
+use super::{FORWARDED, Supervisor};
+
+impl Supervisor {
+    // ----- starting and restarting -------------------------------------------------------------
+
+    pub(super) fn start(&mut self, predecessor: Option<StateRecord>, now: Instant) {
+        let services = &self.services;
+        let rec = predecessor
+            .map(|r| {
+                Recovery::plan(
+                    &r,
+                    |name| services.get(name).map(|s| &s.spec),
+                    self.self_pid,
+                    now,
+                )
+            })
+            .filter(|r| !r.owners.is_empty());
+        match rec {
+            Some(rec) => {
+                self.out.event(Event::Recovering {
+                    predecessor: rec.predecessor,
+                    services: rec.owners.iter().map(|o| o.owner.clone()).collect(),
+                });
+                self.recovery = Some(rec);
+            }
+            None => self.start_all(),
+        }
+    }
+
+    pub(super) fn start_all(&mut self) {
+        if self.phase() != Phase::Running {
+            // Asked to stop before anything started: start nothing, and say ready so whoever
+            // waits for readiness is not left hanging.
+            self.initial_spawn_resolved();
+            return;
+        }
+        let names = self.services.names();
+        self.starting = names.len();
+        if names.is_empty() && self.mode == Mode::Config {
+            self.out.event(Event::NoServices);
+        }
+        for name in names {
+            self.spawn(&name);
+        }
+        if self.starting == 0 {
+            self.initial_spawn_resolved();
+        }
+    }
+
+    /// Readiness means every initial service was spawned (or failed to be): counted down as the
+    /// edge reports each spawn's outcome, so the first status already counts them.
+    pub(super) fn initial_spawn_resolved(&mut self) {
+        if self.ready_sent {
+            return;
+        }
+        self.starting = self.starting.saturating_sub(1);
+        if self.starting > 0 {
+            return;
+        }
+        self.ready_sent = true;
+        self.out.push(Action::Notify(Notice::Ready));
+        self.status_due = true;
+    }
+
+    pub(super) fn spawn(&mut self, name: &str) {
+        let inherit_stdin = self.mode == Mode::Single;
+        let Some(s) = self.services.get_mut(name) else {
+            return;
+        };
+        s.wanted = true;
+        s.state = ServiceState::Starting;
+        let mut env: Vec<(String, String)> = s
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("REAPD_SERVICE".into(), s.spec.name.clone()));
+        self.out.push(Action::Spawn {
+            who: Spawnee::Service(s.spec.name.clone()),
+            cmd: s.spec.cmd.clone(),
+            env,
+            cwd: s.spec.cwd.clone(),
+            inherit_stdin,
+        });
+    }
+
+    pub(super) fn on_spawned(&mut self, who: Spawnee, proc: ProcId, now: Instant) {
+        match who {
+            Spawnee::Service(name) => {
+                let Some(s) = self.services.get_mut(&name) else {
+                    return;
+                };
+                s.started(proc, now);
+                self.tracking.spawned_service(proc, &name);
+                self.out.event(Event::Spawned {
+                    service: name.clone(),
+                    pid: proc.pid,
+                });
+                if !self.ready_sent {
+                    self.initial_spawn_resolved();
+                }
+                self.answer_running(&name);
+                self.status_due = true;
+            }
+            Spawnee::Hook(index) => {
+                if let Teardown::Hooks(h) = &mut self.teardown
+                    && h.spawned(index, proc)
+                {
+                    self.tracking.spawned_hook(proc, index);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_spawn_failed(&mut self, who: Spawnee, error: String, now: Instant) {
+        match who {
+            Spawnee::Service(name) => {
+                self.out.event(Event::SpawnFailed {
+                    service: name.clone(),
+                    error: error.clone(),
+                });
+                if !self.ready_sent {
+                    self.initial_spawn_resolved();
+                }
+                for to in self.waiters.take(&Waiter::Running(name.clone())) {
+                    self.out.answer(
+                        &to,
+                        Err(ErrorReply::new(
+                            ErrorCode::Failed,
+                            format!("{name}: cannot start: {error}"),
+                        )),
+                    );
+                }
+                // Like a shell: a command that cannot be executed exits 127.
+                let status = ExitStatus::Code(127);
+                if self.mode == Mode::Single {
+                    self.command_status = Some(status);
+                    self.trigger(Trigger::CommandExited, now);
+                    return;
+                }
+                if let Some(s) = self.services.get_mut(&name) {
+                    s.ended(status, now);
+                }
+                self.restart(&name, status, now);
+            }
+            Spawnee::Hook(index) => {
+                if let Teardown::Hooks(h) = &mut self.teardown {
+                    h.spawn_failed(index, &error);
+                }
+                self.advance_hooks(now);
+            }
+        }
+    }
+
+    pub(super) fn on_reaped(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        self.tracking.reaped(pid);
+        if let Teardown::Hooks(h) = &mut self.teardown
+            && h.reaped(pid, status)
+        {
+            self.advance_hooks(now);
+            return;
+        }
+        let phase = self.phase();
+        let mode = self.mode;
+        let Some(s) = self.services.by_main_pid(pid) else {
+            return;
+        };
+        let name = s.spec.name.clone();
+        s.last_exit = Some(status);
+        if let ServiceState::Stopping { job, main, since } = &mut s.state {
+            *main = None;
+            *since = None;
+            let after_ms = Some(ms(now.saturating_duration_since(job.started())));
+            // The main process counts as a member of the tree: let the job see it gone.
+            let id = job.touched().find(|id| id.pid == pid);
+            if let Some(id) = id {
+                job.on_gone(id);
+            }
+            let done = job.is_done();
+            self.out.event(Event::Exited {
+                service: name.clone(),
+                pid,
+                status,
+                after_ms,
+            });
+            if done {
+                self.finish_stop(&name, now);
+                self.check_progress(now);
+            }
+            return;
+        }
+        self.out.event(Event::Exited {
+            service: name.clone(),
+            pid,
+            status,
+            after_ms: None,
+        });
+        s.ended(status, now);
+        self.status_due = true;
+        if mode == Mode::Single {
+            self.command_status = Some(status);
+            self.trigger(Trigger::CommandExited, now);
+            return;
+        }
+        if phase != Phase::Running {
+            return;
+        }
+        if s.spec.leftovers == Leftovers::Stop {
+            // Whatever the main process left running is stopped before the service runs again,
+            // or every restart would add another generation of orphans.
+            s.leftovers_of = Some(status);
+            s.begin_stop(None, StopScope::Tree, now);
+        } else {
+            self.restart(&name, status, now);
+        }
+    }
+
+    /// Applies the restart policy after the main process ended.
+    pub(super) fn restart(&mut self, name: &str, status: ExitStatus, now: Instant) {
+        if self.phase() != Phase::Running {
+            return;
+        }
+        let Some(s) = self.services.get_mut(name) else {
+            return;
+        };
+        match s.schedule_restart(status, now) {
+            Some(delay) => self.out.event(Event::Restarting {
+                service: name.to_string(),
+                delay_ms: ms(delay),
+                restarts: s.restarts,
+            }),
+            None => self.out.event(Event::KeptDown {
+                service: name.to_string(),
+                restart: s.spec.restart.as_str().into(),
+            }),
+        }
+    }
+
+    // ----- signals and ticks -------------------------------------------------------------------
+
+    pub(super) fn on_signal(&mut self, sig: Signal, now: Instant) {
+        match (self.mode, sig) {
+            (_, Signal::SIGTERM | Signal::SIGINT) | (Mode::Config, Signal::SIGQUIT) => {
+                self.trigger(Trigger::Signal(sig), now)
+            }
+            (Mode::Single, s) if FORWARDED.contains(&s) => self.forwards.push(s),
+            (Mode::Config, Signal::SIGHUP) if self.phase() == Phase::Running => {
+                self.out.event(Event::Reloading {
+                    by: "SIGHUP".into(),
+                });
+                self.out.push(Action::LoadConfig { reply: None });
+            }
+            (_, other) => {
+                let why = match other {
+                    Signal::SIGCONT => Unheeded::Harmless,
+                    Signal::SIGHUP => Unheeded::ShuttingDown,
+                    _ => Unheeded::NoAction,
+                };
+                self.out.event(Event::Unheeded {
+                    signal: other.as_str().into(),
+                    why,
+                });
+            }
+        }
+    }
+
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        if self.phase() == Phase::Running {
+            let due: Vec<String> = self
+                .services
+                .iter()
+                .filter(|s| s.restart_at().is_some_and(|t| t <= now))
+                .map(|s| s.spec.name.clone())
+                .collect();
+            for name in due {
+                self.spawn(&name);
+            }
+        }
+        for job in self.jobs_mut() {
+            job.on_tick(now);
+        }
+        if let Teardown::Hooks(h) = &mut self.teardown {
+            h.tick(now, &mut self.out);
+        }
+        self.shutdown_input(ShutdownInput::Tick, now);
+    }
+}
