@@ -7,6 +7,7 @@
 
 pub mod config_file;
 pub mod control;
+pub mod edge;
 pub mod event_loop;
 pub mod logging;
 pub mod notify;

@@ -1,0 +1,526 @@
+//! The system edge of a turn: every resource the event loop holds, and carrying out the core's
+//! actions with them.
+//!
+//! Owns: the pidfds (one per watched process, verified against pid reuse, capped by the
+//! descriptor budget), signalling only through pidfds, spawning and adopting children, the
+//! single reaper, the control socket's part in actions (replies, events to watchers), the state
+//! file, and releasing the socket and lock at the end.
+//! Must never: decide: what it learns while acting (a spawn's pid, a process already gone, no
+//! descriptor left) goes back to the core as inputs.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, error, warn};
+use mio::unix::SourceFd;
+use mio::{Interest, Poll};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+
+use crate::core::io::{Action, Input, ScanRequest};
+use crate::core::proctree::{Pid, ProcId, Snapshot};
+use crate::core::turn::Edge;
+use crate::sys::config_file;
+use crate::sys::control::{Control, Incoming, Lock};
+use crate::sys::logging;
+use crate::sys::notify::Notifier;
+use crate::sys::pidfd::PidFd;
+use crate::sys::priority::{Priority, PriorityControl};
+use crate::sys::procfs;
+use crate::sys::signals::SignalSource;
+use crate::sys::spawn::{SpawnSpec, Spawner};
+use crate::sys::state_file;
+use crate::sys::tokens::{self};
+use crate::wire::config::ConfigError;
+use crate::wire::events::{ExitStatus, event_line};
+use crate::wire::state_file::{Recorded, StateRecord};
+
+/// How long exiting may spend delivering the last lines to clients.
+const FINAL_FLUSH: Duration = Duration::from_millis(200);
+
+/// Whether a process could be reached through a pidfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    /// A pidfd is held: its exit will be announced.
+    Yes,
+    /// It is gone (or the pid belongs to another process now).
+    Gone,
+    /// It could not be checked or watched (out of descriptors): assume it lives.
+    Blind,
+}
+
+struct Watched {
+    start: u64,
+    fd: PidFd,
+}
+
+/// The system side of a turn: every resource the loop holds.
+pub struct SysEdge {
+    pub(super) poll: Poll,
+    signals: SignalSource,
+    pub(super) control: Option<Control>,
+    lock: Option<Lock>,
+    pidfds: HashMap<Pid, Watched>,
+    notifier: Notifier,
+    spawner: Spawner,
+    config_path: Option<PathBuf>,
+    self_pid: Pid,
+    /// reapd's own start time, the state file's first record.
+    self_start: u64,
+    /// `<socket>.state`, when there is a socket.
+    pub(super) state_path: Option<PathBuf>,
+    /// Set by the core's last action.
+    pub(super) exit_code: Option<i32>,
+    /// What was learnt while performing an action or reaping, for the core.
+    pub(super) learnt: Vec<Input>,
+    /// Most pidfds held at once (the descriptor budget).
+    watch_cap: usize,
+    warned_fds: bool,
+    priority: PriorityControl,
+    /// A descriptor was closed this turn: connections waiting for one may be accepted.
+    pub(super) fds_freed: bool,
+}
+
+/// What the edge is built from, prepared by the event loop's start-up.
+pub(super) struct Resources {
+    pub(super) poll: Poll,
+    pub(super) signals: SignalSource,
+    pub(super) control: Option<Control>,
+    pub(super) lock: Option<Lock>,
+    pub(super) notifier: Notifier,
+    pub(super) spawner: Spawner,
+    pub(super) config_path: Option<PathBuf>,
+    pub(super) self_pid: Pid,
+    pub(super) state_path: Option<PathBuf>,
+    pub(super) watch_cap: usize,
+}
+
+impl SysEdge {
+    /// The edge of a loop that holds these resources.
+    pub(super) fn new(r: Resources) -> SysEdge {
+        SysEdge {
+            poll: r.poll,
+            signals: r.signals,
+            control: r.control,
+            lock: r.lock,
+            pidfds: HashMap::new(),
+            notifier: r.notifier,
+            spawner: r.spawner,
+            config_path: r.config_path,
+            self_pid: r.self_pid,
+            self_start: procfs::read_stat(r.self_pid).map_or(0, |p| p.start),
+            state_path: r.state_path,
+            exit_code: None,
+            learnt: Vec::new(),
+            watch_cap: r.watch_cap,
+            warned_fds: false,
+            priority: PriorityControl::default(),
+            fds_freed: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for SysEdge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SysEdge")
+            .field("watched", &self.pidfds.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge for SysEdge {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.
+    fn reap(&mut self) -> Vec<Input> {
+        loop {
+            let (pid, status) =
+                match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitStatus::Code(code)),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                        (pid.as_raw(), ExitStatus::Signal(sig as i32))
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        error!("waitpid: {e}");
+                        break;
+                    }
+                };
+            debug!("reaped pid {pid} ({status})");
+            self.learnt.push(Input::Reaped { pid, status });
+            self.forget(pid);
+        }
+        std::mem::take(&mut self.learnt)
+    }
+
+    fn perform(&mut self, action: Action) -> Vec<Input> {
+        match action {
+            Action::Spawn {
+                who,
+                cmd,
+                env,
+                cwd,
+                inherit_stdin,
+            } => {
+                let spec = SpawnSpec {
+                    cmd: &cmd,
+                    env: &env,
+                    cwd: cwd.as_ref(),
+                    inherit_stdin,
+                };
+                let input = match self.spawner.spawn(&spec) {
+                    Ok(pid) => match self.adopt_child(pid) {
+                        Ok(proc) => Input::Spawned { who, proc },
+                        Err(e) => Input::SpawnFailed { who, error: e },
+                    },
+                    Err(e) => Input::SpawnFailed { who, error: e },
+                };
+                self.learnt.push(input);
+            }
+            Action::Signal { proc, signal } => {
+                let reach = self.send(proc, signal);
+                self.reached(proc, reach);
+            }
+            Action::Watch(proc) => {
+                let reach = self.watch(proc);
+                self.reached(proc, reach);
+            }
+            Action::Reply { conn, line } => {
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.reply(conn, &line, self.poll.registry()))
+                    .unwrap_or_default();
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
+            }
+            Action::Event(ev) => {
+                logging::event(&ev);
+                let line = event_line(&ev, logging::unix_ms(SystemTime::now()));
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.broadcast(&line, self.poll.registry()))
+                    .unwrap_or_default();
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
+            }
+            Action::CloseIdle => {
+                let got = self
+                    .control
+                    .as_mut()
+                    .map(|c| c.close_idle(self.poll.registry()))
+                    .unwrap_or_default();
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
+            }
+            Action::CloseListener => {
+                if let Some(c) = self.control.as_mut() {
+                    c.close_listener(self.poll.registry());
+                }
+            }
+            Action::LoadConfig { reply } => {
+                let result = match &self.config_path {
+                    Some(p) => config_file::load(p),
+                    None => Err(vec![ConfigError {
+                        path: String::new(),
+                        message: "no config file to reload".into(),
+                    }]),
+                };
+                self.learnt.push(Input::ConfigLoaded { result, reply });
+            }
+            Action::Notify(n) => self.notifier.send(&n),
+            Action::Persist(procs) => self.persist(procs),
+            Action::Release { keep_state } => {
+                let failures = self.release(keep_state);
+                self.learnt.push(Input::Released { failures });
+            }
+            Action::Exit { code } => self.exit_code = Some(code),
+        }
+        std::mem::take(&mut self.learnt)
+    }
+
+    fn scan(&mut self, req: &ScanRequest) -> Snapshot {
+        let snap = procfs::scan(self.self_pid, req);
+        if snap.incomplete
+            && out_of_fds(self.poll.as_raw_fd())
+            && self.shed_client("scanning /proc")
+        {
+            return procfs::scan(self.self_pid, req);
+        }
+        snap
+    }
+
+    fn set_urgent(&mut self, urgent: bool) {
+        self.priority.set(if urgent {
+            Priority::Urgent
+        } else {
+            Priority::Normal
+        });
+    }
+}
+
+impl SysEdge {
+    /// Drains the signal pipe: whether SIGCHLD was among them (reap then), and the others.
+    pub(super) fn read_signals(&mut self) -> (bool, Vec<Input>) {
+        let mut chld = false;
+        let mut inputs = Vec::new();
+        for sig in self.signals.pending() {
+            if sig == Signal::SIGCHLD {
+                chld = true;
+            } else {
+                inputs.push(Input::Signal(sig));
+            }
+        }
+        (chld, inputs)
+    }
+
+    /// Accepts new connections (on a listener event), and those left waiting for a descriptor
+    /// once one has been freed.
+    pub(super) fn accept_clients(&mut self, event: bool) {
+        let freed = std::mem::take(&mut self.fds_freed);
+        if let Some(c) = self.control.as_mut() {
+            if event {
+                c.accept(self.poll.registry());
+            } else {
+                c.accept_again(self.poll.registry(), freed);
+            }
+        }
+    }
+
+    /// The process behind a pidfd is gone: close the pidfd and say so.
+    pub(super) fn forget(&mut self, pid: Pid) {
+        if let Some(w) = self.pidfds.remove(&pid) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd.raw()));
+            self.fds_freed = true;
+            self.learnt.push(Input::Gone(ProcId {
+                pid,
+                start: w.start,
+            }));
+        }
+    }
+
+    pub(super) fn incoming(&mut self, got: Vec<Incoming>) -> Vec<Input> {
+        got.into_iter()
+            .map(|i| match i {
+                Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
+                Incoming::Closed(conn) => {
+                    self.fds_freed = true;
+                    Input::ConnClosed(conn)
+                }
+            })
+            .collect()
+    }
+
+    /// The stop path found no free descriptor: closes a client (an idle one first, then a
+    /// watcher) so that processes stay watched. False when there was none to close.
+    pub(super) fn shed_client(&mut self, why: &str) -> bool {
+        let Some(c) = self.control.as_mut() else {
+            return false;
+        };
+        let Some((kind, got)) = c.shed_one(self.poll.registry()) else {
+            return false;
+        };
+        warn!(
+            "out of descriptors ({why}): closed {kind} of the control socket to keep watching \
+             processes; raise the open-file limit (ulimit -n) to avoid this"
+        );
+        let inputs = self.incoming(got);
+        self.learnt.extend(inputs);
+        true
+    }
+
+    /// Takes a freshly spawned child under watch. It is our unreaped child, so its pid cannot
+    /// have been reused yet and its `/proc` entry exists even if it already exited.
+    fn adopt_child(&mut self, pid: Pid) -> Result<ProcId, String> {
+        let start = procfs::read_stat(pid)
+            .map(|p| p.start)
+            .ok_or_else(|| format!("pid {pid} vanished from /proc right after it was spawned"))?;
+        let proc = ProcId { pid, start };
+        // Beyond the pidfd cap a child of ours is still seen to exit, through SIGCHLD; the
+        // descriptors stay for clients and the stop path.
+        if self.pidfds.len() >= self.watch_cap {
+            self.short_of_fds("the pidfd cap (the open-file limit) is reached");
+            return Ok(proc);
+        }
+        match PidFd::open(pid) {
+            Ok(fd) => self.register(proc, fd),
+            Err(e) => warn!("pidfd_open({pid}): {e}; relying on SIGCHLD for it"),
+        }
+        Ok(proc)
+    }
+
+    fn reached(&mut self, proc: ProcId, reach: Reach) {
+        match reach {
+            Reach::Yes => {}
+            Reach::Gone => self.learnt.push(Input::Gone(proc)),
+            Reach::Blind => self.learnt.push(Input::Unwatchable(proc)),
+        }
+    }
+
+    fn register(&mut self, proc: ProcId, fd: PidFd) {
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&fd.raw()),
+            tokens::pidfd(proc.pid),
+            Interest::READABLE,
+        ) {
+            warn!("cannot watch pid {}: {e}", proc.pid);
+        }
+        self.pidfds.insert(
+            proc.pid,
+            Watched {
+                start: proc.start,
+                fd,
+            },
+        );
+    }
+
+    /// Makes sure a pidfd is held for exactly this process, so its exit is announced.
+    fn watch(&mut self, proc: ProcId) -> Reach {
+        match self.pidfds.get(&proc.pid) {
+            Some(w) if w.start == proc.start => return Reach::Yes,
+            Some(_) => self.forget(proc.pid),
+            None => {}
+        }
+        // Keep descriptors for sockets and spawning: beyond the cap, fall back on rescans.
+        if self.pidfds.len() >= self.watch_cap {
+            self.short_of_fds("the pidfd cap (the open-file limit) is reached");
+            return Reach::Blind;
+        }
+        match self.open_pidfd(proc) {
+            Ok(Some(fd)) => {
+                self.register(proc, fd);
+                Reach::Yes
+            }
+            Ok(None) => Reach::Gone,
+            Err(e) => {
+                self.short_of_fds(&e.to_string());
+                Reach::Blind
+            }
+        }
+    }
+
+    /// Opens a verified pidfd; out of descriptors, closes a client to make room and tries once
+    /// more.
+    fn open_pidfd(&mut self, proc: ProcId) -> io::Result<Option<PidFd>> {
+        match PidFd::open_verified(proc) {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                    && self.shed_client(&format!("watching pid {}: {e}", proc.pid)) =>
+            {
+                PidFd::open_verified(proc)
+            }
+            r => r,
+        }
+    }
+
+    /// Signals one process through a pidfd: the one held for it, or else a short-lived one.
+    fn send(&mut self, proc: ProcId, signal: Signal) -> Reach {
+        let reach = self.watch(proc);
+        let transient;
+        let fd = match (reach, self.pidfds.get(&proc.pid)) {
+            (Reach::Gone, _) => return Reach::Gone,
+            (Reach::Yes, Some(w)) => &w.fd,
+            _ => match self.open_pidfd(proc) {
+                Ok(Some(fd)) => {
+                    transient = fd;
+                    &transient
+                }
+                Ok(None) => return Reach::Gone,
+                Err(e) => {
+                    warn!("cannot send {} to pid {}: {e}", signal.as_str(), proc.pid);
+                    return Reach::Blind;
+                }
+            },
+        };
+        match fd.send_signal(signal) {
+            Ok(()) => {
+                debug!("sent {} to pid {}", signal.as_str(), proc.pid);
+                reach
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Reach::Gone,
+            Err(e) => {
+                warn!("cannot send {} to pid {}: {e}", signal.as_str(), proc.pid);
+                reach
+            }
+        }
+    }
+
+    fn persist(&self, procs: Vec<Recorded>) {
+        if let Some(path) = &self.state_path {
+            state_file::write(
+                path,
+                &StateRecord {
+                    reapd: Some((self.self_pid, self.self_start)),
+                    procs,
+                },
+            );
+        }
+    }
+
+    /// Says once why processes are being watched by rescanning instead of pidfds.
+    fn short_of_fds(&mut self, why: &str) {
+        if !self.warned_fds {
+            self.warned_fds = true;
+            warn!(
+                "cannot watch every process through a pidfd ({why}): noticing their exit by rescanning \
+                 /proc instead; raise the open-file limit (ulimit -n) to avoid this"
+            );
+        }
+    }
+
+    /// The end: the listener closes, the socket and lock go, and the state file unless survivors
+    /// are kept in it. Returns what could not be removed.
+    fn release(&mut self, keep_state: bool) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some(path) = &self.state_path
+            && !keep_state
+            && let Err(e) = state_file::remove(path)
+        {
+            failures.push(format!("cannot remove state file {}: {e}", path.display()));
+        }
+        if let Some(c) = self.control.as_mut() {
+            c.close_listener(self.poll.registry());
+            if let Err(e) = c.remove_socket() {
+                failures.push(format!("cannot remove socket {}: {e}", c.path().display()));
+            }
+        }
+        if let Some(l) = self.lock.take()
+            && let Err(e) = l.release()
+        {
+            failures.push(format!("cannot remove lock file: {e}"));
+        }
+        failures
+    }
+
+    pub(super) fn exit(&mut self, code: i32) -> i32 {
+        if let Some(c) = self.control.as_mut() {
+            c.flush_all(Instant::now() + FINAL_FLUSH);
+        }
+        logging::flush();
+        code
+    }
+}
+
+/// True when no descriptor can be opened right now; `open` is any open descriptor.
+fn out_of_fds(open: RawFd) -> bool {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor (or fails); the copy is closed at
+    // once.
+    let fd = unsafe { libc::fcntl(open, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd >= 0 {
+        // SAFETY: closing the descriptor we just created, which nothing else knows.
+        unsafe { libc::close(fd) };
+        return false;
+    }
+    matches!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE)
+    )
+}
