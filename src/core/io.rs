@@ -61,6 +61,9 @@ pub struct ScanRequest {
     pub attributed: HashSet<Pid>,
     /// Sessions of services: an orphan in one of them needs no marker either.
     pub service_sessions: HashSet<Pid>,
+    /// When not empty, read only these processes' `stat` (a stop checking that the processes it
+    /// held have stopped): the snapshot is then partial.
+    pub only: Vec<Pid>,
 }
 
 /// Messages for the service manager (s6 readiness fd, systemd `NOTIFY_SOCKET`).

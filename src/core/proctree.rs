@@ -186,6 +186,12 @@ pub struct Snapshot {
     /// Some entries could not be read (out of descriptors, say): a process missing from this
     /// snapshot may still be alive.
     pub incomplete: bool,
+    /// Only the processes asked for were read (a check of held processes' states): a process
+    /// missing from it says nothing at all.
+    pub partial: bool,
+    /// The boot clock in clock ticks (the unit of [`ProcInfo::start`]) when the scan began, when
+    /// the edge read it: a process started in a later tick started after the scan.
+    pub ticks: Option<u64>,
 }
 
 impl Snapshot {
@@ -196,6 +202,8 @@ impl Snapshot {
             procs: procs.into_iter().map(|p| (p.pid, p)).collect(),
             listeners: Vec::new(),
             incomplete: false,
+            partial: false,
+            ticks: None,
         }
     }
 
@@ -265,6 +273,8 @@ pub struct Forest {
     parent: HashMap<Pid, Pid>,
     children: HashMap<Pid, Vec<Pid>>,
     members: Vec<Pid>,
+    /// Distance from each member's root, computed once.
+    depth: HashMap<Pid, usize>,
 }
 
 impl Forest {
@@ -306,10 +316,29 @@ impl Forest {
                 cur = p;
             }
         }
+        // Depths in one pass from the roots, so walks over the forest stay linear.
+        let mut depth: HashMap<Pid, usize> = HashMap::with_capacity(members.len());
+        let mut queue: VecDeque<Pid> = members
+            .iter()
+            .copied()
+            .filter(|m| !parent.contains_key(m))
+            .collect();
+        for &r in &queue {
+            depth.insert(r, 0);
+        }
+        while let Some(p) = queue.pop_front() {
+            let d = depth.get(&p).copied().unwrap_or(0);
+            for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+                if depth.insert(c, d + 1).is_none() {
+                    queue.push_back(c);
+                }
+            }
+        }
         Forest {
             parent,
             children,
             members,
+            depth,
         }
     }
 
@@ -325,13 +354,12 @@ impl Forest {
 
     /// Distance from the member's root (roots have depth 0).
     pub fn depth(&self, pid: Pid) -> usize {
-        let mut d = 0;
-        let mut cur = pid;
-        while let Some(&p) = self.parent.get(&cur) {
-            d += 1;
-            cur = p;
-        }
-        d
+        self.depth.get(&pid).copied().unwrap_or(0)
+    }
+
+    /// The member's parent inside the forest.
+    pub fn parent_of(&self, pid: Pid) -> Option<Pid> {
+        self.parent.get(&pid).copied()
     }
 
     /// Members ordered parents first (depth ascending, then pid): the order to freeze in, so a
@@ -376,14 +404,24 @@ impl Forest {
     }
 
     /// The longest downward chain of members satisfying `counts`, starting at `pid` (a member
-    /// not counted adds nothing but passes its children's chains through).
+    /// not counted adds nothing but passes its children's chains through). Linear, without
+    /// recursion, however deep the tree.
     pub fn chain_len(&self, pid: Pid, counts: &dyn Fn(Pid) -> bool) -> usize {
-        let below = self
-            .children_of(pid)
-            .iter()
-            .map(|&c| self.chain_len(c, counts))
-            .max();
-        usize::from(counts(pid)) + below.unwrap_or(0)
+        let mut below = self.below(pid);
+        below.push(pid);
+        below.sort_unstable_by_key(|&p| std::cmp::Reverse(self.depth(p)));
+        let mut len: HashMap<Pid, usize> = HashMap::with_capacity(below.len());
+        for p in below {
+            let deepest = self
+                .children_of(p)
+                .iter()
+                .filter_map(|c| len.get(c))
+                .copied()
+                .max()
+                .unwrap_or(0);
+            len.insert(p, usize::from(counts(p)) + deepest);
+        }
+        len.get(&pid).copied().unwrap_or(0)
     }
 
     /// Roots of the forest.

@@ -39,6 +39,8 @@ pub(crate) struct Quirks {
     pub ignores_term: bool,
     /// Not even SIGKILL ends it (uninterruptible sleep).
     pub unkillable: bool,
+    /// A stop signal that arrived while it was stopped waits until SIGCONT (set by the kernel).
+    pub pending_stop: bool,
 }
 
 /// The tree a service's main process grows: its own quirks, and children, each with the index
@@ -191,10 +193,17 @@ impl Kernel {
                 if p.state == 'T' {
                     p.state = 'S';
                 }
-                false
+                // A stop signal held while it was stopped is acted on now.
+                std::mem::take(&mut q.pending_stop)
             }
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP => {
-                !q.ignores_term && !q.unkillable && p.state != 'T'
+                let fatal = !q.ignores_term && !q.unkillable;
+                if fatal && p.state == 'T' {
+                    q.pending_stop = true;
+                    false
+                } else {
+                    fatal
+                }
             }
             _ => false,
         };
@@ -295,8 +304,24 @@ impl Edge for Kernel {
         }
     }
 
-    fn scan(&mut self, _req: &ScanRequest) -> Snapshot {
+    fn scan(&mut self, req: &ScanRequest) -> Snapshot {
         self.scans += 1;
+        assert!(
+            self.scans < 1_000_000,
+            "the supervisor keeps asking for scans: a livelock"
+        );
+        if !req.only.is_empty() {
+            let mut snap = Snapshot::new(
+                ME,
+                self.procs
+                    .values()
+                    .map(|(p, _)| p)
+                    .filter(|p| req.only.contains(&p.pid))
+                    .cloned(),
+            );
+            snap.partial = true;
+            return snap;
+        }
         Snapshot::new(ME, self.procs.values().map(|(p, _)| p.clone()))
     }
 }

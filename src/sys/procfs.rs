@@ -71,9 +71,42 @@ pub fn read_cmdline(pid: Pid) -> Option<String> {
         .map(|raw| cmdline_from_bytes(&raw))
 }
 
+/// The boot clock in clock ticks, the unit of a process's start time in `stat` (both follow the
+/// time namespace).
+pub fn boot_ticks() -> Option<u64> {
+    use nix::time::{ClockId, clock_gettime};
+    use nix::unistd::{SysconfVar, sysconf};
+    let hz = u64::try_from(sysconf(SysconfVar::CLK_TCK).ok()??).ok()?;
+    let now = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
+    let secs = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u64::try_from(now.tv_nsec()).ok()?;
+    Some(secs * hz + nanos * hz / 1_000_000_000)
+}
+
 /// Takes a snapshot of every process: `stat` for all of them, and only what the request asks for
 /// beyond that (see [`ScanRequest`] for why `environ` and `cmdline` are read sparingly).
 pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
+    let ticks = boot_ticks();
+    if !req.only.is_empty() {
+        // A check of a few processes' states: no directory walk, no other file.
+        let mut incomplete = false;
+        let procs: Vec<ProcInfo> = req
+            .only
+            .iter()
+            .filter_map(|&pid| match read_stat_checked(pid) {
+                Ok(p) => p,
+                Err(_) => {
+                    incomplete = true;
+                    None
+                }
+            })
+            .collect();
+        let mut snap = Snapshot::new(self_pid, procs);
+        snap.partial = true;
+        snap.incomplete = incomplete;
+        snap.ticks = ticks;
+        return snap;
+    }
     let mut procs = Vec::new();
     let mut incomplete = false;
     match fs::read_dir("/proc") {
@@ -101,6 +134,7 @@ pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     }
     let mut snap = Snapshot::new(self_pid, procs);
     snap.incomplete = incomplete;
+    snap.ticks = ticks;
     let ours: HashSet<Pid> = snap.descendants(self_pid).into_iter().collect();
     for (pid, p) in snap.procs.iter_mut() {
         // An orphan reparented to reapd that nothing else identifies: its marker may.
@@ -113,6 +147,10 @@ pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
                 .and_then(|e| marker_from_environ(&e));
         }
         if req.foreign_cmdlines && !ours.contains(pid) && *pid != self_pid {
+            p.cmdline = read_cmdline(*pid);
+        }
+        // A stopped process cannot be in the middle of a fork: its command line is safe to read.
+        if req.stopped_cmdlines && ours.contains(pid) && p.is_stopped() {
             p.cmdline = read_cmdline(*pid);
         }
     }

@@ -129,10 +129,10 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
             Info,
             format!(
                 "{service}: stopping: {signal} to {}, killed after {}",
-                if scope == "main" {
-                    "its main process"
-                } else {
-                    "its whole tree, deepest first"
+                match scope.as_str() {
+                    "main" => "its main process",
+                    "main-first" => "its main process, then the rest of its tree deepest first",
+                    _ => "its whole tree, deepest first",
                 },
                 ms_secs(*timeout_ms)
             ),

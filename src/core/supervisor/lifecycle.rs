@@ -189,14 +189,11 @@ impl Supervisor {
         let name = s.spec.name.clone();
         s.last_exit = Some(status);
         if let ServiceState::Stopping { job, main, since } = &mut s.state {
-            *main = None;
+            let main_id = main.take();
             *since = None;
             let after_ms = Some(ms(now.saturating_duration_since(job.started())));
             // The main process counts as a member of the tree: let the job see it gone.
-            let id = job.touched().find(|id| id.pid == pid);
-            if let Some(id) = id {
-                job.on_gone(id);
-            }
+            let outs = main_id.map(|m| job.on_gone(m, now)).unwrap_or_default();
             let done = job.is_done();
             self.out.event(Event::Exited {
                 service: name.clone(),
@@ -204,6 +201,7 @@ impl Supervisor {
                 status,
                 after_ms,
             });
+            self.perform(outs, Some(&name));
             if done {
                 self.finish_stop(&name, now);
                 self.check_progress(now);

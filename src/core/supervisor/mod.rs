@@ -204,7 +204,15 @@ impl Supervisor {
         }
         let wanted = !self.forwards.is_empty() || self.jobs().any(StopJob::wants_scan);
         if !wanted {
-            return None;
+            // Only held processes' states to check: a few `stat` reads, not a walk of `/proc`.
+            let only: Vec<Pid> = self
+                .jobs()
+                .flat_map(|j| j.wants_check().iter().map(|id| id.pid))
+                .collect();
+            return (!only.is_empty()).then(|| ScanRequest {
+                only,
+                ..ScanRequest::default()
+            });
         }
         let mut req = self.tracking.scan_request();
         if let Teardown::Killing { swept: None, .. } = self.teardown {

@@ -33,6 +33,10 @@ impl Supervisor {
             self.last_look(&snap, now);
             return;
         }
+        if snap.partial {
+            self.on_check(&snap, now);
+            return;
+        }
         let owners = self.tracking.scanned(&snap);
         self.deliver_forwards(&snap);
         // Service stops.
@@ -44,7 +48,7 @@ impl Supervisor {
             let Some(job) = svc.job_mut() else {
                 continue;
             };
-            if !job.wants_scan() {
+            if !job.wants_look() {
                 continue;
             }
             let mut members: Vec<Pid> = owners
@@ -68,7 +72,7 @@ impl Supervisor {
         // What a predecessor that died without cleaning up left running.
         if let Some(rec) = self.recovery.as_mut() {
             for o in &mut rec.owners {
-                if !o.job.wants_scan() {
+                if !o.job.wants_look() {
                     continue;
                 }
                 let members = o.members(&snap);
@@ -91,7 +95,7 @@ impl Supervisor {
             // Orphans of no known service, during the first wave.
             Teardown::Draining {
                 orphans: Some(job), ..
-            } if job.wants_scan() => {
+            } if job.wants_look() => {
                 let members: Vec<Pid> = owners
                     .iter()
                     .filter(|(_, o)| **o == Owner::Unknown)
@@ -100,7 +104,7 @@ impl Supervisor {
                 outs.push((None, job.on_scan(&snap, &members, now)));
             }
             // Everything left at Killing time, and what the sweep finds.
-            Teardown::Killing { leftovers, swept } if leftovers.wants_scan() => {
+            Teardown::Killing { leftovers, swept } if leftovers.wants_look() => {
                 let mut members: Vec<Pid> = owners
                     .iter()
                     .filter(|(_, o)| match o {
@@ -136,7 +140,7 @@ impl Supervisor {
             // An overrunning cleanup hook: services and leftovers are gone by now, so every
             // descendant is the hook's, even children it left that were never seen while it ran.
             Teardown::Hooks(h) => {
-                if let Some(job) = h.reaper_mut().filter(|j| j.wants_scan()) {
+                if let Some(job) = h.reaper_mut().filter(|j| j.wants_look()) {
                     let members: Vec<Pid> = owners.keys().copied().collect();
                     outs.push((None, job.on_scan(&snap, &members, now)));
                 }
@@ -144,7 +148,7 @@ impl Supervisor {
             _ => {}
         }
         for (who, o) in outs {
-            self.perform(o, who.as_deref(), &snap);
+            self.perform(o, who.as_deref());
         }
         for name in finished {
             self.finish_stop(&name, now);
@@ -152,13 +156,40 @@ impl Supervisor {
         self.check_progress(now);
     }
 
+    /// A check of held processes' states: it concerns the stops that asked for it, and nothing
+    /// else (it shows too little for attribution or a sweep).
+    fn on_check(&mut self, snap: &Snapshot, now: Instant) {
+        let mut outs = Vec::new();
+        for svc in self.services.iter_mut() {
+            let name = svc.spec.name.clone();
+            if let Some(job) = svc.job_mut().filter(|j| !j.wants_check().is_empty()) {
+                outs.push((Some(name), job.on_scan(snap, &[], now)));
+            }
+        }
+        if let Some(rec) = self.recovery.as_mut() {
+            for o in &mut rec.owners {
+                if !o.job.wants_check().is_empty() {
+                    outs.push((Some(o.owner.clone()), o.job.on_scan(snap, &[], now)));
+                }
+            }
+        }
+        for job in self.teardown.jobs_mut() {
+            if !job.wants_check().is_empty() {
+                outs.push((None, job.on_scan(snap, &[], now)));
+            }
+        }
+        for (who, o) in outs {
+            self.perform(o, who.as_deref());
+        }
+        self.check_progress(now);
+    }
+
     /// Turns a stop's outputs into actions and events.
-    pub(super) fn perform(&mut self, outs: Vec<JobOut>, service: Option<&str>, snap: &Snapshot) {
+    pub(super) fn perform(&mut self, outs: Vec<JobOut>, service: Option<&str>) {
         for o in outs {
             match o {
-                JobOut::Signal { proc, signal } => {
-                    let desc = snap.get(proc).map(|p| p.describe()).unwrap_or_default();
-                    self.tracking.touch(proc, desc);
+                JobOut::Signal { proc, signal, what } => {
+                    self.tracking.touch(proc, format!("[{what}]"));
                     self.out.signal(proc, signal);
                 }
                 JobOut::Watch(proc) => self.out.push(Action::Watch(proc)),
@@ -203,10 +234,37 @@ impl Supervisor {
 
     pub(super) fn on_gone(&mut self, id: ProcId, now: Instant) {
         self.tracking.gone(id);
-        for job in self.jobs_mut() {
-            job.on_gone(id);
+        // A held parent left without children gets its signal at once: no scan in between.
+        let outs = self.feed_jobs(|job| job.on_gone(id, now));
+        for (owner, o) in outs {
+            self.perform(o, owner.as_deref());
         }
         self.check_progress(now);
+    }
+
+    /// Feeds every stop in progress, and returns what each answered, with whose stop it is (a
+    /// service's, a predecessor's owner's, or none for the shutdown's own stops).
+    pub(super) fn feed_jobs(
+        &mut self,
+        mut f: impl FnMut(&mut StopJob) -> Vec<JobOut>,
+    ) -> Vec<(Option<String>, Vec<JobOut>)> {
+        let mut outs = Vec::new();
+        for s in self.services.iter_mut() {
+            let name = s.spec.name.clone();
+            if let Some(job) = s.job_mut() {
+                outs.push((Some(name), f(job)));
+            }
+        }
+        if let Some(rec) = self.recovery.as_mut() {
+            for o in &mut rec.owners {
+                outs.push((Some(o.owner.clone()), f(&mut o.job)));
+            }
+        }
+        for job in self.teardown.jobs_mut() {
+            outs.push((None, f(job)));
+        }
+        outs.retain(|(_, o)| !o.is_empty());
+        outs
     }
 
     // ----- stopping ----------------------------------------------------------------------------
@@ -222,11 +280,7 @@ impl Supervisor {
                 service: name.to_string(),
                 signal: signal_name(s.spec.stop_signal as i32),
                 timeout_ms: ms(timeout),
-                scope: match scope {
-                    StopScope::Tree => "tree",
-                    StopScope::Main => "main",
-                }
-                .into(),
+                scope: scope.as_str().into(),
             });
         }
     }

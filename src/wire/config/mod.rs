@@ -86,6 +86,21 @@ pub enum StopScope {
     /// Only the main process (master/worker daemons stop their own workers); the rest of the tree
     /// is still killed at the stop timeout.
     Main,
+    /// The main process first (a server tells its clients "shutting down" before its helpers
+    /// go); once it has exited, or after half the stop timeout, whatever is left of its tree is
+    /// stopped bottom-up, then killed.
+    MainFirst,
+}
+
+impl StopScope {
+    /// The spelling used in the config file and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopScope::Tree => "tree",
+            StopScope::Main => "main",
+            StopScope::MainFirst => "main-first",
+        }
+    }
 }
 
 /// What happens to processes a service's main process leaves behind when it exits on its own.

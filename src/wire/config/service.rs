@@ -101,10 +101,14 @@ impl Cx {
                 spec.stop_scope = match s {
                     "tree" => StopScope::Tree,
                     "main" => StopScope::Main,
+                    "main-first" => StopScope::MainFirst,
                     other => {
                         self.err(
                             &p,
-                            format!("expected \"tree\" or \"main\", found {}", quoted(other)),
+                            format!(
+                                "expected \"tree\", \"main\" or \"main-first\", found {}",
+                                quoted(other)
+                            ),
                         );
                         StopScope::Tree
                     }

@@ -1,0 +1,961 @@
+//! The stop procedure for one set of processes: graceful bottom-up, then freeze-then-kill.
+//!
+//! Owns: [`StopJob`], used for every stop reapd performs — `stop NAME`, restarts, reload, each
+//! service of a shutdown, what a main process left behind, a crashed predecessor's processes, the
+//! final kill of everything left, and overrunning cleanup hooks. One code path, so what the tests
+//! prove for shutdown holds for all of them.
+//! Must never: read `/proc`, send a signal or look at a clock. It is fed snapshots, "process
+//! gone" notices and the current time, and answers with [`JobOut`] actions.
+//!
+//! Contract: after creating a job or feeding it anything, the caller checks [`StopJob::wants_scan`]
+//! and, if set, scans and calls [`StopJob::on_scan`]; it calls [`StopJob::on_tick`] once
+//! [`StopJob::deadline`] has passed (early or repeated ticks are harmless), and performs whatever
+//! [`StopJob::on_gone`] and `on_tick` answer.
+//!
+//! # Bottom-up at the speed of the kernel
+//!
+//! Bottom-up is something to wait for, not something to send: signalling six levels within a
+//! microsecond lets the scheduler pick the order. So a process receives the stop signal only once
+//! every process below it is gone. To make that safe without waiting for anything in particular,
+//! every process of the tree is first *held* with SIGSTOP, one level at a time from the top: a
+//! level is stopped only once a check of its parents' states shows them stopped, so no parent
+//! ever sees a child stop while it is itself about to (bash, handling that SIGCHLD at the moment
+//! its own stop lands, loses the trap it runs for a later signal). A held process cannot start a
+//! replacement for a child that exits (a shell loop's next command, a master's new worker), and
+//! the full scan that confirms the hold lists every child it had started. Then the deepest processes get the stop signal, each followed by SIGCONT; and as
+//! soon as a process's pidfd says it exited, its parent, still held and now without children,
+//! gets its own signal and SIGCONT at once, without a scan: the work per level is that level's.
+//! Whatever a signalled process starts afterwards (a trap's cleanup command) is its own business,
+//! left to it until the stop timeout. A level that outlives its share of the stop timeout lets
+//! the next one be asked anyway, so every process is asked before the timeout; at the timeout
+//! everything left is frozen and killed, deepest first.
+//!
+//! The cost of holding: a process that watches its children with `WUNTRACED` (a shell with job
+//! control, a debugger) sees them stop for the moment it takes the level below to exit.
+
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::core::proctree::{Forest, Pid, ProcId, Snapshot};
+use crate::wire::config::StopScope;
+
+pub use rules::Member;
+use rules::{
+    Members, Signalled, born_after_signal, is_due, levels_left, lost_its_signal, next_level,
+};
+
+/// Freeze passes before reapd gives up on reaching a fixpoint and kills what it has.
+pub const MAX_FREEZE_ROUNDS: u32 = 64;
+/// Checks of one level's states before reapd gives up waiting for it to show stopped (a process
+/// in uninterruptible sleep does not until it wakes) and goes on.
+pub const MAX_HOLD_CHECKS: u32 = 16;
+/// Checks of a level made at once; the rest wait [`CHECK_PAUSE`] each.
+pub const IMMEDIATE_CHECKS: u32 = 3;
+/// Pause between later checks of a level.
+pub const CHECK_PAUSE: Duration = Duration::from_millis(2);
+/// How soon to look again while reapd cannot see or watch every member (the process table could
+/// not be read completely, or no pidfd could be opened): there is no exit event to wait for.
+pub const RETRY: Duration = Duration::from_millis(100);
+/// Longest wait, after a level got its signal, before reapd looks again for processes that
+/// exec'd since and may have lost the signal on the way (see [`rules::lost_its_signal`]).
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// How a stop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopHow {
+    /// Every process left after the stop signal.
+    Exited,
+    /// Some processes had to be killed.
+    Killed,
+    /// Nothing was running.
+    Idle,
+}
+
+impl StopHow {
+    /// Wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopHow::Exited => "exited",
+            StopHow::Killed => "killed",
+            StopHow::Idle => "idle",
+        }
+    }
+}
+
+/// What a job asks the edge to do, or reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOut {
+    /// Send a signal through the process's pidfd.
+    Signal {
+        /// Target.
+        proc: ProcId,
+        /// Signal.
+        signal: Signal,
+        /// Its command name, to describe it should it survive.
+        what: String,
+    },
+    /// Open a pidfd for the process so its exit is noticed.
+    Watch(ProcId),
+    /// Progress: these pids just received the stop signal (one level, deepest first).
+    Signalled {
+        /// Signal sent.
+        signal: Signal,
+        /// Pids.
+        pids: Vec<Pid>,
+    },
+    /// Progress: these pids were frozen and killed, deepest first.
+    Killed {
+        /// Pids.
+        pids: Vec<Pid>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// `main-first`: the main process alone is held, then asked; the rest waits until it is
+    /// gone or `until`.
+    MainAlone {
+        until: Instant,
+    },
+    /// `main`: only the main process is asked; the rest waits for the stop timeout.
+    MainOnly,
+    /// Every process is being held with SIGSTOP, a level at a time from the top, each level once
+    /// its parents show stopped; `checks` counts the checks of the level awaited now.
+    Holding {
+        checks: u32,
+    },
+    /// Bottom-up: a process gets the signal as soon as everything below it is gone.
+    Graceful,
+    Freezing {
+        round: u32,
+    },
+    Killing,
+    Done(StopHow),
+}
+
+/// One stop in progress.
+#[derive(Debug)]
+pub struct StopJob {
+    signal: Signal,
+    main: Option<ProcId>,
+    started: Instant,
+    deadline: Instant,
+    stage: Stage,
+    /// One record per process the job has seen.
+    members: Members,
+    /// Each member's children among the members, as of the last scan: a parent's turn is
+    /// judged from these alone when a child exits.
+    children: HashMap<ProcId, Vec<ProcId>>,
+    /// Members still to stop (alive, not left to an ancestor).
+    in_play: HashSet<ProcId>,
+    scans: u64,
+    scan_wanted: bool,
+    seen_any: bool,
+    /// When the current level's share of the stop timeout ends.
+    level_deadline: Option<Instant>,
+    /// The next level is asked at the next scan (its share ended).
+    force_level: bool,
+    /// A second look after a level got the signal, for signals lost in a fork-exec window.
+    settle_at: Option<Instant>,
+    /// Held processes whose states must be read before the hold goes on (a check, not a scan).
+    checks: Vec<ProcId>,
+    /// The checks wait until then.
+    check_at: Option<Instant>,
+    /// No process was held since the last full scan: the tree it showed is the whole tree.
+    tree_confirmed: bool,
+    /// The boot clock, in ticks, at the last scan or check (when the edge reads it).
+    tick: Option<u64>,
+    /// While blind (an incomplete scan, unwatched members), when to scan again.
+    retry_at: Option<Instant>,
+    /// No exit will ever be announced (the event loop cannot wait for events): rescan every
+    /// [`RETRY`] until the job is done.
+    blind: bool,
+}
+
+impl StopJob {
+    /// A graceful stop: `signal` bottom-up (or as `scope` says), then freeze-then-kill once
+    /// `timeout` has passed.
+    pub fn new(
+        signal: Signal,
+        scope: StopScope,
+        main: Option<ProcId>,
+        timeout: Duration,
+        now: Instant,
+    ) -> Self {
+        let deadline = now + timeout;
+        let stage = match (scope, main) {
+            (StopScope::Main, Some(_)) => Stage::MainOnly,
+            (StopScope::MainFirst, Some(_)) => Stage::MainAlone {
+                until: now + timeout / 2,
+            },
+            _ => Stage::Holding { checks: 0 },
+        };
+        StopJob {
+            signal,
+            main,
+            started: now,
+            deadline,
+            stage,
+            members: Members::new(),
+            children: HashMap::new(),
+            in_play: HashSet::new(),
+            scans: 0,
+            scan_wanted: true,
+            seen_any: false,
+            level_deadline: None,
+            force_level: false,
+            settle_at: None,
+            checks: Vec::new(),
+            check_at: None,
+            tick: None,
+            tree_confirmed: false,
+            retry_at: None,
+            blind: false,
+        }
+    }
+
+    /// A stop that skips the graceful part: freeze and kill at once.
+    pub fn kill_now(now: Instant) -> Self {
+        let mut job = StopJob::new(Signal::SIGKILL, StopScope::Tree, None, Duration::ZERO, now);
+        job.stage = Stage::Freezing { round: 0 };
+        job
+    }
+
+    /// When the job was created.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// True once a scan has found a member.
+    pub fn has_seen_any(&self) -> bool {
+        self.seen_any
+    }
+
+    /// True once a scan is needed to make progress.
+    pub fn wants_scan(&self) -> bool {
+        self.scan_wanted && !self.is_done()
+    }
+
+    /// True once the job needs a scan or a check to make progress.
+    pub fn wants_look(&self) -> bool {
+        self.wants_scan() || !self.wants_check().is_empty()
+    }
+
+    /// Processes whose states must be read (a check: their `stat` only) before the hold can go
+    /// on; feed the result to [`StopJob::on_scan`] as a partial snapshot.
+    pub fn wants_check(&self) -> &[ProcId] {
+        if self.is_done() || self.check_at.is_some() {
+            &[]
+        } else {
+            &self.checks
+        }
+    }
+
+    /// How the job ended, once every member is gone.
+    pub fn outcome(&self) -> Option<StopHow> {
+        match self.stage {
+            Stage::Done(how) => Some(how),
+            _ => None,
+        }
+    }
+
+    /// True once every member is gone.
+    pub fn is_done(&self) -> bool {
+        self.outcome().is_some()
+    }
+
+    /// True once the graceful part is over.
+    pub fn is_killing(&self) -> bool {
+        matches!(self.stage, Stage::Freezing { .. } | Stage::Killing)
+    }
+
+    /// Every process this job has sent a signal to.
+    pub fn touched(&self) -> impl Iterator<Item = ProcId> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.signalled.is_some() || m.stopped || m.killed)
+            .map(|(id, _)| *id)
+    }
+
+    /// The next moment [`StopJob::on_tick`] has work to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let graceful = match self.stage {
+            Stage::MainAlone { until } => [Some(self.deadline), Some(until), self.settle_at],
+            Stage::MainOnly | Stage::Holding { .. } | Stage::Graceful => {
+                [Some(self.deadline), self.level_deadline, self.settle_at]
+            }
+            _ => [None; 3],
+        };
+        graceful
+            .into_iter()
+            .chain([self.retry_at, self.check_at])
+            .flatten()
+            .min()
+    }
+
+    /// Moves the stop timeout earlier (a shutdown with less time than the service asks).
+    pub fn clip(&mut self, deadline: Instant) {
+        if deadline < self.deadline {
+            self.deadline = deadline;
+        }
+    }
+
+    /// Skips what is left of the graceful part.
+    pub fn escalate(&mut self) {
+        if !self.is_killing() && !self.is_done() {
+            self.checks.clear();
+            self.check_at = None;
+            self.stage = Stage::Freezing { round: 0 };
+            self.scan_wanted = true;
+        }
+    }
+
+    /// From now on no exit will be announced: the job rescans until it is done.
+    pub fn set_blind(&mut self, now: Instant) {
+        if !self.blind {
+            self.blind = true;
+            self.retry_at.get_or_insert(now + RETRY);
+        }
+    }
+
+    /// Time has passed: end `main-first`'s time alone, a level's share, or the graceful part.
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.check_at.is_some_and(|c| now >= c) {
+            self.check_at = None;
+        }
+        if self.retry_at.is_some_and(|r| now >= r) {
+            self.retry_at = None;
+            self.scan_wanted = true;
+        }
+        if self.is_killing() || self.is_done() {
+            return;
+        }
+        if now >= self.deadline {
+            self.escalate();
+            return;
+        }
+        if let Stage::MainAlone { until } = self.stage
+            && now >= until
+        {
+            self.leave_main_alone();
+        }
+        if self.level_deadline.is_some_and(|l| now >= l) {
+            self.level_deadline = None;
+            self.force_level = true;
+            self.scan_wanted = true;
+        }
+        if self.settle_at.is_some_and(|t| now >= t) {
+            self.settle_at = None;
+            self.scan_wanted = true;
+        }
+    }
+
+    /// No pidfd could be opened for a member (out of descriptors, ...): it is alive as far as
+    /// anyone knows, but its exit will not be announced, so the job rescans on its own.
+    pub fn on_unwatchable(&mut self, id: ProcId, now: Instant) {
+        if let Some(m) = self.members.get_mut(&id)
+            && !m.gone
+            && !m.unwatchable
+        {
+            m.unwatchable = true;
+            self.retry_at.get_or_insert(now + RETRY);
+        }
+    }
+
+    /// A member's pidfd became readable (it exited) or it could not be found any more. A held
+    /// parent left without children gets its signal at once.
+    pub fn on_gone(&mut self, id: ProcId, now: Instant) -> Vec<JobOut> {
+        let mut out = Vec::new();
+        let Some(m) = self.members.get_mut(&id) else {
+            return out;
+        };
+        if m.gone {
+            return out;
+        }
+        m.gone = true;
+        let parent = m.parent;
+        self.in_play.remove(&id);
+        match self.stage {
+            Stage::Graceful => {
+                if let Some(p) = parent
+                    && self.due_by_records(p)
+                {
+                    self.signal_procs(vec![p], now, &mut out);
+                    let above = self.members.get(&p).map_or(0, |m| m.waiting_above);
+                    self.level_share(above, now);
+                }
+                if self.no_live_member() {
+                    self.scan_wanted = true;
+                }
+            }
+            Stage::MainAlone { .. } if Some(id) == self.main => self.leave_main_alone(),
+            Stage::Killing => {
+                // One confirming scan once every killed process is gone, not one per death.
+                if self.members.values().all(|m| !m.killed || m.gone) {
+                    self.scan_wanted = true;
+                }
+            }
+            Stage::MainOnly | Stage::Holding { .. } => {
+                if self.no_live_member() {
+                    self.scan_wanted = true;
+                }
+            }
+            Stage::MainAlone { .. } | Stage::Freezing { .. } | Stage::Done(_) => {}
+        }
+        out
+    }
+
+    /// Feeds a fresh scan. `members` are the pids that belong to this job in `snap`.
+    pub fn on_scan(&mut self, snap: &Snapshot, members: &[Pid], now: Instant) -> Vec<JobOut> {
+        let mut out = Vec::new();
+        if self.is_done() {
+            return out;
+        }
+        self.tick = snap.ticks.or(self.tick);
+        if snap.partial {
+            self.on_check(snap, now, &mut out);
+            return out;
+        }
+        self.scan_wanted = false;
+        self.scans += 1;
+        let alive: Vec<Pid> = members
+            .iter()
+            .copied()
+            .filter(|p| {
+                snap.procs.get(p).is_some_and(|i| {
+                    !i.is_dead() && self.members.get(&i.id()).is_none_or(|m| !m.gone)
+                })
+            })
+            .collect();
+        // A complete scan is as good as the pidfd for telling who is gone.
+        if !snap.incomplete {
+            let live: HashSet<ProcId> = alive
+                .iter()
+                .filter_map(|p| snap.procs.get(p).map(|i| i.id()))
+                .collect();
+            for (id, m) in self.members.iter_mut() {
+                if !m.gone && !live.contains(id) {
+                    m.gone = true;
+                }
+            }
+        }
+        let forest = Forest::new(snap, alive.iter().copied());
+        self.learn(snap, &forest, &mut out);
+        // Not seeing everything is not the same as everything being gone.
+        let blind = self.blind
+            || snap.incomplete
+            || self.members.values().any(|m| m.unwatchable && !m.gone);
+        self.retry_at = blind.then(|| now + RETRY);
+        if alive.is_empty() {
+            if !snap.incomplete {
+                let how = if self.members.values().any(|m| m.killed) {
+                    StopHow::Killed
+                } else if self.seen_any {
+                    StopHow::Exited
+                } else {
+                    StopHow::Idle
+                };
+                self.stage = Stage::Done(how);
+            }
+            return out;
+        }
+        self.seen_any = true;
+        match self.stage {
+            Stage::MainAlone { .. } => self.main_alone(snap, &mut out, now),
+            Stage::MainOnly => {
+                if let Some(m) = self.main.filter(|m| snap.get(*m).is_some())
+                    && self.members.get(&m).is_some_and(|r| r.signalled.is_none())
+                {
+                    self.signal_procs(vec![m], now, &mut out);
+                }
+            }
+            Stage::Holding { .. } => {
+                self.tree_confirmed = true;
+                self.advance_hold_records(now, &mut out);
+            }
+            Stage::Graceful => self.graceful(snap, &forest, now, &mut out),
+            Stage::Freezing { round } => self.freeze(snap, &forest, round, &mut out),
+            Stage::Killing => self.kill_stragglers(snap, &forest, &mut out),
+            Stage::Done(_) => {}
+        }
+        out
+    }
+
+    /// Records what the scan shows, in one top-down pass: new members (watched, and left to an
+    /// ancestor if they appeared after it got the signal), names, parents, children, and how many
+    /// processes above each still wait for their signal.
+    fn learn(&mut self, snap: &Snapshot, forest: &Forest, out: &mut Vec<JobOut>) {
+        let scans = self.scans;
+        let killing = self.is_killing();
+        // Per pid: its nearest ancestor signalled before this scan; processes above still waiting.
+        let mut above: HashMap<Pid, (Option<Signalled>, usize)> =
+            HashMap::with_capacity(forest.members().len());
+        self.children.clear();
+        self.in_play.clear();
+        for p in forest.top_down() {
+            let Some(info) = snap.procs.get(&p) else {
+                continue;
+            };
+            let parent = forest.parent_of(p);
+            let parent_id = parent.and_then(|pp| snap.procs.get(&pp)).map(|i| i.id());
+            let (signalled_above, waiting_above) = parent
+                .and_then(|pp| {
+                    let (s, w) = above.get(&pp)?;
+                    let rec = parent_id.and_then(|i| self.members.get(&i))?;
+                    let waiting = rec.signalled.is_none() && !rec.spared;
+                    let nearest = rec.signalled.clone().or_else(|| s.clone());
+                    Some((nearest, w + usize::from(waiting)))
+                })
+                .unwrap_or((None, 0));
+            let m = self.members.entry(info.id()).or_insert_with(|| Member {
+                first_seen: scans,
+                spared: born_after_signal(signalled_above.as_ref(), info.start, killing),
+                ..Member::default()
+            });
+            m.comm = info.comm.clone();
+            m.parent = parent_id;
+            m.waiting_above = waiting_above;
+            m.depth = forest.depth(p);
+            m.state = info.state;
+            let spared = m.spared;
+            if !m.watched {
+                m.watched = true;
+                out.push(JobOut::Watch(info.id()));
+            }
+            above.insert(p, (signalled_above, waiting_above));
+            if let Some(pi) = parent_id {
+                self.children.entry(pi).or_default().push(info.id());
+            }
+            if !spared {
+                self.in_play.insert(info.id());
+            }
+        }
+    }
+
+    fn main_alone(&mut self, snap: &Snapshot, out: &mut Vec<JobOut>, now: Instant) {
+        let Some(main) = self
+            .main
+            .filter(|m| snap.get(*m).is_some_and(|p| !p.is_dead()))
+        else {
+            self.leave_main_alone();
+            return;
+        };
+        let Some(m) = self.members.get(&main) else {
+            return;
+        };
+        if m.signalled.is_some() {
+            return;
+        }
+        if !m.stopped {
+            // Held first: what it starts once it has the signal is then known to be its own.
+            self.stop_procs(&[main.pid], snap, out);
+            self.scan_wanted = true;
+        } else if snap.get(main).is_some_and(|p| p.is_stopped()) {
+            self.signal_procs(vec![main], now, out);
+        } else {
+            self.scan_wanted = true;
+        }
+    }
+
+    /// `main-first`: the main process is gone (or had its time alone): whatever is left of its
+    /// tree, what it started after its signal included, is stopped bottom-up.
+    fn leave_main_alone(&mut self) {
+        if let Stage::MainAlone { .. } = self.stage {
+            for m in self.members.values_mut() {
+                m.spared = false;
+            }
+            self.stage = Stage::Holding { checks: 0 };
+            self.tree_confirmed = false;
+            self.scan_wanted = true;
+        }
+    }
+
+    /// A check of held processes' states came back.
+    fn on_check(&mut self, snap: &Snapshot, now: Instant, out: &mut Vec<JobOut>) {
+        for id in std::mem::take(&mut self.checks) {
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            match snap.get(id) {
+                Some(p) => m.state = p.state,
+                // Read completely and not there: it exited (its pidfd will say so too).
+                None if !snap.incomplete => {
+                    m.gone = true;
+                    self.in_play.remove(&id);
+                }
+                None => {}
+            }
+        }
+        match self.stage {
+            Stage::Holding { .. } => self.advance_hold_records(now, out),
+            Stage::Graceful => {
+                // Processes found late were held: ask the due ones once they show stopped.
+                let due: Vec<ProcId> = self.due_records();
+                if !due.is_empty() {
+                    self.signal_procs(due, now, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The next step of the hold, judged from the records: wait for the shallowest held level
+    /// that does not show stopped yet; else hold the shallowest level not held yet; else, once a
+    /// full scan has confirmed the whole tree, the deepest processes get the signal.
+    fn advance_hold_records(&mut self, now: Instant, out: &mut Vec<JobOut>) {
+        let Stage::Holding { checks } = self.stage else {
+            return;
+        };
+        self.checks.clear();
+        self.check_at = None;
+        let in_play: Vec<(ProcId, usize, bool, bool)> = self
+            .in_play
+            .iter()
+            .filter_map(|id| {
+                // A process asked already (main-first's main process) is left to its handler.
+                let m = self.members.get(id).filter(|m| m.signalled.is_none())?;
+                // A zombie cannot handle anything either.
+                let shows_stopped = matches!(m.state, 'T' | 't' | 'Z' | 'X');
+                Some((*id, m.depth, m.stopped, shows_stopped))
+            })
+            .collect();
+        let unconfirmed = in_play
+            .iter()
+            .filter(|(_, _, stopped, shows)| *stopped && !*shows)
+            .map(|&(_, d, _, _)| d)
+            .min();
+        let unheld = in_play
+            .iter()
+            .filter(|(_, _, stopped, _)| !*stopped)
+            .map(|&(_, d, _, _)| d)
+            .min();
+        let waiting_on = match (unconfirmed, unheld) {
+            (Some(w), Some(u)) if w < u => Some(w),
+            (Some(w), None) => Some(w),
+            _ => None,
+        };
+        if let Some(depth) = waiting_on
+            && checks < MAX_HOLD_CHECKS
+        {
+            self.checks = in_play
+                .iter()
+                .filter(|&&(_, d, stopped, shows)| d == depth && stopped && !shows)
+                .map(|&(id, ..)| id)
+                .collect();
+            // A stop lands when its target next runs: the first checks are immediate, later
+            // ones leave the CPU to the processes still to stop.
+            if checks + 1 >= IMMEDIATE_CHECKS {
+                self.check_at = Some(now + CHECK_PAUSE);
+            }
+            self.stage = Stage::Holding { checks: checks + 1 };
+            return;
+        }
+        if let Some(depth) = unheld {
+            // This level's parents are stopped: holding it now, none of them can be in the middle
+            // of handling its SIGCHLD.
+            let level: Vec<ProcId> = in_play
+                .iter()
+                .filter(|&&(_, d, stopped, _)| d == depth && !stopped)
+                .map(|&(id, ..)| id)
+                .collect();
+            self.stop_ids(&level, out);
+            self.checks = level;
+            self.tree_confirmed = false;
+            self.stage = Stage::Holding { checks: 0 };
+            return;
+        }
+        if !self.tree_confirmed {
+            // Every process known is held: one full scan shows anything started just before its
+            // parent stopped.
+            self.scan_wanted = true;
+            return;
+        }
+        self.stage = Stage::Graceful;
+        let due = self.due_records();
+        if !due.is_empty() {
+            self.signal_procs(due, now, out);
+        }
+        let levels = self
+            .in_play
+            .iter()
+            .filter_map(|id| self.members.get(id))
+            .map(|m| m.waiting_above + 1)
+            .max()
+            .unwrap_or(0);
+        self.level_share(levels.saturating_sub(1), now);
+    }
+
+    /// Held processes whose children are all gone, deepest first: due now.
+    fn due_records(&self) -> Vec<ProcId> {
+        let mut due: Vec<(usize, ProcId)> = self
+            .in_play
+            .iter()
+            .filter(|id| self.due_by_records(**id))
+            .filter_map(|id| self.members.get(id).map(|m| (m.depth, *id)))
+            .collect();
+        due.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Holds these processes still (SIGSTOP).
+    fn stop_ids(&mut self, ids: &[ProcId], out: &mut Vec<JobOut>) {
+        for id in ids {
+            if let Some(m) = self.members.get_mut(id) {
+                m.stopped = true;
+                out.push(JobOut::Signal {
+                    proc: *id,
+                    signal: Signal::SIGSTOP,
+                    what: m.comm.clone(),
+                });
+            }
+        }
+    }
+
+    fn graceful(&mut self, snap: &Snapshot, forest: &Forest, now: Instant, out: &mut Vec<JobOut>) {
+        let id = |p: Pid| snap.procs.get(&p).map(|i| i.id());
+        // Signals lost in a fork-exec window are sent again.
+        let lost: Vec<ProcId> = forest
+            .members()
+            .iter()
+            .filter_map(|&p| snap.procs.get(&p))
+            .filter(|i| {
+                self.members
+                    .get(&i.id())
+                    .is_some_and(|m| !m.gone && lost_its_signal(m, &i.comm))
+            })
+            .map(|i| i.id())
+            .collect();
+        if !lost.is_empty() {
+            self.signal_procs(lost, now, out);
+        }
+        // Processes found since the hold (an orphan, a child that slipped through) are held
+        // first, and asked once a scan shows them stopped.
+        let unheld: Vec<Pid> = forest
+            .top_down()
+            .into_iter()
+            .filter(|&p| {
+                snap.procs
+                    .get(&p)
+                    .and_then(|i| self.members.get(&i.id()))
+                    .is_some_and(|m| !m.spared && !m.stopped && m.signalled.is_none() && !m.gone)
+            })
+            .collect();
+        if !unheld.is_empty() {
+            self.stop_procs(&unheld, snap, out);
+            self.scan_wanted = true;
+        }
+        // Due: everything below is gone, and it was held before this scan, so what it started
+        // is known.
+        let mut due: Vec<ProcId> = forest
+            .deepest_first()
+            .into_iter()
+            .filter(|&p| {
+                !unheld.contains(&p)
+                    && is_due(forest, snap, &self.members, p)
+                    && id(p)
+                        .and_then(|i| self.members.get(&i))
+                        .is_some_and(|m| m.stopped)
+            })
+            .filter_map(id)
+            .collect();
+        if std::mem::take(&mut self.force_level) {
+            for i in next_level(forest, snap, &self.members)
+                .into_iter()
+                .filter_map(id)
+            {
+                if !due.contains(&i) {
+                    due.push(i);
+                }
+            }
+        }
+        let levels = levels_left(forest, snap, &self.members);
+        if !due.is_empty() {
+            self.signal_procs(due, now, out);
+            self.level_share(levels.saturating_sub(1), now);
+        } else if self.level_deadline.is_none() && levels > 0 {
+            self.level_share(levels, now);
+        }
+    }
+
+    /// The share of what is left of the stop timeout the next level may take before the one
+    /// above is asked anyway.
+    fn level_share(&mut self, levels_above: usize, now: Instant) {
+        let remaining = self.deadline.saturating_duration_since(now);
+        let parts = u32::try_from(levels_above)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        self.level_deadline = (levels_above > 0).then(|| now + remaining / parts);
+    }
+
+    /// A held process whose children are all gone, judged from the records alone (no scan):
+    /// the work is this process's children, not the tree.
+    fn due_by_records(&self, id: ProcId) -> bool {
+        let Some(m) = self.members.get(&id) else {
+            return false;
+        };
+        m.stopped
+            && m.signalled.is_none()
+            && self.in_play.contains(&id)
+            && self
+                .children
+                .get(&id)
+                .is_none_or(|cs| cs.iter().all(|c| !self.in_play.contains(c)))
+    }
+
+    fn no_live_member(&self) -> bool {
+        self.in_play.is_empty()
+    }
+
+    /// Holds processes still (SIGSTOP), in the given order.
+    fn stop_procs(&mut self, pids: &[Pid], snap: &Snapshot, out: &mut Vec<JobOut>) {
+        for &p in pids {
+            let Some(info) = snap.procs.get(&p) else {
+                continue;
+            };
+            if let Some(m) = self.members.get_mut(&info.id()) {
+                m.stopped = true;
+                out.push(JobOut::Signal {
+                    proc: info.id(),
+                    signal: Signal::SIGSTOP,
+                    what: m.comm.clone(),
+                });
+            }
+        }
+    }
+
+    /// Sends the stop signal, then SIGCONT, to these processes (deepest first).
+    fn signal_procs(&mut self, ids: Vec<ProcId>, now: Instant, out: &mut Vec<JobOut>) {
+        let tick = self.tick;
+        let mut sent = Vec::new();
+        for id in ids {
+            let Some(m) = self.members.get_mut(&id).filter(|m| !m.gone) else {
+                continue;
+            };
+            m.signalled = Some(Signalled {
+                comm: m.comm.clone(),
+                held: m.stopped && matches!(m.state, 'T' | 't'),
+                tick,
+            });
+            m.stopped = false;
+            out.push(JobOut::Signal {
+                proc: id,
+                signal: self.signal,
+                what: m.comm.clone(),
+            });
+            // A held (or otherwise stopped) process acts on its signal once continued.
+            out.push(JobOut::Signal {
+                proc: id,
+                signal: Signal::SIGCONT,
+                what: m.comm.clone(),
+            });
+            sent.push(id.pid);
+        }
+        if !sent.is_empty() {
+            let remaining = self.deadline.saturating_duration_since(now);
+            let settle = now + (remaining / 2).min(SETTLE);
+            self.settle_at = Some(self.settle_at.map_or(settle, |t| t.min(settle)));
+            out.push(JobOut::Signalled {
+                signal: self.signal,
+                pids: sent,
+            });
+        }
+    }
+
+    fn freeze(&mut self, snap: &Snapshot, forest: &Forest, round: u32, out: &mut Vec<JobOut>) {
+        let new: Vec<Pid> = forest
+            .top_down()
+            .into_iter()
+            .filter(|&p| {
+                snap.procs
+                    .get(&p)
+                    .and_then(|i| self.members.get(&i.id()))
+                    .is_some_and(|m| !m.stopped)
+            })
+            .collect();
+        self.stop_procs(&new, snap, out);
+        let all_stopped = forest
+            .members()
+            .iter()
+            .all(|p| snap.procs.get(p).is_some_and(|i| i.is_stopped()));
+        if (new.is_empty() && all_stopped && !snap.incomplete) || round >= MAX_FREEZE_ROUNDS {
+            self.kill(forest, snap, out);
+            self.stage = Stage::Killing;
+        } else {
+            self.stage = Stage::Freezing { round: round + 1 };
+            self.scan_wanted = true;
+        }
+    }
+
+    /// Anything alive after the kill escaped the freeze (forked while the fixpoint search gave
+    /// up), or the SIGKILL could not be sent (no descriptor for a pidfd): stop and kill it again.
+    fn kill_stragglers(&mut self, snap: &Snapshot, forest: &Forest, out: &mut Vec<JobOut>) {
+        let fresh: Vec<Pid> = forest
+            .members()
+            .iter()
+            .copied()
+            .filter(|&p| {
+                snap.procs
+                    .get(&p)
+                    .and_then(|i| self.members.get(&i.id()))
+                    .is_some_and(|m| !m.killed)
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let sub = Forest::new(snap, fresh.iter().copied());
+            let unstopped: Vec<Pid> = sub
+                .top_down()
+                .into_iter()
+                .filter(|&p| {
+                    snap.procs
+                        .get(&p)
+                        .and_then(|i| self.members.get(&i.id()))
+                        .is_some_and(|m| !m.stopped)
+                })
+                .collect();
+            self.stop_procs(&unstopped, snap, out);
+            self.kill(&sub, snap, out);
+        }
+        for p in forest.deepest_first() {
+            if let Some(i) = snap.procs.get(&p)
+                && let Some(m) = self.members.get(&i.id())
+                && m.killed
+                && !fresh.contains(&p)
+            {
+                out.push(JobOut::Signal {
+                    proc: i.id(),
+                    signal: Signal::SIGKILL,
+                    what: m.comm.clone(),
+                });
+            }
+        }
+    }
+
+    fn kill(&mut self, forest: &Forest, snap: &Snapshot, out: &mut Vec<JobOut>) {
+        let mut pids = Vec::new();
+        for p in forest.deepest_first() {
+            let Some(info) = snap.procs.get(&p) else {
+                continue;
+            };
+            if let Some(m) = self.members.get_mut(&info.id())
+                && !m.killed
+            {
+                m.killed = true;
+                out.push(JobOut::Signal {
+                    proc: info.id(),
+                    signal: Signal::SIGKILL,
+                    what: m.comm.clone(),
+                });
+                pids.push(p);
+            }
+        }
+        if !pids.is_empty() {
+            out.push(JobOut::Killed { pids });
+        }
+    }
+}
