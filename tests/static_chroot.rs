@@ -120,7 +120,7 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
         return;
     }
     let dir = TestDir::new(tag);
-    let marker = marker_of(&dir);
+    let marker = dir.marker();
     let root = make_root(&dir, with_dev_null);
     let _proc = ProcMount::mount(&root.join("proc"));
     let log_path = dir.join("reapd.log");
@@ -150,7 +150,7 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
     );
     // The socket is a file inside the root: reachable from outside through the host path.
     let socket = root.join("run/reapd.sock");
-    let lock = root.join("run/reapd.sock.lock");
+    let lock = lock_of(&socket);
     assert!(
         wait_ping(&socket, Duration::from_secs(20)),
         "no answer on {}; log:\n{}",
@@ -183,16 +183,15 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
         request_at(&socket, r#"{"cmd":"list"}"#),
         log()
     );
+    let mut w = watch_at(&socket);
     reapd.signal(libc::SIGTERM);
+    let events = w.drain(Duration::from_secs(40));
     let st = reapd
         .wait_exit(Duration::from_secs(40))
         .unwrap_or_else(|| panic!("reapd did not exit; log:\n{}", log()));
     assert_eq!(code_of(st), 0, "log:\n{}", log());
-    assert!(!socket.exists(), "socket left behind");
-    assert!(!lock.exists(), "lock file left behind");
-    let left = live_with_marker(&marker);
-    assert!(left.is_empty(), "left behind: {left:?}\nlog:\n{}", log());
-    assert!(log().contains("done: clean"), "{}", log());
+    assert_nothing_left(&socket, &live_with_marker(&marker), &log());
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 }
 
 #[test]
