@@ -26,13 +26,6 @@ fn cpu_ticks(pid: i32) -> u64 {
     stat(pid).map_or(0, |s| s.cpu_ticks)
 }
 
-fn sleepers(n: usize) -> Value {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| (format!("s{i:03}"), json!({ "cmd": ["sleep", "1000"] })))
-        .collect();
-    json!({ "services": services })
-}
-
 /// Sends SIGTERM while `watch` collects every event of the shutdown; returns (wall ms, events).
 fn shut_down(d: &mut Daemon) -> (u128, Vec<Value>) {
     let t0 = Instant::now();
@@ -388,26 +381,10 @@ fn budget() {
     );
 }
 
-/// `n` services in one dependency chain that need no process: each one's working directory is
-/// missing, so its spawn fails inside reapd, and `never` keeps it down. `arg` varies the command,
-/// so that two such configs differ in every service.
-fn idle_chain(n: usize, arg: &str) -> Value {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| {
-            let mut s = json!({ "cmd": ["true", arg], "cwd": "/nonexistent/reapd-bench", "restart": "never" });
-            if i > 0 {
-                s["after"] = json!([format!("s{:05}", i - 1)]);
-            }
-            (format!("s{i:05}"), s)
-        })
-        .collect();
-    json!({ "services": services })
-}
-
 fn ten_thousand() {
     let n = 10_000;
     let dir = TestDir::new("bench-10k");
-    let path = dir.write("chain.json", &idle_chain(n, "a").to_string());
+    let path = dir.write("chain.json", &idle_services(n, true, "a").to_string());
     let best = (0..3)
         .map(|_| {
             let t0 = Instant::now();
@@ -422,7 +399,9 @@ fn ten_thousand() {
         format!("{} ms", best.as_millis()),
     );
     let t0 = Instant::now();
-    let mut d = Daemon::builder_in(dir).config(idle_chain(n, "a")).start();
+    let mut d = Daemon::builder_in(dir)
+        .config(idle_services(n, true, "a"))
+        .start();
     row(
         "start-up with a 10 000-service chain, until ping answers",
         format!("{} ms", t0.elapsed().as_millis()),
@@ -438,7 +417,7 @@ fn ten_thousand() {
         );
     };
     reload(&d, "unchanged");
-    d.rewrite_config(idle_chain(n, "b"));
+    d.rewrite_config(idle_services(n, true, "b"));
     reload(&d, "every service changed");
     let (wall, events) = shut_down(&mut d);
     row(

@@ -130,35 +130,18 @@ fn a_repeated_key_is_an_error_naming_its_path() {
 #[test]
 fn invalid_json_gives_line_and_column() {
     let dir = TestDir::new("cfgjson");
-    let text = "{\n  \"services\": {\n    \"a\": {\"cmd\": [\"x\"],}\n  }\n}\n";
-    let (run, path) = check_text(&dir, "config.json", text);
-    let err = run.stderr;
-    assert_eq!(run.code, Some(2), "{err}");
-    assert_eq!(run.stdout, "");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
-    assert!(
-        lines[0].starts_with("invalid JSON at line 3 column 24:"),
-        "{err}"
+    let path = dir.write(
+        "config.json",
+        "{\n  \"services\": {\n    \"a\": {\"cmd\": [\"x\"],}\n  }\n}\n",
     );
-    assert_eq!(lines[1], format!("reapd: {path}: 1 error"));
+    assert_check_refuses(&path, "invalid JSON at line 3 column 24:");
 }
 
 #[test]
 fn a_missing_file_cannot_be_read() {
     let dir = TestDir::new("cfgmissing");
     let path = dir.join("nope.json");
-    let run = check(&path);
-    let err = run.stderr;
-    assert_eq!(run.code, Some(2), "{err}");
-    assert_eq!(run.stdout, "");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
-    assert!(
-        lines[0].starts_with(&format!("cannot read {}: ", path.display())),
-        "{err}"
-    );
-    assert_eq!(lines[1], format!("reapd: {}: 1 error", path.display()));
+    assert_check_refuses(&path, &format!("cannot read {}: ", path.display()));
 }
 
 #[test]

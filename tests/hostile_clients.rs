@@ -19,16 +19,11 @@ const ANSWER: Duration = Duration::from_secs(1);
 /// The resident memory reapd may reach under any flood.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
-fn sleepers(n: usize) -> Value {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| {
-            (
-                format!("service{i:03}"),
-                json!({ "cmd": ["sleep", "1000"] }),
-            )
-        })
-        .collect();
-    json!({ "shutdown_timeout_ms": 2000, "services": services })
+/// `n` sleeping services and a shutdown bound of 2 s.
+fn services(n: usize) -> Value {
+    let mut cfg = sleepers(n);
+    cfg["shutdown_timeout_ms"] = json!(2000);
+    cfg
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -58,7 +53,7 @@ fn probe_while(d: &Daemon, mut busy: impl FnMut() -> bool) -> (Duration, u64, us
 
 #[test]
 fn clients_that_write_without_reading_hold_neither_the_loop_nor_memory() {
-    let mut d = Daemon::builder("flood").config(sleepers(40)).start();
+    let mut d = Daemon::builder("flood").config(services(40)).start();
     let before = rss_kib(d.pid());
     let flooders: Vec<Flooder> = (0..3)
         .map(|_| Flooder::start(&d.socket, r#"{"cmd":"list"}"#))
@@ -104,7 +99,7 @@ fn clients_that_write_without_reading_hold_neither_the_loop_nor_memory() {
 #[test]
 fn a_pipelining_reader_gets_all_100000_replies_in_order() {
     const N: usize = 100_000;
-    let mut d = Daemon::builder("pipeline").config(sleepers(3)).start();
+    let mut d = Daemon::builder("pipeline").config(services(3)).start();
     let s = UnixStream::connect(&d.socket).expect("connect");
     s.set_read_timeout(Some(SOON)).expect("read timeout");
     let mut w = s.try_clone().expect("clone");
@@ -155,7 +150,7 @@ fn a_pipelining_reader_gets_all_100000_replies_in_order() {
 
 #[test]
 fn requests_naming_an_enormous_service_among_300_do_not_hold_the_loop() {
-    let mut d = Daemon::builder("hugename").config(sleepers(300)).start();
+    let mut d = Daemon::builder("hugename").config(services(300)).start();
     let name = "x".repeat(60_000);
     let s = UnixStream::connect(&d.socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60)))
@@ -186,7 +181,7 @@ fn requests_naming_an_enormous_service_among_300_do_not_hold_the_loop() {
 
 #[test]
 fn sigterm_during_a_flood_ends_clean_within_its_bound() {
-    let mut cfg = sleepers(5);
+    let mut cfg = services(5);
     cfg["services"]["tree"] = json!({ "cmd": ["sh", "-c", "sleep 1000 & sleep 1000 & wait"] });
     let mut d = Daemon::builder("flood-term").config(cfg).start();
     let _flooders: Vec<Flooder> = (0..2)

@@ -38,9 +38,9 @@ struct Pid1 {
 }
 
 impl Pid1 {
-    fn start(tag: &str, services: Value) -> Pid1 {
+    fn start(tag: &str, config: Value) -> Pid1 {
         let d = Daemon::builder(tag)
-            .config(json!({ "services": services }))
+            .config(config)
             .wrapper(["unshare", "--pid", "--fork", "--mount-proc"])
             .spawn();
         let mut outer = 0;
@@ -86,8 +86,8 @@ fn as_pid_1_it_reaps_two_hundred_orphans_and_exits_0_on_sigterm() {
     }
     let mut p = Pid1::start(
         "pid1-orphans",
-        json!({ "orphans": { "cmd": ["sh", "-c",
-            "for i in $(seq 200); do (sleep 0.5 &); done; : > \"$TEST_DIR/spawned\"; exec sleep 1000"] } }),
+        json!({ "services": { "orphans": { "cmd": ["sh", "-c",
+            "for i in $(seq 200); do (sleep 0.5 &); done; : > \"$TEST_DIR/spawned\"; exec sleep 1000"] } } }),
     );
     let lock = std::fs::read_to_string(lock_of(&p.d.socket)).expect("lock");
     assert_eq!(lock.trim(), "1", "reapd sees itself as PID 1");
@@ -141,13 +141,7 @@ fn as_pid_1_one_sigint_is_a_clean_shutdown() {
     if !can_unshare_pid() {
         return;
     }
-    let mut p = Pid1::start(
-        "pid1-int",
-        json!({
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }),
-    );
+    let mut p = Pid1::start("pid1-int", db_and_web());
     assert!(
         wait_until(SOON, || children_of(p.outer).len() == 2),
         "two services under reapd: {:?}",

@@ -4,11 +4,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
 
 fn example_dir() -> PathBuf {
     repo_root().join("examples/runit/reapd")
@@ -32,31 +31,19 @@ fn runsv_runs_reapd_and_sv_down_stops_it_cleanly() {
     );
     let socket = dir.join("s.sock");
     let lock = lock_of(&socket);
-    let config = dir.write(
-        "reapd.json",
-        &json!({ "services": {
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }})
-        .to_string(),
-    );
-    let log_path = dir.join("runsv.log");
-    let log_file = std::fs::File::create(&log_path).expect("log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let config = dir.write("reapd.json", &db_and_web().to_string());
+    let log = || dir.read("runsv.log");
     let env = [
         ("REAPD_BIN", BIN.to_string()),
         ("REAPD_CONFIG", config.display().to_string()),
         ("REAPD_SOCKET", socket.display().to_string()),
     ];
     let mut runsv = Marked::spawn(
-        Command::new("runsv")
+        dir.log_into(&mut Command::new("runsv"), "runsv.log")
             .arg(&svc)
             .envs(env.iter().cloned())
             .env("REAPD_LOG", "debug")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file),
+            .env_remove("NOTIFY_SOCKET"),
         &marker,
     );
     // sv runs ./check itself, so it needs the same overrides; the marker makes it findable.

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -68,28 +68,16 @@ fn s6_svscan_runs_reapd_with_readiness_then_down_and_up_again() {
     copy_files(&example_dir(), &svc);
     let socket = dir.join("s.sock");
     let lock = lock_of(&socket);
-    let config = dir.write(
-        "reapd.json",
-        &json!({ "services": {
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }})
-        .to_string(),
-    );
-    let log_path = dir.join("svscan.log");
-    let log_file = std::fs::File::create(&log_path).expect("log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let config = dir.write("reapd.json", &db_and_web().to_string());
+    let log = || dir.read("svscan.log");
     let mut svscan = Marked::spawn(
-        Command::new("s6-svscan")
+        dir.log_into(&mut Command::new("s6-svscan"), "svscan.log")
             .arg(&scan)
             .env("REAPD_BIN", BIN)
             .env("REAPD_CONFIG", &config)
             .env("REAPD_SOCKET", &socket)
             .env("REAPD_LOG", "debug")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file),
+            .env_remove("NOTIFY_SOCKET"),
         &marker,
     );
     assert!(

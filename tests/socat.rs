@@ -103,11 +103,7 @@ impl Socat {
 }
 
 fn start(tag: &str) -> Daemon {
-    let cfg = json!({ "services": {
-        "db": { "cmd": ["sleep", "1000"] },
-        "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-    }});
-    Daemon::builder(tag).config(cfg).start()
+    Daemon::builder(tag).config(db_and_web()).start()
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -123,13 +123,11 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
     let marker = dir.marker();
     let root = make_root(&dir, with_dev_null);
     let _proc = ProcMount::mount(&root.join("proc"));
-    let log_path = dir.join("reapd.log");
-    let log_file = std::fs::File::create(&log_path).expect("log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log = || dir.read("reapd.log");
     // PATH inside the root is /bin; find chroot itself with the test's PATH.
     let chroot = which("chroot").expect("chroot in PATH");
     let mut reapd = Marked::spawn(
-        Command::new(chroot)
+        dir.log_into(&mut Command::new(chroot), "reapd.log")
             .arg(&root)
             .args([
                 "/bin/reapd",
@@ -142,10 +140,7 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
             // Not debug: the readiness polls would drown the interesting lines.
             .env("REAPD_LOG", "info")
             .env_remove("REAPD_SOCKET")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file),
+            .env_remove("NOTIFY_SOCKET"),
         &marker,
     );
     // The socket is a file inside the root: reachable from outside through the host path.

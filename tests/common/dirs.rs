@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -51,6 +52,15 @@ impl TestDir {
     /// The file's text, or "" while it does not exist.
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.join(name)).unwrap_or_default()
+    }
+
+    /// Stdin on /dev/null, stdout and stderr into the file `name` here (read it back with
+    /// [`TestDir::read`]): for a supervisor that runs reapd, whose log is then that file.
+    pub fn log_into<'a>(&self, cmd: &'a mut Command, name: &str) -> &'a mut Command {
+        let log = std::fs::File::create(self.join(name)).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log file"))
+            .stderr(log)
     }
 
     /// The marker of what runs for this directory: its unique name.

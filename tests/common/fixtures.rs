@@ -27,6 +27,42 @@ pub fn slowstop_cmd(dir: &TestDir, name: &str, delay: &str, log: &str) -> Value 
     json!([fixture("slowstop.sh"), name, delay, dir.join(log)])
 }
 
+/// A config of two services: `db` (one `sleep 1000`) and `web` after it (a shell that leaves a
+/// `sleep 1000` child and execs another): three processes, two stop waves.
+pub fn db_and_web() -> Value {
+    json!({ "services": {
+        "db": { "cmd": ["sleep", "1000"] },
+        "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
+    }})
+}
+
+/// A config of `n` services `s000`, `s001`, ... each running `sleep 1000`.
+pub fn sleepers(n: usize) -> Value {
+    let services: serde_json::Map<String, Value> = (0..n)
+        .map(|i| (format!("s{i:03}"), json!({ "cmd": ["sleep", "1000"] })))
+        .collect();
+    json!({ "services": services })
+}
+
+/// A config of `n` services `s00000`, `s00001`, ... that need no process: each one's working
+/// directory is missing, so its spawn fails inside reapd, and `never` keeps it down. With
+/// `chain`, each starts after the one before (one chain, `n` stop waves). `arg` is their
+/// command's argument: two such configs with different ones differ in every service.
+pub fn idle_services(n: usize, chain: bool, arg: &str) -> Value {
+    let services: serde_json::Map<String, Value> = (0..n)
+        .map(|i| {
+            let mut s = json!({
+                "cmd": ["true", arg], "cwd": "/nonexistent/reapd-test", "restart": "never"
+            });
+            if chain && i > 0 {
+                s["after"] = json!([format!("s{:05}", i - 1)]);
+            }
+            (format!("s{i:05}"), s)
+        })
+        .collect();
+    json!({ "services": services })
+}
+
 /// Key (field `key` of the line) → time of its first line containing `kind`.
 fn first_times<K: FromStr + Ord>(text: &str, kind: &str, key: usize) -> BTreeMap<K, f64> {
     let mut out = BTreeMap::new();

@@ -146,6 +146,18 @@ pub fn check(path: &Path) -> ToolRun {
     ])
 }
 
+/// Asserts `reapd check` refuses `path` with exit 2, printing nothing on stdout and on stderr
+/// one error that starts with `error`, then the summary line.
+pub fn assert_check_refuses(path: &Path, error: &str) {
+    let run = check(path);
+    assert_eq!(run.code, Some(2), "{}: {run:?}", path.display());
+    assert_eq!(run.stdout, "", "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert!(lines[0].starts_with(error), "{run:?}");
+    assert_eq!(lines[1], format!("reapd: {}: 1 error", path.display()));
+}
+
 /// The largest shutdown bound reapd accepts, from `reapd --help` ("at most N").
 pub fn max_shutdown_ms() -> u64 {
     let help = run_reapd(["--help"]).stdout;
