@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use reapd::wire::config::{SERVICE_KEYS, TOP_KEYS};
@@ -125,16 +126,15 @@ fn the_man_pages_render_without_warnings() {
         return;
     }
     for page in ["man/reapd.8", "man/reapd.json.5"] {
-        let out = Command::new("groff")
-            .args([
-                "-ww",
-                "-z",
-                "-man",
-                &repo_root().join(page).display().to_string(),
-            ])
-            .output()
-            .expect("groff");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && err.is_empty(), "{page}: {err}");
+        let run = run_bounded(
+            Command::new("groff")
+                .args(["-ww", "-z", "-man"])
+                .arg(repo_root().join(page)),
+            Duration::from_secs(60),
+        );
+        assert!(
+            run.code == Some(0) && run.stderr.is_empty(),
+            "{page}: {run:?}"
+        );
     }
 }

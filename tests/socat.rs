@@ -204,3 +204,30 @@ fn a_watch_through_socat_streams_the_shutdown_until_done_and_socat_exits() {
     assert_eq!(s.exit_code(Duration::from_secs(30)), 0);
     d.assert_clean_exit();
 }
+
+#[test]
+fn a_one_line_pipeline_through_socat_gets_its_reply() {
+    if !require_tool("socat") {
+        return;
+    }
+    let mut d = start("socat-echo");
+    // `echo ... | socat`: the request and the end of input arrive together.
+    let run = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo '{{\"cmd\":\"list\"}}' | socat -t 5 - UNIX-CONNECT:{}",
+                d.socket.display()
+            ))
+            .env("REAPD_TEST_MARKER", &d.marker),
+        SOON,
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let v: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert!(
+        v["ok"] == true && v["services"].as_array().is_some_and(|a| a.len() == 2),
+        "{run:?}"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}

@@ -10,7 +10,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BIN;
-use super::dirs::{TestDir, fixture, repo_root};
+use super::dirs::{TestDir, fixture, repo_root, unique};
+use super::marked::kill_marked;
 
 /// When `ok` is false, say loudly that the test is skipped for want of `what`, or fail under
 /// `REAPD_REQUIRE_ALL=1`. Returns `ok`.
@@ -122,19 +123,24 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> ToolRun {
 }
 
 /// Runs the reapd binary with `args` until it ends (bounded): `check`, `--help`, usage errors.
-/// No socket or notify socket comes from the test's environment.
+/// No socket or notify socket comes from the test's environment; should it start anything after
+/// all, that carries a marker of its own and is killed.
 pub fn run_reapd<I, S>(args: I) -> ToolRun
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    run_bounded(
+    let marker = unique("run");
+    let run = run_bounded(
         Command::new(BIN)
             .args(args)
+            .env("REAPD_TEST_MARKER", &marker)
             .env_remove("REAPD_SOCKET")
             .env_remove("NOTIFY_SOCKET"),
         Duration::from_secs(60),
-    )
+    );
+    kill_marked(&marker);
+    run
 }
 
 /// `reapd check --config FILE`.
