@@ -374,6 +374,8 @@ fn reverting_a_change_before_the_restart_finishes_runs_the_current_definition() 
     let mut d = Daemon::builder("revert").config(cfg("1")).start();
     let first = d.running(&["held"])["held"];
     assert_eq!(environ_v(first).as_deref(), Some("1"));
+    // Its TERM trap is set before it says so: a stop that came earlier would just kill it.
+    d.wait_for("held.log", "started V=1");
     let mut w = d.watch();
     d.rewrite_config(cfg("2"));
     let r = d.request(r#"{"cmd":"reload"}"#);

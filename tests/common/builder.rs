@@ -1,6 +1,6 @@
 //! [`DaemonBuilder`]: how a test starts reapd (see [`super::daemon`]). Every argument, the
 //! environment, a wrapper, a blocked signal mask and a notify pipe are set here, and nowhere
-//! else.
+//! else. Must never start reapd without the directory's marker in its environment.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -1,5 +1,7 @@
 //! Fork bombs in tests: always inside a pids cgroup ([`PidsCage`]), with a watchdog at real-time
-//! priority that kills the cage by cgroup should reapd fail.
+//! priority that kills the cage by cgroup should reapd fail. Must never read a storm process's
+//! `environ` or `cmdline` (that can block for minutes on its memory-map lock): the cage knows its
+//! members from the cgroup alone.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

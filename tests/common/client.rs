@@ -1,6 +1,7 @@
 //! Control-socket clients: one request and its reply, a [`Watcher`] that reads JSON lines with a
 //! timeout, `watch` streams, and look-ups in the events a watcher collected. Events are what the
-//! tests assert on (man/reapd.8, EVENTS); the log is rendered from them.
+//! tests assert on (man/reapd.8, EVENTS); the log is rendered from them. Must never wait
+//! without a bound.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -175,7 +175,7 @@ impl Daemon {
         text
     }
 
-    /// The config file `config` wrote.
+    /// The config file [`DaemonBuilder::config`](super::builder::DaemonBuilder::config) wrote.
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
     }

@@ -1,5 +1,5 @@
 //! A temporary directory per test, the unique names that keep parallel tests apart, and paths of
-//! the fixtures in `tests/fixtures`.
+//! the fixtures in `tests/fixtures`. Must never hand two tests the same name.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

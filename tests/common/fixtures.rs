@@ -1,6 +1,8 @@
 //! The fixtures in `tests/fixtures` and the logs they write. `chain.sh` logs
 //! `level N pid P started T`, `level N got TERM T` and `level N exiting T`; `slowstop.sh` logs
 //! `NAME started T`, `NAME got TERM T` and `NAME exiting T` (T in seconds, `$EPOCHREALTIME`).
+//! Also the configs several tests share. Must never read reapd's own log: these are what the
+//! processes themselves recorded.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -1,6 +1,7 @@
 //! The guard around every process tree a test starts: [`Marked`] spawns a command with the test's
 //! marker in its environment and, when dropped (also when the test fails), kills it and then, by
-//! pid, every live process that carries the marker.
+//! pid, every live process that carries the marker. Must never kill by name, nor a process
+//! that does not carry the marker.
 
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};

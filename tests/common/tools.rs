@@ -1,6 +1,7 @@
 //! Preconditions and short-lived tools: a loud skip when a tool or a privilege is missing (a
 //! failure under `REAPD_REQUIRE_ALL=1`), bounded runs of external commands and of `reapd` itself
-//! (`check`, usage errors, `--help`), the C fixtures and the static binary.
+//! (`check`, usage errors, `--help`), the C fixtures and the static binary. Must never let a
+//! tool run unbounded or skip quietly.
 
 use std::ffi::OsStr;
 use std::io::Read;
