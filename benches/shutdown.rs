@@ -13,8 +13,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,39 +22,14 @@ fn row(what: &str, value: String) {
     println!("{what:<58} {value}");
 }
 
-fn status_field(pid: i32, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn cpu_ticks(pid: i32) -> u64 {
-    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = raw.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime and stime are fields 14 and 15; after the command they are at 11 and 12 (state skipped).
-    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+    stat(pid).map_or(0, |s| s.cpu_ticks)
 }
 
-fn sleepers(n: usize) -> String {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| (format!("s{i:03}"), json!({ "cmd": ["sleep", "1000"] })))
-        .collect();
-    json!({ "services": services }).to_string()
-}
-
-/// Starts reapd, lets `watch` collect every event of the shutdown, returns (wall ms, events).
+/// Sends SIGTERM while `watch` collects every event of the shutdown; returns (wall ms, events).
 fn shut_down(d: &mut Daemon) -> (u128, Vec<Value>) {
-    let mut w = d.watch();
     let t0 = Instant::now();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(40));
+    let events = d.signal_and_watch(libc::SIGTERM);
     let code = d.exit_code(Duration::from_secs(40));
     let wall = t0.elapsed().as_millis();
     assert_eq!(code, 0, "{}", d.log());
@@ -92,18 +65,18 @@ fn sizes() {
 }
 
 fn idle_and_memory() {
-    let d = Daemon::start("bench-idle", &sleepers(50));
+    let d = Daemon::builder("bench-idle").config(sleepers(50)).start();
     std::thread::sleep(Duration::from_millis(500));
     let pid = d.pid();
     let before = (
-        status_field(pid, "voluntary_ctxt_switches:"),
-        status_field(pid, "nonvoluntary_ctxt_switches:"),
+        status_number(pid, "voluntary_ctxt_switches"),
+        status_number(pid, "nonvoluntary_ctxt_switches"),
         cpu_ticks(pid),
     );
     std::thread::sleep(Duration::from_secs(5));
     let after = (
-        status_field(pid, "voluntary_ctxt_switches:"),
-        status_field(pid, "nonvoluntary_ctxt_switches:"),
+        status_number(pid, "voluntary_ctxt_switches"),
+        status_number(pid, "nonvoluntary_ctxt_switches"),
         cpu_ticks(pid),
     );
     row(
@@ -116,7 +89,7 @@ fn idle_and_memory() {
     );
     row(
         "resident memory with 50 services (VmRSS)",
-        format!("{} KiB", status_field(pid, "VmRSS:")),
+        format!("{} KiB", status_number(pid, "VmRSS")),
     );
     row(
         "open descriptors with 50 services",
@@ -130,7 +103,7 @@ fn idle_and_memory() {
 }
 
 fn throughput() {
-    let d = Daemon::start("bench-rps", &sleepers(10));
+    let d = Daemon::builder("bench-rps").config(sleepers(10)).start();
     let n = 5000;
     let mut s = UnixStream::connect(&d.socket).expect("connect");
     let reader = BufReader::new(s.try_clone().expect("clone"));
@@ -163,36 +136,14 @@ fn throughput() {
     );
 }
 
-/// A client that writes `line` without pause and never reads, until `stop`.
-fn flood(
-    socket: &std::path::Path,
-    line: &str,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    let mut s = UnixStream::connect(socket).expect("connect");
-    s.set_write_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let chunk = format!("{line}\n").repeat(4096).into_bytes();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match s.write(&chunk) {
-                Ok(_) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
-            }
-        }
-    })
-}
-
 fn hostile_clients() {
-    let mut d = Daemon::start("bench-hostile", &sleepers(40));
+    let mut d = Daemon::builder("bench-hostile")
+        .config(sleepers(40))
+        .start();
     let pid = d.pid();
-    let before = status_field(pid, "VmRSS:");
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooders: Vec<_> = (0..3)
-        .map(|_| flood(&d.socket, r#"{"cmd":"list"}"#, stop.clone()))
+    let before = status_number(pid, "VmRSS");
+    let flooders: Vec<Flooder> = (0..3)
+        .map(|_| Flooder::start(&d.socket, r#"{"cmd":"list"}"#))
         .collect();
     let mut answers = Vec::new();
     let mut peak = 0;
@@ -202,15 +153,13 @@ fn hostile_clients() {
         let v = d.request(r#"{"cmd":"ping"}"#);
         assert_eq!(v["pong"], true);
         answers.push(t0.elapsed());
-        peak = peak.max(status_field(pid, "VmRSS:"));
+        peak = peak.max(status_number(pid, "VmRSS"));
         std::thread::sleep(Duration::from_millis(20));
     }
-    stop.store(true, Ordering::Relaxed);
-    for f in flooders {
-        let _ = f.join();
-    }
+    // Gone, unread.
+    drop(flooders);
     std::thread::sleep(Duration::from_millis(500));
-    let after = status_field(pid, "VmRSS:");
+    let after = status_number(pid, "VmRSS");
     answers.sort();
     let median = answers.get(answers.len() / 2).copied().unwrap_or_default();
     let worst = answers.last().copied().unwrap_or_default();
@@ -245,7 +194,7 @@ fn hostile_clients() {
         assert_eq!(v["id"], i);
         got += 1;
         if i % 10_000 == 0 {
-            peak = peak.max(status_field(pid, "VmRSS:"));
+            peak = peak.max(status_number(pid, "VmRSS"));
         }
     }
     let took = t0.elapsed();
@@ -263,7 +212,7 @@ fn hostile_clients() {
 }
 
 fn many_services() {
-    let mut d = Daemon::start("bench-many", &sleepers(50));
+    let mut d = Daemon::builder("bench-many").config(sleepers(50)).start();
     let (wall, events) = shut_down(&mut d);
     row(
         "shutdown of 50 services (one process each)",
@@ -272,17 +221,11 @@ fn many_services() {
 }
 
 fn chain_levels() {
-    let dir = TestDir::new("bench-chain");
-    let log = dir.join("chain.log");
+    let b = Daemon::builder("bench-chain");
     let cfg =
-        json!({ "services": { "chain": { "cmd": [fixture("chain.sh"), "1", "6", log, "exit"] } } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
-    assert!(wait_until(SOON, || chain_times(
-        &d.dir.read("chain.log"),
-        "started"
-    )
-    .len()
-        == 6));
+        json!({ "services": { "chain": { "cmd": chain_cmd(b.dir(), "chain.log", 6, "exit") } } });
+    let mut d = b.config(cfg).start();
+    wait_chain_started(&d.dir, "chain.log", 6);
     let (wall, events) = shut_down(&mut d);
     let text = d.dir.read("chain.log");
     let term = chain_times(&text, "got TERM");
@@ -304,7 +247,7 @@ fn chain_levels() {
 
 fn fork_storm() {
     let cfg = json!({ "services": { "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 } } });
-    let mut d = Daemon::start("bench-storm", &cfg.to_string());
+    let mut d = Daemon::builder("bench-storm").config(cfg).start();
     assert!(wait_until(SOON, || live_with_marker(&d.marker).len() > 200));
     let (wall, events) = shut_down(&mut d);
     let killed: u64 = events
@@ -348,30 +291,25 @@ fn cpu_fork_bomb() {
         );
         return;
     };
-    let dir = TestDir::new("bench-bomb");
-    let marker = marker_of(&dir);
+    let b = Daemon::builder("bench-bomb");
+    let marker = b.dir().marker();
     let bomb = format!(
         "{} && exec perl -e 'while (1) {{ fork }}' {marker}",
         cage.enter()
     );
     let cfg = json!({ "shutdown_timeout_ms": 6000,
         "services": { "bomb": { "cmd": ["sh", "-c", bomb], "stop_timeout_ms": 2000 } } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let mut d = b.config(cfg).start();
     let grew = wait_until(Duration::from_secs(30), || cage.members().len() > 2500);
+    let mut w = d.watch();
     let t0 = Instant::now();
     d.signal(libc::SIGTERM);
-    let code = d.wait_exit(Duration::from_secs(60)).map(code_of);
+    let events = w.drain(Duration::from_secs(60));
+    let code = d.wait_exit(Duration::from_secs(5)).map(code_of);
     let wall = t0.elapsed().as_millis();
     let left = cage.members().len();
     drop(cage);
-    let log = d.log();
-    let reported = log
-        .lines()
-        .find(|l| l.contains("done:"))
-        .and_then(|l| l.split("after ").nth(1))
-        .and_then(|r| r.split(' ').next())
-        .unwrap_or("?")
-        .to_string();
+    let reported = done_ms(&events);
     row(
         "perl fork bomb: 6000 ms bound, stop timeout 2000 ms",
         format!(
@@ -432,10 +370,10 @@ fn startup_window() {
 }
 
 fn budget() {
-    let dir = TestDir::new("bench-budget");
-    let svc = |log: &str, after: &[&str]| json!({ "cmd": [fixture("chain.sh"), "1", "1", dir.join(log), "ignore"], "after": after, "stop_timeout_ms": 20000 });
+    let b = Daemon::builder("bench-budget");
+    let svc = |log: &str, after: &[&str]| json!({ "cmd": chain_cmd(b.dir(), log, 1, "ignore"), "after": after, "stop_timeout_ms": 20000 });
     let cfg = json!({ "shutdown_timeout_ms": 6000, "services": { "a": svc("a.log", &[]), "b": svc("b.log", &["a"]), "c": svc("c.log", &["b"]) } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let mut d = b.config(cfg).start();
     let (wall, events) = shut_down(&mut d);
     row(
         "3 stubborn waves (20 s timeouts) in a 6000 ms bound",
@@ -443,31 +381,15 @@ fn budget() {
     );
 }
 
-/// `n` services in one dependency chain that need no process: each one's working directory is
-/// missing, so its spawn fails inside reapd, and `never` keeps it down. `arg` varies the command,
-/// so that two such configs differ in every service.
-fn idle_chain(n: usize, arg: &str) -> Value {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| {
-            let mut s = json!({ "cmd": ["true", arg], "cwd": "/nonexistent/reapd-bench", "restart": "never" });
-            if i > 0 {
-                s["after"] = json!([format!("s{:05}", i - 1)]);
-            }
-            (format!("s{i:05}"), s)
-        })
-        .collect();
-    json!({ "services": services })
-}
-
 fn ten_thousand() {
     let n = 10_000;
     let dir = TestDir::new("bench-10k");
-    let path = dir.write("chain.json", &idle_chain(n, "a").to_string());
+    let path = dir.write("chain.json", &idle_services(n, true, "a").to_string());
     let best = (0..3)
         .map(|_| {
             let t0 = Instant::now();
-            let (code, _, err) = check(&path);
-            assert_eq!(code, 0, "{err}");
+            let run = check(&path);
+            assert_eq!(run.code, Some(0), "{run:?}");
             t0.elapsed()
         })
         .min()
@@ -477,7 +399,9 @@ fn ten_thousand() {
         format!("{} ms", best.as_millis()),
     );
     let t0 = Instant::now();
-    let mut d = Daemon::start_in(dir, &idle_chain(n, "a"), &[]);
+    let mut d = Daemon::builder_in(dir)
+        .config(idle_services(n, true, "a"))
+        .start();
     row(
         "start-up with a 10 000-service chain, until ping answers",
         format!("{} ms", t0.elapsed().as_millis()),
@@ -493,10 +417,7 @@ fn ten_thousand() {
         );
     };
     reload(&d, "unchanged");
-    let tmp = d
-        .dir
-        .write("config.json.new", &idle_chain(n, "b").to_string());
-    std::fs::rename(tmp, d.dir.join("config.json")).expect("rename config");
+    d.rewrite_config(idle_services(n, true, "b"));
     reload(&d, "every service changed");
     let (wall, events) = shut_down(&mut d);
     row(

@@ -4,48 +4,38 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::json;
 
-/// Writes `text` as a config file in `dir` and runs `reapd check` on it.
-fn check_text(dir: &TestDir, name: &str, text: &str) -> (i32, String, String, String) {
+/// Writes `text` as a config file in `dir` and runs `reapd check` on it; returns the run and the
+/// file's path.
+fn check_text(dir: &TestDir, name: &str, text: &str) -> (ToolRun, String) {
     let path = dir.write(name, text);
-    let (code, out, err) = check(&path);
-    (code, out, err, path.display().to_string())
+    (check(&path), path.display().to_string())
 }
 
 /// Asserts `reapd check` fails with exit 2, printing exactly `errors` and then the summary line.
 fn assert_rejected(tag: &str, text: &str, errors: &[&str]) {
     let dir = TestDir::new(tag);
-    let (code, out, err, path) = check_text(&dir, "config.json", text);
-    assert_eq!(code, 2, "exit status; stderr:\n{err}");
-    assert_eq!(out, "", "nothing on stdout for a bad file");
+    let (run, path) = check_text(&dir, "config.json", text);
+    assert_eq!(run.code, Some(2), "exit status; stderr:\n{}", run.stderr);
+    assert_eq!(run.stdout, "", "nothing on stdout for a bad file");
     let mut expected: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     expected.push(format!(
         "reapd: {path}: {} error{}",
         errors.len(),
         if errors.len() == 1 { "" } else { "s" }
     ));
-    let got: Vec<&str> = err.lines().collect();
-    assert_eq!(got, expected, "stderr:\n{err}");
+    let got: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(got, expected, "stderr:\n{}", run.stderr);
 }
 
-/// Runs the binary with `args` and nothing on stdin: (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("REAPD_SOCKET")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run reapd");
-    (
-        code_of(out.status),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// Asserts reapd run with `args` is a usage error (exit 2, nothing on stdout); returns stderr.
+fn usage_error(args: &[&str]) -> String {
+    let run = run_reapd(args);
+    assert_eq!(run.code, Some(2), "reapd {args:?}: {run:?}");
+    assert_eq!(run.stdout, "", "reapd {args:?}");
+    run.stderr
 }
 
 #[test]
@@ -56,18 +46,27 @@ fn a_valid_file_prints_a_one_line_summary_in_start_order() {
         "db": { "cmd": ["postgres"] },
         "cache": { "cmd": ["redis-server"], "after": ["db"] },
     }});
-    let (code, out, err, path) = check_text(&dir, "config.json", &cfg.to_string());
-    assert_eq!(code, 0, "stderr:\n{err}");
-    assert_eq!(err, "", "no warnings expected");
+    let (run, path) = check_text(&dir, "config.json", &cfg.to_string());
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr, "", "no warnings expected");
+    let out = run.stdout;
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with(&format!("{path}: ")), "{out}");
     assert!(
         out.contains("ok: 3 services (start order: db, cache, web)"),
         "{out}"
     );
-    let (code, out, _, _) = check_text(&dir, "one.json", r#"{"services":{"a":{"cmd":["x"]}}}"#);
-    assert_eq!(code, 0);
-    assert!(out.contains("ok: 1 service (start order: a)"), "{out}");
+}
+
+#[test]
+fn the_summary_of_a_single_service_says_service() {
+    let dir = TestDir::new("cfgone");
+    let (run, _) = check_text(&dir, "one.json", r#"{"services":{"a":{"cmd":["x"]}}}"#);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("ok: 1 service (start order: a)"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -80,12 +79,16 @@ fn a_wrong_type_names_its_json_path() {
 }
 
 #[test]
-fn an_unknown_key_suggests_the_one_that_was_meant() {
+fn an_unknown_top_level_key_suggests_the_one_that_was_meant() {
     assert_rejected(
         "cfgkey",
         r#"{"sockt":"/tmp/x.sock","services":{}}"#,
         &[r#"sockt: unknown key (did you mean "socket"?)"#],
     );
+}
+
+#[test]
+fn an_unknown_service_key_suggests_the_one_that_was_meant() {
     assert_rejected(
         "cfgkey2",
         r#"{"services":{"web":{"cmd":["x"],"stop_timout_ms":5}}}"#,
@@ -127,33 +130,18 @@ fn a_repeated_key_is_an_error_naming_its_path() {
 #[test]
 fn invalid_json_gives_line_and_column() {
     let dir = TestDir::new("cfgjson");
-    let text = "{\n  \"services\": {\n    \"a\": {\"cmd\": [\"x\"],}\n  }\n}\n";
-    let (code, out, err, path) = check_text(&dir, "config.json", text);
-    assert_eq!(code, 2, "{err}");
-    assert_eq!(out, "");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
-    assert!(
-        lines[0].starts_with("invalid JSON at line 3 column 24:"),
-        "{err}"
+    let path = dir.write(
+        "config.json",
+        "{\n  \"services\": {\n    \"a\": {\"cmd\": [\"x\"],}\n  }\n}\n",
     );
-    assert_eq!(lines[1], format!("reapd: {path}: 1 error"));
+    assert_check_refuses(&path, "invalid JSON at line 3 column 24:");
 }
 
 #[test]
 fn a_missing_file_cannot_be_read() {
     let dir = TestDir::new("cfgmissing");
     let path = dir.join("nope.json");
-    let (code, out, err) = check(&path);
-    assert_eq!(code, 2, "{err}");
-    assert_eq!(out, "");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
-    assert!(
-        lines[0].starts_with(&format!("cannot read {}: ", path.display())),
-        "{err}"
-    );
-    assert_eq!(lines[1], format!("reapd: {}: 1 error", path.display()));
+    assert_check_refuses(&path, &format!("cannot read {}: ", path.display()));
 }
 
 #[test]
@@ -178,10 +166,11 @@ fn the_daemon_refuses_a_bad_file_and_starts_nothing() {
         "web": { "cmd": ["x"], "stop_timeout_ms": "10s" },
         "api": { "cmd": ["x"], "aftr": [] },
     }});
-    let mut d = Daemon::start_config("cfgdaemon", &cfg.to_string(), &[]);
+    let mut d = Daemon::builder("cfgdaemon").config(cfg).spawn();
     let code = d.exit_code(SOON);
     assert_eq!(code, 2, "log:\n{}", d.log());
-    let path = d.dir.join("config.json").display().to_string();
+    // What an operator reads when the daemon refuses its config: the log.
+    let path = d.config_path().display().to_string();
     let log = d.log();
     for e in [
         r#"services.api.aftr: unknown key (did you mean "after"?)"#,
@@ -194,61 +183,70 @@ fn the_daemon_refuses_a_bad_file_and_starts_nothing() {
         );
     }
     assert!(!d.dir.join("started").exists(), "a service was started");
-    assert!(!d.socket.exists(), "socket left behind");
-    assert!(!d.dir.join("s.sock.lock").exists(), "lock left behind");
-    let left = live_with_marker(&d.marker);
-    assert!(left.is_empty(), "{left:?}");
+    d.assert_nothing_left();
 }
 
 #[test]
-fn usage_errors_exit_2_and_start_nothing() {
-    let dir = TestDir::new("usage");
-    let cfg = dir.write("config.json", r#"{"services":{}}"#);
-    let cfg = cfg.display().to_string();
-    let ran = dir.join("ran");
-    let touch = format!("touch {}", ran.display());
-
-    let (code, out, err) = run(&[]);
-    assert_eq!(code, 2, "{err}");
-    assert_eq!(out, "");
+fn nothing_to_supervise_is_a_usage_error() {
+    let err = usage_error(&[]);
     assert!(
         err.starts_with("reapd: nothing to supervise: give --config FILE or -- CMD"),
         "{err}"
     );
     assert!(err.contains("Try `reapd --help`."), "{err}");
+}
 
-    let (code, _, err) = run(&["--config", &cfg, "--", "sh", "-c", &touch]);
-    assert_eq!(code, 2, "{err}");
+/// A config file with no services, for the usage errors that need one.
+fn empty_config(tag: &str) -> (TestDir, String) {
+    let dir = TestDir::new(tag);
+    let path = dir.write("config.json", r#"{"services":{}}"#);
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn a_config_and_a_command_together_are_a_usage_error_and_run_nothing() {
+    let (dir, cfg) = empty_config("usage-both");
+    let ran = dir.join("ran");
+    let touch = format!("touch {}", ran.display());
+    let err = usage_error(&["--config", &cfg, "--", "sh", "-c", &touch]);
     assert!(
         err.starts_with("reapd: give either --config FILE or -- CMD, not both"),
         "{err}"
     );
-
-    let (code, _, err) = run(&["--bogus", "--config", &cfg]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.starts_with("reapd: invalid option '--bogus'"), "{err}");
-
-    let (code, _, err) = run(&["--stop-timeout", "5", "--config", &cfg]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("apply to -- CMD"), "{err}");
-
-    let (code, _, err) = run(&["check"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("check needs a file"), "{err}");
-
     assert!(!ran.exists(), "a command ran despite a usage error");
+}
+
+#[test]
+fn an_unknown_option_is_a_usage_error() {
+    let (_dir, cfg) = empty_config("usage-bogus");
+    let err = usage_error(&["--bogus", "--config", &cfg]);
+    assert!(err.starts_with("reapd: invalid option '--bogus'"), "{err}");
+}
+
+#[test]
+fn a_command_option_with_a_config_is_a_usage_error() {
+    let (_dir, cfg) = empty_config("usage-stop");
+    let err = usage_error(&["--stop-timeout", "5", "--config", &cfg]);
+    assert!(err.contains("apply to -- CMD"), "{err}");
+}
+
+#[test]
+fn check_without_a_file_is_a_usage_error() {
+    let err = usage_error(&["check"]);
+    assert!(err.contains("check needs a file"), "{err}");
 }
 
 #[test]
 fn check_caps_a_long_stop_timeout_with_a_warning() {
     let dir = TestDir::new("capcheck");
     let cfg = json!({ "services": { "slow": { "cmd": ["x"], "stop_timeout_ms": 45000 } } });
-    let (code, out, err, path) = check_text(&dir, "config.json", &cfg.to_string());
-    assert_eq!(code, 0, "{err}");
+    let (run, path) = check_text(&dir, "config.json", &cfg.to_string());
+    assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(
-        err.lines().collect::<Vec<_>>(),
+        run.stderr.lines().collect::<Vec<_>>(),
         ["warning: services.slow.stop_timeout_ms: 45000 ms capped to 30000 ms"]
     );
+    let out = run.stdout;
     assert!(
         out.starts_with(&format!("{path}: ok: 1 service (start order: slow)")),
         "{out}"
@@ -260,7 +258,8 @@ fn the_daemon_caps_a_long_stop_timeout_and_uses_the_cap() {
     let cfg = json!({ "services": {
         "slow": { "cmd": ["sleep", "1000"], "stop_timeout_ms": 45000 },
     }});
-    let mut d = Daemon::start("capdaemon", &cfg.to_string());
+    let mut d = Daemon::builder("capdaemon").config(cfg).start();
+    // At start-up, before any client can watch: the log is where the warning is.
     assert!(
         d.log()
             .contains("warn: services.slow.stop_timeout_ms: 45000 ms capped to 30000 ms"),

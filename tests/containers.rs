@@ -32,13 +32,9 @@ const PODMAN_LIMIT: Duration = Duration::from_secs(90);
 /// Bound on the services coming up, and on podman's helpers going away after a stop.
 const SETTLE: Duration = Duration::from_secs(60);
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The services of the image's config, `examples/container/reapd.json`.
 fn example_services() -> Vec<String> {
-    let path = repo().join("examples/container/reapd.json");
+    let path = repo_root().join("examples/container/reapd.json");
     let text = std::fs::read_to_string(&path).expect("examples/container/reapd.json");
     let config: Value = serde_json::from_str(&text).expect("the example config is JSON");
     let names: Vec<String> = config["services"]
@@ -104,7 +100,7 @@ impl Podman {
         let runroot = PathBuf::from(format!("/tmp/reapd-rr-{}-{nanos}", std::process::id()));
         std::fs::create_dir(&runroot).expect("mkdir runroot");
         let podman = Podman {
-            marker: marker_of(&dir),
+            marker: dir.marker(),
             dir,
             runroot,
         };
@@ -208,7 +204,7 @@ impl Podman {
         let bin = static_binary();
         let context = self.dir.join("context");
         let made = run_bounded(
-            Command::new(repo().join("scripts/image-context"))
+            Command::new(repo_root().join("scripts/image-context"))
                 .arg(&context)
                 .env("REAPD_BIN", &bin),
             Duration::from_secs(60),
@@ -220,7 +216,10 @@ impl Podman {
             made.stdout,
             made.stderr
         );
-        let dockerfile = repo().join("examples/Dockerfile").display().to_string();
+        let dockerfile = repo_root()
+            .join("examples/Dockerfile")
+            .display()
+            .to_string();
         let context = context.display().to_string();
         self.ok(&[
             "build",
@@ -470,6 +469,7 @@ fn podman_runs_the_scratch_image_and_podman_stop_leaves_nothing() {
     let logs = podman.logs(name);
     let code = podman.ok(&["inspect", "--format", "{{.State.ExitCode}}", name]);
     assert_eq!(code.trim(), "0", "reapd's exit status; logs:\n{logs}");
+    // From the host, the container's output is all an operator sees of reapd's shutdown.
     assert!(logs.contains("draining: SIGTERM"), "{logs}");
     assert!(logs.contains("done: clean"), "{logs}");
     podman.ok(&["rm", name]);
@@ -536,7 +536,7 @@ fn podman_kube_plays_the_example_pod_and_takes_it_down_clean() {
     if !podman.can_start_containers() {
         return;
     }
-    let manifest = repo().join("examples/kubernetes/pod.yaml");
+    let manifest = repo_root().join("examples/kubernetes/pod.yaml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
     assert!(text.contains(&format!("image: {IMAGE}")), "{text}");
     let (pod, container, probe) = manifest_facts(&text);
@@ -593,6 +593,7 @@ fn podman_kube_plays_the_example_pod_and_takes_it_down_clean() {
         ["0"],
         "reapd's exit status; log:\n{logs}"
     );
+    // From the host, the container's log is all an operator sees of reapd's shutdown.
     assert!(logs.contains("draining: SIGTERM"), "{logs}");
     assert!(logs.contains("done: clean"), "{logs}");
     podman.assert_nothing_left("podman kube down");

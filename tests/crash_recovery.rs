@@ -11,67 +11,42 @@ use serde_json::json;
 
 #[test]
 fn the_next_instance_stops_a_crashed_predecessors_processes_before_starting_its_own() {
-    let dir = TestDir::new("crash");
-    let log = dir.join("chain.log").display().to_string();
+    let b = Daemon::builder("crash");
     let cfg = json!({ "services": {
         // A three-level tree whose levels log the TERM they get.
-        "tree": { "cmd": [fixture("chain.sh"), "1", "3", &log, "exit"] },
+        "tree": { "cmd": chain_cmd(b.dir(), "chain.log", 3, "exit") },
         // A service whose child escaped into its own session and ignores TERM.
         "escapee": {
             "cmd": ["sh", "-c", "setsid sh -c 'trap \"\" TERM; exec sleep 1000' & exec sleep 1000"],
             "stop_timeout_ms": 1000
         }
     } });
-    let path = dir.write("config.json", &cfg.to_string());
-    let args = vec!["--config".to_string(), path.display().to_string()];
-    let start = || Start {
-        args: args.clone(),
-        env: Vec::new(),
-        with_socket: true,
-    };
-    let mut first = Daemon::spawn_in(dir, start());
-    first.wait_ready();
-    assert!(
-        wait_until(SOON, || chain_times(
-            &first.dir.read("chain.log"),
-            "started"
-        )
-        .len()
-            == 3),
-        "chain did not start"
-    );
+    let mut first = b.config(&cfg).start();
+    wait_chain_started(&first.dir, "chain.log", 3);
     let state = first.dir.join("s.sock.state");
     assert!(
         wait_until(SOON, || std::fs::read_to_string(&state)
             .is_ok_and(|s| s.contains("tree ") && s.contains("escapee "))),
         "no state file with both services"
     );
-    let old: Vec<i32> = live_with_marker(&first.marker)
-        .into_iter()
-        .filter(|p| p.pid != first.pid())
-        .map(|p| p.pid)
-        .collect();
+    let old: Vec<i32> = first.services_procs().iter().map(|p| p.pid).collect();
     assert!(old.len() >= 5, "expected the services' processes: {old:?}");
     // The crash: services live on without their supervisor.
     first.signal(libc::SIGKILL);
     assert!(first.wait_exit(SOON).is_some());
-    assert!(
-        old.iter().all(|&p| stat_fields(p).is_some()),
-        "services died with reapd"
-    );
+    assert!(old.iter().all(|&p| is_alive(p)), "services died with reapd");
 
     // A new instance on the same socket (the lock is free again, the state file is not).
     let dir = std::mem::replace(&mut first.dir, TestDir::new("crash-first-husk"));
-    let mut second = Daemon::spawn_in(dir, start());
-    second.wait_ready();
+    let mut second = Daemon::builder_in(dir).config(&cfg).start();
     for &p in &old {
         assert!(
-            wait_until(Duration::from_secs(5), || stat_fields(p)
-                .is_none_or(|(s, _)| s == 'Z')),
+            wait_until(Duration::from_secs(5), || !is_alive(p)),
             "pid {p} of the crashed instance is still alive; log:\n{}",
             second.log()
         );
     }
+    // Recovery happens at start-up, before any client can watch: the log is its only record.
     assert!(
         wait_until(SOON, || second.log().contains("tree: started")),
         "services did not start after recovery; log:\n{}",

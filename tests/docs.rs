@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use reapd::wire::config::{SERVICE_KEYS, TOP_KEYS};
@@ -13,14 +14,14 @@ use reapd::wire::protocol::COMMANDS;
 use reapd::wire::replies::ErrorCode;
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)
+    std::fs::read_to_string(repo_root().join(path)).expect(path)
 }
 
 /// Every `--long-option` in the usage text.
 fn help_options() -> Vec<String> {
-    let out = Command::new(BIN).arg("--help").output().expect("--help");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let run = run_reapd(["--help"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let text = run.stdout;
     let mut opts: Vec<String> = text
         .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
         .filter(|w| w.starts_with("--") && w.len() > 2)
@@ -71,40 +72,52 @@ fn every_config_key_appears_in_the_man_page_and_the_readme() {
     }
 }
 
-#[test]
-fn every_command_event_and_error_code_is_documented() {
+/// Asserts every one of `names` (a `what`) appears in man/reapd.8 as `man(name)` and in the
+/// README as `readme(name)`.
+fn assert_documented<'a>(
+    what: &str,
+    names: impl IntoIterator<Item = &'a str>,
+    man_form: impl Fn(&str) -> String,
+    readme_form: impl Fn(&str) -> String,
+) {
     let man = read("man/reapd.8").replace("\\-", "-");
     let readme = read("README.md");
-    for cmd in COMMANDS {
+    for name in names {
         assert!(
-            man.contains(&format!("{{\"cmd\":\"{cmd}\"")),
-            "{cmd} not in man/reapd.8"
+            man.contains(&man_form(name)),
+            "{what} {name} not in man/reapd.8"
         );
         assert!(
-            readme.contains(&format!("{{\"cmd\":\"{cmd}\"")),
-            "{cmd} not in README.md"
-        );
-    }
-    for ev in EVENTS {
-        assert!(
-            man.contains(&format!(".B {ev}\n")),
-            "event {ev} not in man/reapd.8"
-        );
-        assert!(
-            readme.contains(&format!("`{ev}`")),
-            "event {ev} not in README.md"
+            readme.contains(&readme_form(name)),
+            "{what} {name} not in README.md"
         );
     }
-    for code in ErrorCode::ALL.map(ErrorCode::as_str) {
-        assert!(
-            man.contains(&format!(".B {code}\n")),
-            "error code {code} not in man/reapd.8"
-        );
-        assert!(
-            readme.contains(&format!("`{code}`")),
-            "error code {code} not in README.md"
-        );
-    }
+}
+
+#[test]
+fn every_command_is_documented() {
+    let request = |cmd: &str| format!("{{\"cmd\":\"{cmd}\"");
+    assert_documented("command", COMMANDS.iter().copied(), request, request);
+}
+
+#[test]
+fn every_event_is_documented() {
+    assert_documented(
+        "event",
+        EVENTS.iter().copied(),
+        |ev| format!(".B {ev}\n"),
+        |ev| format!("`{ev}`"),
+    );
+}
+
+#[test]
+fn every_error_code_is_documented() {
+    assert_documented(
+        "error code",
+        ErrorCode::ALL.map(ErrorCode::as_str),
+        |code| format!(".B {code}\n"),
+        |code| format!("`{code}`"),
+    );
 }
 
 #[test]
@@ -113,16 +126,15 @@ fn the_man_pages_render_without_warnings() {
         return;
     }
     for page in ["man/reapd.8", "man/reapd.json.5"] {
-        let out = Command::new("groff")
-            .args([
-                "-ww",
-                "-z",
-                "-man",
-                &format!("{}/{page}", env!("CARGO_MANIFEST_DIR")),
-            ])
-            .output()
-            .expect("groff");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && err.is_empty(), "{page}: {err}");
+        let run = run_bounded(
+            Command::new("groff")
+                .args(["-ww", "-z", "-man"])
+                .arg(repo_root().join(page)),
+            Duration::from_secs(60),
+        );
+        assert!(
+            run.code == Some(0) && run.stderr.is_empty(),
+            "{page}: {run:?}"
+        );
     }
 }

@@ -23,8 +23,8 @@ fn a_cpu_bound_fork_bomb_is_stopped_within_the_bound_with_no_survivor() {
     let Some(cage) = PidsCage::new("bomb", 3000, Duration::from_secs(90)) else {
         return;
     };
-    let dir = TestDir::new("bomb");
-    let marker = marker_of(&dir);
+    let b = Daemon::builder("bomb");
+    let marker = b.dir().marker();
     let bound_ms = 6000u64;
     // Only the service goes into the cage: reapd itself stays outside, as a user would run it.
     let bomb = format!(
@@ -35,11 +35,13 @@ fn a_cpu_bound_fork_bomb_is_stopped_within_the_bound_with_no_survivor() {
         "shutdown_timeout_ms": bound_ms,
         "services": { "bomb": { "cmd": ["sh", "-c", bomb], "stop_timeout_ms": 2000 } }
     });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let mut d = b.config(cfg).start();
     let grew = wait_until(Duration::from_secs(30), || cage.members().len() > 2500);
+    let mut w = d.watch();
     let sent = Instant::now();
     d.signal(libc::SIGTERM);
-    let status = d.wait_exit(Duration::from_millis(bound_ms) + Duration::from_secs(20));
+    let events = w.drain(Duration::from_millis(bound_ms) + Duration::from_secs(20));
+    let status = d.wait_exit(Duration::from_secs(5));
     let took = sent.elapsed();
     let left = cage.members().len();
     // Empty the cage before anything else looks at processes (or a failed assertion unwinds).
@@ -53,7 +55,12 @@ fn a_cpu_bound_fork_bomb_is_stopped_within_the_bound_with_no_survivor() {
         "reapd did not exit clean (took {took:?}, {left} left); log tail:\n{tail}"
     );
     assert_eq!(left, 0, "processes survived");
-    assert!(log.contains("within the bound"), "{tail}");
+    let done = done_event(&events);
+    assert_eq!(
+        (&done["within_bound"], &done["survivors"]),
+        (&json!(true), &json!([])),
+        "{done}"
+    );
     // Behaviour, not a benchmark: the bound plus a generous margin for a loaded machine.
     assert!(
         took < Duration::from_millis(bound_ms) + Duration::from_secs(5),

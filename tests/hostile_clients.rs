@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,26 +19,15 @@ const ANSWER: Duration = Duration::from_secs(1);
 /// The resident memory reapd may reach under any flood.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
-fn sleepers(n: usize) -> Value {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| {
-            (
-                format!("service{i:03}"),
-                json!({ "cmd": ["sleep", "1000"] }),
-            )
-        })
-        .collect();
-    json!({ "shutdown_timeout_ms": 2000, "services": services })
+/// `n` sleeping services and a shutdown bound of 2 s.
+fn services(n: usize) -> Value {
+    let mut cfg = sleepers(n);
+    cfg["shutdown_timeout_ms"] = json!(2000);
+    cfg
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status_number(pid, "VmRSS")
 }
 
 /// One `ping` on a fresh connection: how long until the answer.
@@ -48,59 +36,6 @@ fn ping_time(socket: &std::path::Path) -> Duration {
     let v = request_at(socket, r#"{"cmd":"ping"}"#).expect("ping answered");
     assert_eq!(v["pong"], true, "{v}");
     t0.elapsed()
-}
-
-/// A client that writes `line` over and over without pause and never reads, until stopped.
-struct Flooder {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<(UnixStream, usize)>>,
-}
-
-impl Flooder {
-    fn start(socket: &std::path::Path, line: &str) -> Flooder {
-        let mut s = UnixStream::connect(socket).expect("connect flooder");
-        s.set_write_timeout(Some(Duration::from_millis(50)))
-            .expect("write timeout");
-        let chunk = format!("{line}\n").repeat(4096).into_bytes();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut sent = 0;
-            while !flag.load(Ordering::Relaxed) {
-                match s.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut => {}
-                    Err(_) => break,
-                }
-            }
-            (s, sent)
-        });
-        Flooder {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops writing; returns the connection and how much was written.
-    fn finish(mut self) -> (UnixStream, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("flooder thread")
-    }
-}
-
-impl Drop for Flooder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Pings on fresh connections every 20 ms while `busy` holds, and samples reapd's memory:
@@ -118,7 +53,7 @@ fn probe_while(d: &Daemon, mut busy: impl FnMut() -> bool) -> (Duration, u64, us
 
 #[test]
 fn clients_that_write_without_reading_hold_neither_the_loop_nor_memory() {
-    let mut d = Daemon::start_in(TestDir::new("flood"), &sleepers(40), &[]);
+    let mut d = Daemon::builder("flood").config(services(40)).start();
     let before = rss_kib(d.pid());
     let flooders: Vec<Flooder> = (0..3)
         .map(|_| Flooder::start(&d.socket, r#"{"cmd":"list"}"#))
@@ -164,7 +99,7 @@ fn clients_that_write_without_reading_hold_neither_the_loop_nor_memory() {
 #[test]
 fn a_pipelining_reader_gets_all_100000_replies_in_order() {
     const N: usize = 100_000;
-    let mut d = Daemon::start_in(TestDir::new("pipeline"), &sleepers(3), &[]);
+    let mut d = Daemon::builder("pipeline").config(services(3)).start();
     let s = UnixStream::connect(&d.socket).expect("connect");
     s.set_read_timeout(Some(SOON)).expect("read timeout");
     let mut w = s.try_clone().expect("clone");
@@ -215,7 +150,7 @@ fn a_pipelining_reader_gets_all_100000_replies_in_order() {
 
 #[test]
 fn requests_naming_an_enormous_service_among_300_do_not_hold_the_loop() {
-    let mut d = Daemon::start_in(TestDir::new("hugename"), &sleepers(300), &[]);
+    let mut d = Daemon::builder("hugename").config(services(300)).start();
     let name = "x".repeat(60_000);
     let s = UnixStream::connect(&d.socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60)))
@@ -246,9 +181,9 @@ fn requests_naming_an_enormous_service_among_300_do_not_hold_the_loop() {
 
 #[test]
 fn sigterm_during_a_flood_ends_clean_within_its_bound() {
-    let mut cfg = sleepers(5);
+    let mut cfg = services(5);
     cfg["services"]["tree"] = json!({ "cmd": ["sh", "-c", "sleep 1000 & sleep 1000 & wait"] });
-    let mut d = Daemon::start_in(TestDir::new("flood-term"), &cfg, &[]);
+    let mut d = Daemon::builder("flood-term").config(cfg).start();
     let _flooders: Vec<Flooder> = (0..2)
         .map(|_| Flooder::start(&d.socket, r#"{"cmd":"status"}"#))
         .collect();
@@ -276,7 +211,6 @@ fn out_of_descriptors_a_waiting_client_is_served_when_a_watcher_leaves() {
     if !require_tool("prlimit") {
         return;
     }
-    let dir = TestDir::new("fd-watchers");
     // More processes than reapd may hold pidfds for (30 under this limit): the stop path relies
     // on its reserve of descriptors to rescan /proc and signal them.
     let mut cfg = json!({ "services": {
@@ -286,22 +220,12 @@ fn out_of_descriptors_a_waiting_client_is_served_when_a_watcher_leaves() {
         cfg["services"][format!("pair{i:02}")] =
             json!({ "cmd": ["sh", "-c", "sleep 1000 & sleep 1000 & wait"] });
     }
-    let path = dir.write("config.json", &cfg.to_string());
-    let args = vec!["--config".to_string(), path.display().to_string()];
-    let mut d = Daemon::spawn_wrapped(
-        dir,
-        &["prlimit", "--nofile=64:64", "--"],
-        &[],
-        Start {
-            args,
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    let marker = d.marker.clone();
+    let mut d = Daemon::builder("fd-watchers")
+        .config(cfg)
+        .wrapper(["prlimit", "--nofile=64:64", "--"])
+        .start();
     assert!(
-        wait_until(SOON, || live_with_marker(&marker).len() >= 4 + 11 * 3),
+        wait_until(SOON, || live_with_marker(&d.marker).len() >= 4 + 11 * 3),
         "trees up"
     );
     // Watchers until one is no longer taken: that one waits in the backlog.
@@ -311,7 +235,7 @@ fn out_of_descriptors_a_waiting_client_is_served_when_a_watcher_leaves() {
             watchers.len() < 64,
             "64 watchers accepted under a limit of 64 descriptors"
         );
-        let mut w = Watcher::new(UnixStream::connect(&d.socket).expect("connect"));
+        let mut w = Watcher::connect(&d.socket).expect("connect");
         w.send(r#"{"cmd":"watch"}"#);
         match w.next_line(Duration::from_millis(1500)) {
             Some(v) => {
@@ -335,9 +259,12 @@ fn out_of_descriptors_a_waiting_client_is_served_when_a_watcher_leaves() {
     );
     let pong = waiting.next_line(SOON).expect("pong");
     assert_eq!(pong["pong"], true, "{pong}");
-    // Every slot is taken again; the stop path still has its descriptors.
+    // Every slot is taken again; the stop path still has its descriptors. The waiting client is
+    // a watcher now: it sees the report.
     d.signal(libc::SIGTERM);
+    let events = waiting.drain(Duration::from_secs(40));
     d.assert_clean_exit();
-    assert!(!d.log().contains("survivor: pid"), "{}", d.log());
+    let done = done_event(&events);
+    assert_eq!(done["survivors"], json!([]), "{done}");
     drop(watchers);
 }

@@ -16,68 +16,16 @@ fn start_wrapped(
     cfg: Value,
     prelude: &str,
     blocked: &[i32],
-    env: Vec<(&'static str, String)>,
+    env: &[(&str, &str)],
 ) -> Daemon {
-    let dir = TestDir::new(tag);
-    dir.write("input.txt", "not for services\n");
-    let path = dir.write("config.json", &cfg.to_string());
+    let b = Daemon::builder(tag);
+    b.dir().write("input.txt", "not for services\n");
     let script = format!("{prelude}\nexec \"$@\"");
-    let d = Daemon::spawn_wrapped(
-        dir,
-        &["bash", "-c", &script, "reapd-wrapper"],
-        blocked,
-        Start {
-            args: vec!["--config".into(), path.display().to_string()],
-            env,
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    d
-}
-
-/// Open descriptor numbers of a process.
-fn fds_of(pid: i32) -> Vec<i32> {
-    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    fds.sort_unstable();
-    fds
-}
-
-/// A hexadecimal signal set (`SigBlk`, `SigIgn`...) from `status` text.
-fn sigset(status: &str, field: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or_else(|| panic!("no {field} in:\n{status}"))
-}
-
-fn bit(sig: i32) -> u64 {
-    1 << (sig - 1)
-}
-
-fn environ(pid: i32) -> BTreeMap<String, String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    String::from_utf8_lossy(&raw)
-        .split('\0')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn wait_file(d: &Daemon, name: &str) -> String {
-    assert!(
-        wait_until(SOON, || d.dir.read(name).ends_with('\n')),
-        "{name} never written; log:\n{}",
-        d.log()
-    );
-    d.dir.read(name)
+    let b = env.iter().fold(b, |b, (k, v)| b.env(k, v));
+    b.config(cfg)
+        .wrapper(["bash", "-c", &script, "reapd-wrapper"])
+        .blocked_signals(blocked)
+        .start()
 }
 
 /// A shell that stays alive waiting for a child of its own. (A shell cannot list its own
@@ -90,7 +38,7 @@ fn shell_with_child() -> Value {
 /// internal signals 32 and 33 included: reapd resets them with the raw system call).
 fn assert_pristine(what: &str, pid: i32) {
     assert_eq!(fds_of(pid), [0, 1, 2], "{what}: descriptors of pid {pid}");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let status = status_text(pid);
     assert_eq!(sigset(&status, "SigBlk"), 0, "{what}:\n{status}");
     assert_eq!(sigset(&status, "SigIgn"), 0, "{what}:\n{status}");
 }
@@ -117,19 +65,19 @@ exec 7</dev/null 9>>"$TEST_DIR/extra.txt"
 grep -E "^Sig(Blk|Ign):" /proc/$$/status > "$TEST_DIR/wrapper.sig""#;
     let blocked = [libc::SIGUSR2, libc::SIGALRM, libc::SIGTERM];
     let cfg = json!({ "services": { "one": shell_with_child(), "two": shell_with_child() } });
-    let mut d = start_wrapped("fds", cfg, prelude, &blocked, Vec::new());
+    let mut d = start_wrapped("fds", cfg, prelude, &blocked, &[]);
 
     // The test is only meaningful if reapd really inherited the mess.
     let wrapper = d.dir.read("wrapper.sig");
     for sig in blocked {
-        assert_ne!(sigset(&wrapper, "SigBlk") & bit(sig), 0, "{wrapper}");
+        assert_ne!(sigset(&wrapper, "SigBlk") & sig_bit(sig), 0, "{wrapper}");
     }
     for sig in [libc::SIGHUP, libc::SIGALRM, libc::SIGTTOU, libc::SIGXFSZ] {
-        assert_ne!(sigset(&wrapper, "SigIgn") & bit(sig), 0, "{wrapper}");
+        assert_ne!(sigset(&wrapper, "SigIgn") & sig_bit(sig), 0, "{wrapper}");
     }
-    let own = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
+    let own = status_text(d.pid());
     assert_ne!(
-        sigset(&own, "SigIgn") & bit(libc::SIGALRM),
+        sigset(&own, "SigIgn") & sig_bit(libc::SIGALRM),
         0,
         "reapd inherited ignored signals:\n{own}"
     );
@@ -145,8 +93,7 @@ grep -E "^Sig(Blk|Ign):" /proc/$$/status > "$TEST_DIR/wrapper.sig""#;
         // While dash forks it blocks every signal for a moment; look once it sits waiting for
         // its child, as it does for the rest of its life.
         assert!(
-            wait_until(SOON, || stat_fields(shell).map(|(state, _)| state)
-                == Some('S')),
+            wait_until(SOON, || stat(shell).map(|s| s.state) == Some('S')),
             "{name}: the shell never settled"
         );
         assert_pristine(name, shell);
@@ -162,9 +109,9 @@ fn ignored_real_time_signals_are_reset_too() {
     let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     let prelude = format!("trap '' {rtmin} {} {rtmax}", rtmin + 5);
     let cfg = json!({ "services": { "one": shell_with_child() } });
-    let mut d = start_wrapped("rtsig", cfg, &prelude, &[], Vec::new());
-    let own = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
-    let rt = bit(rtmin) | bit(rtmin + 5) | bit(rtmax);
+    let mut d = start_wrapped("rtsig", cfg, &prelude, &[], &[]);
+    let own = status_text(d.pid());
+    let rt = sig_bit(rtmin) | sig_bit(rtmin + 5) | sig_bit(rtmax);
     assert_eq!(
         sigset(&own, "SigIgn") & rt,
         rt,
@@ -173,7 +120,7 @@ fn ignored_real_time_signals_are_reset_too() {
     let shell = d.pid_of("one").expect("running");
     let child = child_of(&d, "one", shell);
     for (what, pid) in [("one", shell), ("one's child", child.pid)] {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let status = status_text(pid);
         assert_eq!(
             sigset(&status, "SigIgn") & rt,
             0,
@@ -190,13 +137,13 @@ fn service_environment_has_its_name_and_env_but_not_notify_socket() {
         "envy": { "cmd": ["sleep", "1000"], "env": { "FOO": "inner", "EXTRA": "x y=z" } },
         "plain": { "cmd": ["sleep", "1000"] },
     }});
-    let env = vec![
-        ("NOTIFY_SOCKET", "/nonexistent/path".to_string()),
-        ("REAPD_SERVICE", "outer".to_string()),
-        ("FOO", "outer".to_string()),
-        ("KEEP", "kept".to_string()),
+    let env = [
+        ("NOTIFY_SOCKET", "/nonexistent/path"),
+        ("REAPD_SERVICE", "outer"),
+        ("FOO", "outer"),
+        ("KEEP", "kept"),
     ];
-    let mut d = start_wrapped("env", cfg, ":", &[], env);
+    let mut d = start_wrapped("env", cfg, ":", &[], &env);
     let own = environ(d.pid());
     assert_eq!(
         own.get("NOTIFY_SOCKET").map(String::as_str),
@@ -231,10 +178,10 @@ fn stdin_is_dev_null_even_when_reapd_has_a_real_one() {
         "a": { "cmd": ["sh", "-c", "readlink /proc/$$/fd/0 > \"$TEST_DIR/stdin.tmp\"; mv \"$TEST_DIR/stdin.tmp\" \"$TEST_DIR/stdin\"; exec sleep 1000"] },
     }});
     let prelude = r#"exec 0<"$TEST_DIR/input.txt""#;
-    let mut d = start_wrapped("stdin", cfg, prelude, &[], Vec::new());
+    let mut d = start_wrapped("stdin", cfg, prelude, &[], &[]);
     let reapd_stdin = std::fs::read_link(format!("/proc/{}/fd/0", d.pid())).expect("readlink");
     assert_eq!(reapd_stdin, d.dir.join("input.txt"), "reapd's own stdin");
-    assert_eq!(wait_file(&d, "stdin").trim(), "/dev/null");
+    assert_eq!(d.wait_for("stdin", "\n").trim(), "/dev/null");
     let pid = d.pid_of("a").expect("a runs");
     let link = std::fs::read_link(format!("/proc/{pid}/fd/0")).expect("readlink");
     assert_eq!(link.to_string_lossy(), "/dev/null");
@@ -248,17 +195,17 @@ fn each_service_leads_its_own_session() {
         "a": { "cmd": ["sh", "-c", "sleep 1000 & wait"] },
         "b": { "cmd": ["sleep", "1000"] },
     }});
-    let mut d = Daemon::start("session", &cfg.to_string());
-    let (_, reapd_pgrp, reapd_sid) = stat_ids(d.pid()).expect("reapd stat");
+    let mut d = Daemon::builder("session").config(cfg).start();
+    let reapd = stat(d.pid()).expect("reapd stat");
     let a = d.pid_of("a").expect("a runs");
     let b = d.pid_of("b").expect("b runs");
     for pid in [a, b] {
-        let (ppid, pgrp, sid) = stat_ids(pid).expect("stat");
-        assert_eq!(ppid, d.pid(), "reapd's child");
-        assert_eq!(sid, pid, "pid {pid} leads its session");
-        assert_eq!(pgrp, pid, "pid {pid} leads its process group");
-        assert_ne!(sid, reapd_sid);
-        assert_ne!(pgrp, reapd_pgrp);
+        let st = stat(pid).expect("stat");
+        assert_eq!(st.ppid, d.pid(), "reapd's child");
+        assert_eq!(st.session, pid, "pid {pid} leads its session");
+        assert_eq!(st.pgrp, pid, "pid {pid} leads its process group");
+        assert_ne!(st.session, reapd.session);
+        assert_ne!(st.pgrp, reapd.pgrp);
     }
     // A child of a service stays in the service's session.
     let mut child = None;
@@ -272,7 +219,7 @@ fn each_service_leads_its_own_session() {
         "a's child never appeared"
     );
     let child = child.expect("child");
-    assert_eq!(stat_ids(child.pid).map(|s| s.2), Some(a), "{child:?}");
+    assert_eq!(stat(child.pid).map(|s| s.session), Some(a), "{child:?}");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }

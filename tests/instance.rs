@@ -7,34 +7,34 @@ use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
-fn sleeper() -> String {
-    json!({ "services": { "a": { "cmd": ["sleep", "1000"] } } }).to_string()
+fn sleeper() -> Value {
+    json!({ "services": { "a": { "cmd": ["sleep", "1000"] } } })
 }
 
 #[test]
 fn a_second_instance_on_the_same_socket_exits_3_naming_the_holder() {
-    let mut first = Daemon::start("lock1", &sleeper());
-    let lock = std::fs::read_to_string(first.dir.join("s.sock.lock")).expect("lock file");
+    let mut first = Daemon::builder("lock1").config(sleeper()).start();
+    let lock = std::fs::read_to_string(lock_of(&first.socket)).expect("lock file");
     assert_eq!(
         lock.trim(),
         first.pid().to_string(),
         "lock file names its holder"
     );
-    let cfg = first.dir.write("second.json", &sleeper());
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--config",
-            &cfg.display().to_string(),
-            "--socket",
-            &first.socket.display().to_string(),
-        ])
-        .env("REAPD_TEST_MARKER", &first.marker)
-        .output()
-        .expect("second instance");
-    assert_eq!(code_of(out.status), 3);
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Started and awaited like a tool: it must refuse at once.
+    let cfg = first.dir.write("second.json", &sleeper().to_string());
+    let second = run_bounded(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(&first.socket)
+            .env("REAPD_TEST_MARKER", &first.marker),
+        SOON,
+    );
+    assert_eq!(second.code, Some(3), "{second:?}");
+    let err = &second.stderr;
     assert!(
         err.contains(&format!("another reapd (pid {}) holds", first.pid())),
         "{err}"
@@ -48,21 +48,13 @@ fn a_second_instance_on_the_same_socket_exits_3_naming_the_holder() {
 
 #[test]
 fn a_stale_socket_left_by_a_dead_instance_is_replaced() {
-    let dir = TestDir::new("stale");
-    let sock = dir.join("s.sock");
+    let b = Daemon::builder("stale");
+    let sock = b.dir().join("s.sock");
     // A bound-then-abandoned socket: the path exists, nobody listens.
     drop(UnixListener::bind(&sock).expect("bind"));
     assert!(sock.exists());
-    let cfg = dir.write("config.json", &sleeper());
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), cfg.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
+    let mut d = b.config(sleeper()).start();
+    // Start-up, before any client: the log is what tells.
     assert!(d.log().contains("replaced stale socket"), "{}", d.log());
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
@@ -70,18 +62,9 @@ fn a_stale_socket_left_by_a_dead_instance_is_replaced() {
 
 #[test]
 fn something_else_at_the_socket_path_is_never_deleted() {
-    let dir = TestDir::new("notsock");
-    let path = dir.write("s.sock", "precious data");
-    let cfg = dir.write("config.json", &sleeper());
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), cfg.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    assert_eq!(d.exit_code(SOON), 3);
+    let b = Daemon::builder("notsock");
+    let path = b.dir().write("s.sock", "precious data");
+    let d = refused_start(b);
     assert!(
         d.log().contains("exists and is not a socket"),
         "{}",
@@ -91,16 +74,12 @@ fn something_else_at_the_socket_path_is_never_deleted() {
         std::fs::read_to_string(&path).ok().as_deref(),
         Some("precious data")
     );
-    assert!(
-        live_with_marker(&d.marker).is_empty(),
-        "nothing may be started"
-    );
 }
 
 #[test]
 fn a_crashing_service_restarts_with_exponential_backoff() {
     let cfg = json!({ "services": { "crash": { "cmd": ["sh", "-c", "exit 3"] } } });
-    let mut d = Daemon::start("backoff", &cfg.to_string());
+    let mut d = Daemon::builder("backoff").config(cfg).start();
     let mut w = d.watch();
     let mut seen = Vec::new();
     // Restarts announced from now on carry growing delays.
@@ -120,7 +99,7 @@ fn a_crashing_service_restarts_with_exponential_backoff() {
     assert!(exits.iter().all(|e| e["status"] == json!({"code": 3})));
     let v = d.request(r#"{"cmd":"list"}"#);
     assert!(v["services"][0]["restarts"].as_u64() >= Some(5), "{v}");
-    assert!(v["services"][0]["last_exit"] == json!({"code": 3}));
+    assert_eq!(v["services"][0]["last_exit"], json!({"code": 3}), "{v}");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
@@ -132,18 +111,20 @@ fn a_service_that_cannot_be_executed_is_reported_and_retried() {
         "a": { "cmd": ["sleep", "1000"] },
         "nowhere": { "cmd": ["sleep", "1000"], "cwd": "/nonexistent/dir", "restart": "never" },
     } });
-    let mut d = Daemon::start("ghost", &cfg.to_string());
+    let mut d = Daemon::builder("ghost").config(cfg).start();
+    let mut w = d.watch();
+    // Retried with back-off: failures keep coming after the first (at start-up, unwatched).
+    let mut seen = Vec::new();
+    let failed = w
+        .until(SOON, &mut seen, |e| {
+            e["event"] == "spawn_failed" && e["service"] == "ghost"
+        })
+        .unwrap_or_else(|| panic!("ghost was not retried: {seen:#?}\nlog:\n{}", d.log()));
     assert!(
-        wait_until(SOON, || d.log().contains(
-            "ghost: cannot start: cannot execute \"/nonexistent/program\""
-        )),
-        "{}",
-        d.log()
-    );
-    assert!(
-        wait_until(SOON, || lines_with(&d.log(), "ghost: cannot start").len()
-            >= 2),
-        "retried with back-off"
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot execute \"/nonexistent/program\"")),
+        "{failed}"
     );
     assert!(d.pid_of("a").is_some(), "other services unaffected");
     let v = d.request(r#"{"cmd":"start","name":"nowhere"}"#);
@@ -159,18 +140,10 @@ fn a_service_that_cannot_be_executed_is_reported_and_retried() {
     d.assert_clean_exit();
 }
 
-/// Starts reapd with `sleeper()` in `dir` and expects it to refuse to start with status 3,
-/// starting nothing. Returns the exited daemon (its directory lives as long as it).
-fn refused_start(dir: TestDir) -> Daemon {
-    let cfg = dir.write("config.json", &sleeper());
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), cfg.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
+/// Starts reapd with `sleeper()` and expects it to refuse to start with status 3, starting
+/// nothing. Returns the exited daemon (its directory lives as long as it).
+fn refused_start(b: DaemonBuilder) -> Daemon {
+    let mut d = b.config(sleeper()).spawn();
     assert_eq!(d.exit_code(SOON), 3, "{}", d.log());
     assert!(
         live_with_marker(&d.marker).is_empty(),
@@ -183,11 +156,11 @@ fn refused_start(dir: TestDir) -> Daemon {
 fn a_socket_another_process_listens_on_is_left_alone() {
     use std::io::{Read, Write};
     use std::os::unix::fs::MetadataExt;
-    let dir = TestDir::new("foreign");
-    let sock = dir.join("s.sock");
+    let b = Daemon::builder("foreign");
+    let sock = b.dir().join("s.sock");
     let foreign = UnixListener::bind(&sock).expect("bind");
     let inode = std::fs::metadata(&sock).expect("socket").ino();
-    let d = refused_start(dir);
+    let d = refused_start(b);
     assert!(
         d.log().contains(&format!(
             "another process is listening on {}",
@@ -217,10 +190,10 @@ fn a_socket_another_process_listens_on_is_left_alone() {
 
 #[test]
 fn a_symlink_at_the_lock_path_is_refused_and_its_target_left_unchanged() {
-    let dir = TestDir::new("locklink");
-    let victim = dir.write("victim", "precious data\n");
-    std::os::unix::fs::symlink(&victim, dir.join("s.sock.lock")).expect("symlink");
-    let d = refused_start(dir);
+    let b = Daemon::builder("locklink");
+    let victim = b.dir().write("victim", "precious data\n");
+    std::os::unix::fs::symlink(&victim, b.dir().join("s.sock.lock")).expect("symlink");
+    let d = refused_start(b);
     assert!(d.log().contains("is a symbolic link"), "{}", d.log());
     assert_eq!(
         std::fs::read_to_string(&victim).ok().as_deref(),
@@ -230,30 +203,38 @@ fn a_symlink_at_the_lock_path_is_refused_and_its_target_left_unchanged() {
         d.dir.join("s.sock.lock").is_symlink(),
         "the link is left alone"
     );
-    // A dangling link is refused too, and nothing is created where it points.
-    let dir = TestDir::new("locklink2");
-    let dangling = dir.join("nowhere");
-    std::os::unix::fs::symlink(&dangling, dir.join("s.sock.lock")).expect("symlink");
-    let d = refused_start(dir);
+}
+
+#[test]
+fn a_dangling_symlink_at_the_lock_path_is_refused_and_nothing_is_created() {
+    let b = Daemon::builder("locklink2");
+    let dangling = b.dir().join("nowhere");
+    std::os::unix::fs::symlink(&dangling, b.dir().join("s.sock.lock")).expect("symlink");
+    let d = refused_start(b);
     assert!(d.log().contains("is a symbolic link"), "{}", d.log());
     assert!(!dangling.exists(), "the link target was created");
 }
 
 #[test]
-fn a_fifo_or_a_directory_at_the_lock_path_is_refused() {
-    let dir = TestDir::new("lockfifo");
-    let fifo = std::ffi::CString::new(dir.join("s.sock.lock").display().to_string()).expect("path");
+fn a_fifo_at_the_lock_path_is_refused() {
+    let b = Daemon::builder("lockfifo");
+    let fifo =
+        std::ffi::CString::new(b.dir().join("s.sock.lock").display().to_string()).expect("path");
     // SAFETY: mkfifo reads the NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
-    let d = refused_start(dir);
+    let d = refused_start(b);
     assert!(
         d.log().contains("is a FIFO, not a regular file"),
         "{}",
         d.log()
     );
-    let dir = TestDir::new("lockdir");
-    std::fs::create_dir(dir.join("s.sock.lock")).expect("mkdir");
-    let d = refused_start(dir);
+}
+
+#[test]
+fn a_directory_at_the_lock_path_is_refused() {
+    let b = Daemon::builder("lockdir");
+    std::fs::create_dir(b.dir().join("s.sock.lock")).expect("mkdir");
+    let d = refused_start(b);
     assert!(d.log().contains("is a directory"), "{}", d.log());
     assert!(d.dir.join("s.sock.lock").is_dir());
 }

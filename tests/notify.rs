@@ -8,19 +8,15 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
-fn config(dir: &TestDir) -> std::path::PathBuf {
-    dir.write(
-        "config.json",
-        &json!({ "services": {
-            "db": { "cmd": ["sleep", "1000"] },
-            // Records whether the service saw NOTIFY_SOCKET: readiness belongs to reapd.
-            "web": { "after": ["db"], "cmd": ["sh", "-c",
-                "echo \"NOTIFY_SOCKET=${NOTIFY_SOCKET-unset}\" > \"$TEST_DIR/web.env\"; exec sleep 1000"] },
-        }})
-        .to_string(),
-    )
+fn config() -> Value {
+    json!({ "services": {
+        "db": { "cmd": ["sleep", "1000"] },
+        // Records whether the service saw NOTIFY_SOCKET: readiness belongs to reapd.
+        "web": { "after": ["db"], "cmd": ["sh", "-c",
+            "echo \"NOTIFY_SOCKET=${NOTIFY_SOCKET-unset}\" > \"$TEST_DIR/web.env\"; exec sleep 1000"] },
+    }})
 }
 
 /// Receives datagrams until one equals `want` or `limit` passes; returns all received.
@@ -61,27 +57,18 @@ fn recv_rest(sock: &UnixDatagram) -> Vec<String> {
 
 /// Runs reapd with `NOTIFY_SOCKET=notify_socket` and checks the whole conversation on `sock`.
 fn notify_socket_conversation(dir: TestDir, sock: &UnixDatagram, notify_socket: String) {
-    let cfg = config(&dir);
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), cfg.display().to_string()],
-            env: vec![("NOTIFY_SOCKET", notify_socket)],
-            with_socket: true,
-        },
-    );
+    let mut d = Daemon::builder_in(dir)
+        .config(config())
+        .env("NOTIFY_SOCKET", notify_socket)
+        .spawn();
     let (before, ready) = recv_until(sock, "READY=1", Duration::from_secs(20));
     assert!(ready, "no READY=1, got {before:?}; log:\n{}", d.log());
     // Ready means the control socket already answers: no retries.
     let pong = request_at(&d.socket, r#"{"cmd":"ping"}"#).expect("ping right after READY=1");
     assert_eq!(pong["pong"], true);
     d.wait_state("web", "running");
-    assert!(
-        wait_until(SOON, || d.dir.read("web.env").ends_with('\n')),
-        "web never ran"
-    );
     assert_eq!(
-        d.dir.read("web.env"),
+        d.wait_for("web.env", "\n"),
         "NOTIFY_SOCKET=unset\n",
         "services must not inherit NOTIFY_SOCKET"
     );
@@ -144,7 +131,7 @@ fn notify_socket_path_gets_ready_status_and_stopping() {
 #[test]
 fn notify_socket_in_the_abstract_namespace_gets_ready_status_and_stopping() {
     let dir = TestDir::new("notify-abstract");
-    let name = format!("{}-notify", marker_of(&dir));
+    let name = format!("{}-notify", dir.marker());
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract address");
     let sock = UnixDatagram::bind_addr(&addr).expect("bind abstract notify socket");
     notify_socket_conversation(dir, &sock, format!("@{name}"));
@@ -152,22 +139,12 @@ fn notify_socket_in_the_abstract_namespace_gets_ready_status_and_stopping() {
 
 #[test]
 fn notify_fd_gets_one_newline_then_eof_once_the_socket_answers() {
-    let dir = TestDir::new("notify-fd");
-    let cfg = config(&dir);
-    let (mut d, mut pipe) = Daemon::spawn_with_pipe(
-        dir,
-        3,
-        Start {
-            args: vec![
-                "--config".into(),
-                cfg.display().to_string(),
-                "--notify-fd".into(),
-                "3".into(),
-            ],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
+    let mut d = Daemon::builder("notify-fd")
+        .config(config())
+        .args(["--notify-fd", "3"])
+        .notify_pipe(3)
+        .spawn();
+    let mut pipe = d.notify.take().expect("notify pipe");
     let (got, eof) = read_until_eof(&mut pipe, Duration::from_secs(20));
     assert!(
         eof,
@@ -185,22 +162,12 @@ fn notify_fd_gets_one_newline_then_eof_once_the_socket_answers() {
 
 #[test]
 fn notify_fd_that_is_not_open_is_a_usage_error() {
-    let dir = TestDir::new("notify-fd-closed");
-    let cfg = config(&dir);
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec![
-                "--config".into(),
-                cfg.display().to_string(),
-                "--notify-fd".into(),
-                "9".into(),
-            ],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
+    let mut d = Daemon::builder("notify-fd-closed")
+        .config(config())
+        .args(["--notify-fd", "9"])
+        .spawn();
     assert_eq!(d.exit_code(SOON), 2, "log:\n{}", d.log());
+    // A usage error, before anything runs: the log is all there is.
     assert!(d.log().contains("--notify-fd 9"), "{}", d.log());
     assert!(
         !d.socket.exists(),

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -33,40 +31,22 @@ fn can_unshare_pid() -> bool {
 
 /// reapd running as PID 1 under `unshare`.
 struct Pid1 {
-    // Dropped first: kills whatever is left, before the directory goes.
-    unshare: Marked,
+    /// `unshare`'s: it forks reapd, so the daemon's own pid is unshare's.
+    d: Daemon,
     /// reapd's pid as seen from outside the namespace (the child of `unshare`).
     outer: i32,
-    socket: PathBuf,
-    dir: TestDir,
 }
 
 impl Pid1 {
-    fn start(tag: &str, services: Value) -> Pid1 {
-        let dir = TestDir::new(tag);
-        let marker = marker_of(&dir);
-        let config = dir.write("config.json", &json!({ "services": services }).to_string());
-        let socket = dir.join("s.sock");
-        let log = std::fs::File::create(dir.join("reapd.log")).expect("log");
-        let unshare = Marked::spawn(
-            Command::new("unshare")
-                .args(["--pid", "--fork", "--mount-proc", BIN, "--config"])
-                .arg(&config)
-                .arg("--socket")
-                .arg(&socket)
-                .env("REAPD_LOG", "debug")
-                .env("TEST_DIR", &dir.path)
-                .env_remove("REAPD_SOCKET")
-                .env_remove("NOTIFY_SOCKET")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup log"))
-                .stderr(log),
-            &marker,
-        );
+    fn start(tag: &str, config: Value) -> Pid1 {
+        let d = Daemon::builder(tag)
+            .config(config)
+            .wrapper(["unshare", "--pid", "--fork", "--mount-proc"])
+            .spawn();
         let mut outer = 0;
         assert!(
             wait_until(SOON, || {
-                match children_of(unshare.pid()).as_slice() {
+                match children_of(d.pid()).as_slice() {
                     [reapd] => {
                         outer = reapd.pid;
                         true
@@ -76,57 +56,23 @@ impl Pid1 {
             }),
             "unshare never forked reapd"
         );
-        let p = Pid1 {
-            unshare,
-            outer,
-            socket,
-            dir,
-        };
         assert!(
-            wait_ping(&p.socket, SOON),
+            wait_ping(&d.socket, SOON),
             "reapd as PID 1 never answered; log:\n{}",
-            p.log()
+            d.log()
         );
-        p
-    }
-
-    fn log(&self) -> String {
-        self.dir.read("reapd.log")
-    }
-
-    fn watch(&self) -> Watcher {
-        let mut w = Watcher::new(UnixStream::connect(&self.socket).expect("connect"));
-        w.send(r#"{"cmd":"watch"}"#);
-        let first = w.next_line(SOON).expect("watch reply");
-        assert_eq!(first["watching"], true, "{first}");
-        w
+        Pid1 { d, outer }
     }
 
     /// Signals reapd from outside the namespace, then checks the clean exit through `unshare`.
     fn stop_with(&mut self, sig: i32) -> Vec<Value> {
-        let mut w = self.watch();
+        let mut w = self.d.watch();
         // SAFETY: kill has no memory effects; `outer` is unshare's unreaped child.
         unsafe { libc::kill(self.outer, sig) };
         let events = w.drain(Duration::from_secs(40));
-        let st = self
-            .unshare
-            .wait_exit(Duration::from_secs(40))
-            .unwrap_or_else(|| panic!("reapd as PID 1 did not exit; log:\n{}", self.log()));
-        assert_eq!(
-            code_of(st),
-            0,
-            "unshare passes on reapd's status; log:\n{}",
-            self.log()
-        );
-        assert!(!self.socket.exists(), "socket left behind");
-        assert!(
-            !self.dir.join("s.sock.lock").exists(),
-            "lock file left behind"
-        );
-        let left = live_with_marker(&self.unshare.marker);
-        assert!(left.is_empty(), "left behind: {left:?}");
-        let done = events.last().expect("events");
-        assert_eq!(done["event"], "done", "{events:?}");
+        // unshare passes on reapd's status.
+        self.d.assert_clean_exit();
+        let done = done_event(&events);
         assert_eq!(done["clean"], true, "{done}");
         assert_eq!(done["survivors"], json!([]), "{done}");
         events
@@ -140,10 +86,10 @@ fn as_pid_1_it_reaps_two_hundred_orphans_and_exits_0_on_sigterm() {
     }
     let mut p = Pid1::start(
         "pid1-orphans",
-        json!({ "orphans": { "cmd": ["sh", "-c",
-            "for i in $(seq 200); do (sleep 0.5 &); done; : > \"$TEST_DIR/spawned\"; exec sleep 1000"] } }),
+        json!({ "services": { "orphans": { "cmd": ["sh", "-c",
+            "for i in $(seq 200); do (sleep 0.5 &); done; : > \"$TEST_DIR/spawned\"; exec sleep 1000"] } } }),
     );
-    let lock = std::fs::read_to_string(p.dir.join("s.sock.lock")).expect("lock");
+    let lock = std::fs::read_to_string(lock_of(&p.d.socket)).expect("lock");
     assert_eq!(lock.trim(), "1", "reapd sees itself as PID 1");
     // Each `(sleep 0.5 &)` subshell exits at once: its sleep is orphaned, and the namespace's
     // init (reapd) inherits it. Watch some of them arrive while the loop runs.
@@ -152,10 +98,10 @@ fn as_pid_1_it_reaps_two_hundred_orphans_and_exits_0_on_sigterm() {
     assert!(
         wait_until(Duration::from_secs(60), || {
             adopted = adopted.max(children_of(p.outer).iter().filter(|c| is_orphan(c)).count());
-            p.dir.join("spawned").exists()
+            p.d.dir.join("spawned").exists()
         }),
         "the service never finished forking; log:\n{}",
-        p.log()
+        p.d.log()
     );
     adopted = adopted.max(children_of(p.outer).iter().filter(|c| is_orphan(c)).count());
     assert!(adopted > 0, "no orphan was ever reparented to reapd");
@@ -174,7 +120,7 @@ fn as_pid_1_it_reaps_two_hundred_orphans_and_exits_0_on_sigterm() {
         kids.iter()
             .filter(|c| is_orphan(c) && c.state != 'Z')
             .count(),
-        p.log()
+        p.d.log()
     );
     assert_eq!(
         kids.iter().map(|c| c.cmdline.as_str()).collect::<Vec<_>>(),
@@ -182,10 +128,12 @@ fn as_pid_1_it_reaps_two_hundred_orphans_and_exits_0_on_sigterm() {
         "only the service remains"
     );
     let events = p.stop_with(libc::SIGTERM);
-    let stopped = events_of(&events, "stopped");
-    assert_eq!(stopped.len(), 1, "{events:?}");
-    assert_eq!(stopped[0]["service"], "orphans");
-    assert!(p.log().contains("draining: SIGTERM"), "{}", p.log());
+    assert_eq!(one_event(&events, "stopped")["service"], "orphans");
+    assert_eq!(
+        states(&events).first(),
+        Some(&("draining", "SIGTERM")),
+        "{events:#?}"
+    );
 }
 
 #[test]
@@ -193,25 +141,18 @@ fn as_pid_1_one_sigint_is_a_clean_shutdown() {
     if !can_unshare_pid() {
         return;
     }
-    let mut p = Pid1::start(
-        "pid1-int",
-        json!({
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }),
-    );
+    let mut p = Pid1::start("pid1-int", db_and_web());
     assert!(
         wait_until(SOON, || children_of(p.outer).len() == 2),
         "two services under reapd: {:?}",
         children_of(p.outer)
     );
     let events = p.stop_with(libc::SIGINT);
-    let stopped: Vec<&str> = events_of(&events, "stopped")
-        .iter()
-        .filter_map(|e| e["service"].as_str())
-        .collect();
-    assert_eq!(stopped, ["web", "db"], "{events:?}");
-    let log = p.log();
-    assert!(log.contains("draining: SIGINT"), "{log}");
-    assert!(!log.contains("killing: second SIGINT"), "{log}");
+    assert_eq!(services_in(&events, "stopped"), ["web", "db"], "{events:?}");
+    let states = states(&events);
+    assert_eq!(states.first(), Some(&("draining", "SIGINT")), "{events:#?}");
+    assert!(
+        !states.contains(&("killing", "second SIGINT")),
+        "{events:#?}"
+    );
 }

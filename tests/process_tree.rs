@@ -4,55 +4,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
 
-/// Name → first time a line "<name> <kind> <time>" was logged.
-fn named_times(text: &str, kind: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for l in text.lines().filter(|l| l.contains(kind)) {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if let (Some(name), Some(t)) = (f.first(), f.last().and_then(|s| s.parse().ok())) {
-            out.entry(name.to_string()).or_insert(t);
-        }
-    }
-    out
-}
-
-/// Level → pid from a chain log's "level N pid P started" lines.
-fn level_pids(text: &str) -> BTreeMap<u32, i64> {
-    text.lines()
-        .filter(|l| l.contains(" started "))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((f.get(1)?.parse().ok()?, f.get(3)?.parse().ok()?))
-        })
-        .collect()
-}
-
-fn chain_cmd(dir: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
-    json!([
-        fixture("chain.sh"),
-        "1",
-        levels.to_string(),
-        dir.join(log),
-        mode
-    ])
-}
-
 #[test]
 fn a_six_level_chain_is_stopped_deepest_first() {
-    let dir = TestDir::new("chain6");
+    let b = Daemon::builder("chain6");
     let cfg =
-        json!({ "services": { "chain": { "cmd": chain_cmd(&dir, "chain.log", 6, "exit") } } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
-    assert!(wait_until(SOON, || level_pids(&d.dir.read("chain.log"))
-        .len()
-        == 6));
+        json!({ "services": { "chain": { "cmd": chain_cmd(b.dir(), "chain.log", 6, "exit") } } });
+    let mut d = b.config(cfg).start();
+    wait_chain_started(&d.dir, "chain.log", 6);
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
     let log = d.dir.read("chain.log");
@@ -71,15 +35,11 @@ fn a_six_level_chain_is_stopped_deepest_first() {
 
 #[test]
 fn a_six_level_chain_ignoring_term_is_signalled_then_killed_deepest_first() {
-    let dir = TestDir::new("chain6k");
-    let cfg = json!({ "services": { "chain": { "cmd": chain_cmd(&dir, "chain.log", 6, "ignore"), "stop_timeout_ms": 3000 } } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
-    assert!(wait_until(SOON, || level_pids(&d.dir.read("chain.log"))
-        .len()
-        == 6));
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(30));
+    let b = Daemon::builder("chain6k");
+    let cfg = json!({ "services": { "chain": { "cmd": chain_cmd(b.dir(), "chain.log", 6, "ignore"), "stop_timeout_ms": 3000 } } });
+    let mut d = b.config(cfg).start();
+    wait_chain_started(&d.dir, "chain.log", 6);
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     let log = d.dir.read("chain.log");
     let term = chain_times(&log, "got TERM");
@@ -96,44 +56,42 @@ fn a_six_level_chain_ignoring_term_is_signalled_then_killed_deepest_first() {
     }
     // SIGKILL order, from reapd's report: deepest level first.
     let pids = level_pids(&log);
-    let killed = events_of(&events, "killed");
-    assert_eq!(killed.len(), 1, "{events:?}");
-    let order: Vec<i64> = killed[0]["pids"]
-        .as_array()
-        .expect("pids")
+    let deepest_first: Vec<i32> = (1..=6).rev().map(|l| pids[&l]).collect();
+    assert_eq!(
+        pid_list(&one_event(&events, "killed")["pids"]),
+        deepest_first,
+        "killed deepest first"
+    );
+    let signalled: Vec<Vec<i32>> = events_of(&events, "signalled")
         .iter()
-        .filter_map(Value::as_i64)
-        .collect();
-    let expected: Vec<i64> = (1..=6).rev().map(|l| pids[&l]).collect();
-    assert_eq!(order, expected, "killed deepest first");
-    let signalled: Vec<Vec<i64>> = events_of(&events, "signalled")
-        .iter()
-        .map(|e| {
-            e["pids"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default()
-        })
+        .map(|e| pid_list(&e["pids"]))
         .collect();
     assert_eq!(
         signalled,
-        (1..=6).rev().map(|l| vec![pids[&l]]).collect::<Vec<_>>(),
+        deepest_first.iter().map(|&p| vec![p]).collect::<Vec<_>>(),
         "one level per signalled event"
     );
 }
 
+/// The pids of an event's `pids` array.
+fn pid_list(v: &Value) -> Vec<i32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a pid list: {v}"))
+        .iter()
+        .filter_map(|p| p.as_i64().map(|p| p as i32))
+        .collect()
+}
+
 #[test]
-fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
-    let dir = TestDir::new("escape");
-    let tag = marker_of(&dir);
+fn escapees_and_stubborn_grandchildren_leave_nothing_behind() {
+    let b = Daemon::builder("escape");
+    let tag = b.dir().marker();
     let cfg = json!({ "services": {
-        "sneaky": { "cmd": [fixture("escapees.sh"), tag, dir.join("sneaky.log")], "stop_timeout_ms": 1500 },
-        "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 },
+        "sneaky": { "cmd": [fixture("escapees.sh"), tag, b.dir().join("sneaky.log")], "stop_timeout_ms": 1500 },
     }});
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
-    let marker = d.marker.clone();
+    let mut d = b.config(cfg).start();
     let found = |prefix: &str| {
-        live_with_marker(&marker)
+        d.services_procs()
             .iter()
             .any(|p| p.cmdline.starts_with(prefix))
     };
@@ -143,15 +101,8 @@ fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
             && found("daemon-")),
         "escapees running"
     );
-    assert!(
-        wait_until(SOON, || live_with_marker(&marker)
-            .iter()
-            .filter(|p| p.cmdline == "sleep 100")
-            .count()
-            >= 20),
-        "storm running"
-    );
-    let escapee = live_with_marker(&marker)
+    let escapee = d
+        .services_procs()
         .into_iter()
         .find(|p| p.cmdline.starts_with("escapee-"))
         .expect("escapee");
@@ -160,9 +111,29 @@ fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
         d.pid(),
         "double-forked orphan is reparented to reapd (subreaper)"
     );
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(30));
+    let events = d.signal_and_watch(libc::SIGTERM);
+    d.assert_clean_exit();
+    let done = done_event(&events);
+    assert_eq!(done["survivors"], json!([]), "{done}");
+    assert_eq!(done["clean"], true, "{done}");
+}
+
+#[test]
+fn a_fork_storm_that_ignores_term_is_frozen_and_killed() {
+    let cfg = json!({ "services": {
+        "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 },
+    }});
+    let mut d = Daemon::builder("storm").config(cfg).start();
+    assert!(
+        wait_until(SOON, || d
+            .services_procs()
+            .iter()
+            .filter(|p| p.cmdline == "sleep 100")
+            .count()
+            >= 20),
+        "storm running"
+    );
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     let storm_killed: u64 = events_of(&events, "killed")
         .iter()
@@ -173,9 +144,8 @@ fn escapees_stubborn_grandchildren_and_fork_storms_leave_nothing_behind() {
         storm_killed >= 20,
         "the fork storm was frozen and killed: {events:?}"
     );
-    let done = events.last().expect("done");
-    assert_eq!(done["event"], "done");
-    assert_eq!(done["survivors"], json!([]));
+    let done = done_event(&events);
+    assert_eq!(done["survivors"], json!([]), "{done}");
 }
 
 /// A process the test starts itself, outside reapd's tree; killed by pid (and by `tag`) on drop,
@@ -191,10 +161,10 @@ fn outside(cmd: &mut Command, tag: &str) -> Marked {
 
 #[test]
 fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree() {
-    let dir = TestDir::new("sweep");
-    let tag = marker_of(&dir);
+    let b = Daemon::builder("sweep");
+    let tag = b.dir().marker();
     // Started by the test, not by reapd: only the sweep can find them.
-    let port_file = dir.join("port");
+    let port_file = b.dir().join("port");
     let mut listener = outside(
         Command::new(fixture("listen.sh")).arg(&port_file).arg(&tag),
         &tag,
@@ -204,15 +174,13 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
         &tag,
     );
     assert!(
-        wait_until(SOON, || dir.read("port").trim().parse::<u16>().is_ok()),
+        wait_until(SOON, || b.dir().read("port").trim().parse::<u16>().is_ok()),
         "listener up"
     );
-    let port: u16 = dir.read("port").trim().parse().expect("port");
+    let port: u16 = b.dir().read("port").trim().parse().expect("port");
     let cfg = json!({ "services": { "web": { "cmd": ["sleep", "1000"], "ports": [port], "match": [format!("matchme-{tag}")] } } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(30));
+    let mut d = b.config(cfg).start();
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     let sweeps = events_of(&events, "sweep");
     let reason = |pid: i32| {
@@ -233,10 +201,6 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
         )),
         "{sweeps:?}"
     );
-    assert!(
-        d.log().contains(&format!("sweep: pid {}", listener.pid())),
-        "each swept process is logged"
-    );
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         listener.wait_exit(SOON).and_then(|st| st.signal()),
@@ -250,16 +214,15 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
 
 #[test]
 fn dependency_waves_stop_in_order_and_independent_services_overlap() {
-    let dir = TestDir::new("waves");
-    let log = dir.join("waves.log");
-    let svc = |name: &str, after: &[&str]| json!({ "cmd": [fixture("slowstop.sh"), name, "0.5", log], "after": after });
+    let b = Daemon::builder("waves");
+    let svc = |name: &str, after: &[&str]| json!({ "cmd": slowstop_cmd(b.dir(), name, "0.5", "waves.log"), "after": after });
     let cfg = json!({ "services": {
         "db": svc("db", &[]),
         "web": svc("web", &["db"]),
         "proxy": svc("proxy", &["web"]),
         "cache": svc("cache", &[]),
     }});
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let mut d = b.config(cfg).start();
     assert!(wait_until(SOON, || named_times(
         &d.dir.read("waves.log"),
         "started"
@@ -284,13 +247,14 @@ fn dependency_waves_stop_in_order_and_independent_services_overlap() {
 
 #[test]
 fn three_stubborn_waves_fit_a_six_second_bound() {
-    let dir = TestDir::new("budget");
-    let svc = |log: &str, after: &[&str]| json!({ "cmd": [fixture("chain.sh"), "1", "1", dir.join(log), "ignore"], "after": after, "stop_timeout_ms": 20000 });
+    let b = Daemon::builder("budget");
+    let svc = |log: &str, after: &[&str]| json!({ "cmd": chain_cmd(b.dir(), log, 1, "ignore"), "after": after, "stop_timeout_ms": 20000 });
     let cfg = json!({ "shutdown_timeout_ms": 6000, "services": { "a": svc("a.log", &[]), "b": svc("b.log", &["a"]), "c": svc("c.log", &["b"]) } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let mut d = b.config(cfg).start();
     for l in ["a.log", "b.log", "c.log"] {
-        assert!(wait_until(SOON, || d.dir.read(l).contains("started")));
+        wait_chain_started(&d.dir, l, 1);
     }
+    let mut w = d.watch();
     let t0 = Instant::now();
     d.signal(libc::SIGTERM);
     let code = d.exit_code(Duration::from_secs(20));
@@ -299,8 +263,14 @@ fn three_stubborn_waves_fit_a_six_second_bound() {
     // The bound is 6 s; the margin only absorbs a loaded test machine.
     assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
     d.assert_clean_exit();
-    let log = d.log();
-    assert!(log.contains("shutdown plan: wave 1: c (20 s → clipped to 1.766 s); wave 2: b (20 s → clipped to 1.766 s); wave 3: a (20 s → clipped to 1.766 s)"), "{log}");
+    let events = w.drain(SOON);
+    let wave =
+        |name: &str| json!({ "services": [name], "requested_ms": 20000, "timeout_ms": 1766 });
+    assert_eq!(
+        one_event(&events, "shutdown_plan")["waves"],
+        json!([wave("c"), wave("b"), wave("a")]),
+        "each wave's 20 s clipped to its share of the bound"
+    );
     for l in ["a.log", "b.log", "c.log"] {
         assert!(
             d.dir.read(l).contains("got TERM"),
@@ -311,28 +281,26 @@ fn three_stubborn_waves_fit_a_six_second_bound() {
 
 #[test]
 fn cleanup_hooks_run_after_everything_is_gone_and_a_failing_or_hanging_hook_means_exit_1() {
-    let dir = TestDir::new("hooks");
-    let pidfile = dir.join("svc.pid");
+    let b = Daemon::builder("hooks");
+    let pidfile = b.dir().join("svc.pid");
     let check = format!(
         "p=$(cat {}); if kill -0 \"$p\" 2>/dev/null; then echo still-running > {d}/hook0; exit 1; fi; echo all-gone > {d}/hook0",
         pidfile.display(),
-        d = dir.path.display()
+        d = b.dir().path.display()
     );
     let cfg = json!({
         "shutdown_timeout_ms": 6000,
         "services": { "svc": { "cmd": ["bash", "-c", format!("echo $$ > {}; exec sleep 1000", pidfile.display())] } },
         "cleanup": [["sh", "-c", check], ["sh", "-c", "exit 3"], ["sleep", "1000"]],
     });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let mut d = b.config(cfg).start();
     assert!(wait_until(SOON, || d
         .dir
         .read("svc.pid")
         .trim()
         .parse::<i32>()
         .is_ok()));
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(30));
+    let events = d.signal_and_watch(libc::SIGTERM);
     assert_eq!(d.exit_code(Duration::from_secs(20)), 1, "{}", d.log());
     assert_eq!(
         d.dir.read("hook0").trim(),
@@ -340,16 +308,37 @@ fn cleanup_hooks_run_after_everything_is_gone_and_a_failing_or_hanging_hook_mean
         "hooks run after every process is gone"
     );
     let hooks = events_of(&events, "cleanup");
-    assert_eq!(hooks.len(), 3, "{events:?}");
+    let told = |h: &Value| {
+        (
+            h["index"].as_u64(),
+            h["cmd"].clone(),
+            h["ok"].as_bool(),
+            h["result"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(hooks.len(), 3, "{events:#?}");
     assert_eq!(
-        (hooks[0]["ok"].as_bool(), hooks[0]["result"].as_str()),
-        (Some(true), Some("exit 0"))
+        told(hooks[0]),
+        (
+            Some(0),
+            hooks[0]["cmd"].clone(),
+            Some(true),
+            Some("exit 0".into())
+        )
     );
     assert_eq!(
-        (hooks[1]["ok"].as_bool(), hooks[1]["result"].as_str()),
-        (Some(false), Some("exit 3"))
+        told(hooks[1]),
+        (
+            Some(1),
+            json!(["sh", "-c", "exit 3"]),
+            Some(false),
+            Some("exit 3".into())
+        )
     );
-    assert_eq!(hooks[2]["ok"], false);
+    assert_eq!(
+        (hooks[2]["index"].as_u64(), &hooks[2]["ok"]),
+        (Some(2), &json!(false))
+    );
     assert!(
         hooks[2]["result"]
             .as_str()
@@ -358,23 +347,19 @@ fn cleanup_hooks_run_after_everything_is_gone_and_a_failing_or_hanging_hook_mean
         "{}",
         hooks[2]
     );
-    let done = events.last().expect("done");
+    assert_eq!(
+        one_event(&events, "cleanup_overran")["index"],
+        2,
+        "the hanging hook is killed at its deadline"
+    );
+    let done = done_event(&events);
     assert_eq!(
         (done["clean"].as_bool(), done["exit_code"].as_i64()),
         (Some(false), Some(1)),
         "{events:#?}"
     );
-    let log = d.log();
     assert!(
-        log.contains("cleanup[1] \"sh -c exit 3\" failed: exit 3"),
-        "{log}"
-    );
-    assert!(
-        log.contains("cleanup[2]: still running at its deadline; killing it"),
-        "{log}"
-    );
-    assert!(
-        !d.socket.exists() && !d.dir.join("s.sock.lock").exists(),
+        !d.socket.exists() && !lock_of(&d.socket).exists(),
         "socket and lock removed anyway"
     );
     // It was SIGKILLed at the deadline, in the same instant reapd reported and exited: give the
@@ -387,42 +372,34 @@ fn cleanup_hooks_run_after_everything_is_gone_and_a_failing_or_hanging_hook_mean
 }
 
 #[test]
-fn shutdown_works_from_any_moment() {
-    // Right after start-up: services may still be starting.
-    let dir = TestDir::new("early");
-    let cfg = json!({ "services": { "a": { "cmd": chain_cmd(&dir, "a.log", 3, "exit") }, "b": { "cmd": ["sleep", "1000"], "after": ["a"] } } });
-    let path = dir.write("config.json", &cfg.to_string());
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--config".into(), path.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
+fn shutdown_right_after_start_up_is_clean() {
+    // Services may still be starting.
+    let b = Daemon::builder("early");
+    let cfg = json!({ "services": { "a": { "cmd": chain_cmd(b.dir(), "a.log", 3, "exit") }, "b": { "cmd": ["sleep", "1000"], "after": ["a"] } } });
+    let mut d = b.config(cfg).spawn();
     assert!(wait_until(SOON, || d.socket.exists()));
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
+}
 
-    // While a service waits in restart back-off (a 30 s back-off would outlast any bound).
+#[test]
+fn shutdown_during_a_restart_back_off_is_clean() {
+    // A 30 s back-off would outlast any bound.
     let cfg = json!({ "services": { "crash": { "cmd": ["sh", "-c", "sleep 0.2; exit 1"] }, "a": { "cmd": ["sleep", "1000"] } } });
-    let mut d = Daemon::start("backoff-term", &cfg.to_string());
+    let mut d = Daemon::builder("backoff-term").config(cfg).start();
     d.wait_state("crash", "backoff");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
+}
 
-    // In the middle of a reload: a removed service still stopping, an added one just started.
-    let dir = TestDir::new("reload-term");
-    let slow = json!({ "cmd": [fixture("slowstop.sh"), "old", "2", dir.join("old.log")] });
-    let mut d = Daemon::start_in(dir, &json!({ "services": { "old": slow } }), &[]);
-    assert!(wait_until(SOON, || d
-        .dir
-        .read("old.log")
-        .contains("started")));
-    d.dir.write(
-        "config.json",
-        &json!({ "services": { "new": { "cmd": ["sleep", "1000"] } } }).to_string(),
-    );
+#[test]
+fn shutdown_in_the_middle_of_a_reload_still_stops_the_removed_service_gracefully() {
+    // A removed service still stopping, an added one just started.
+    let b = Daemon::builder("reload-term");
+    let slow = json!({ "cmd": slowstop_cmd(b.dir(), "old", "2", "old.log") });
+    let mut d = b.config(json!({ "services": { "old": slow } })).start();
+    d.wait_for("old.log", "started");
+    d.rewrite_config(json!({ "services": { "new": { "cmd": ["sleep", "1000"] } } }));
     let v = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(
         (v["added"].clone(), v["removed"].clone()),
@@ -436,30 +413,28 @@ fn shutdown_works_from_any_moment() {
         d.dir.read("old.log").contains("old exiting"),
         "the removed service still stopped gracefully"
     );
+}
 
-    // While a cleanup hook runs: the repeated SIGTERM changes nothing, the hook finishes.
-    let dir = TestDir::new("hook-term");
-    let done = dir.join("hook-done");
+#[test]
+fn a_second_sigterm_while_a_cleanup_hook_runs_changes_nothing() {
+    let b = Daemon::builder("hook-term");
     let cfg = json!({ "services": { "a": { "cmd": ["sleep", "1000"] } },
-        "cleanup": [["bash", "-c", format!("echo running > {d}/hook-running; sleep 1; echo ok > {}", done.display(), d = dir.path.display())]] });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+        "cleanup": [["bash", "-c", "echo running > \"$TEST_DIR/hook-running\"; sleep 1; echo ok > \"$TEST_DIR/hook-done\""]] });
+    let mut d = b.config(cfg).start();
+    let mut w = d.watch();
     d.signal(libc::SIGTERM);
-    assert!(
-        wait_until(SOON, || d.dir.join("hook-running").exists()),
-        "hook started"
-    );
+    d.wait_for("hook-running", "running");
     d.signal(libc::SIGTERM);
+    let events = w.drain(Duration::from_secs(40));
     d.assert_clean_exit();
     assert_eq!(
         d.dir.read("hook-done").trim(),
         "ok",
         "hook was not interrupted"
     );
-    assert!(
-        d.log().contains("shutdown already under way"),
-        "{}",
-        d.log()
-    );
+    let repeat = one_event(&events, "already_stopping");
+    assert_eq!(repeat["trigger"], "SIGTERM", "{repeat}");
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 }
 
 #[test]
@@ -469,32 +444,21 @@ fn a_tree_larger_than_the_open_file_limit_is_still_stopped_completely() {
     }
     // 100 children, but reapd may hold only 64 descriptors: it cannot watch every process
     // through a pidfd and must notice their exit by rescanning instead.
-    let dir = TestDir::new("fdlimit");
     let cfg = json!({ "services": { "wide": {
         "cmd": ["sh", "-c", "i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done; wait"],
         "stop_timeout_ms": 2000,
     } } });
-    let path = dir.write("config.json", &cfg.to_string());
-    let args = vec!["--config".to_string(), path.display().to_string()];
-    let wrapper = ["prlimit", "--nofile=64:64", "--"];
-    let mut d = Daemon::spawn_wrapped(
-        dir,
-        &wrapper,
-        &[],
-        Start {
-            args,
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
-    d.wait_ready();
-    let marker = d.marker.clone();
+    let mut d = Daemon::builder("fdlimit")
+        .config(cfg)
+        .wrapper(["prlimit", "--nofile=64:64", "--"])
+        .start();
     assert!(
-        wait_until(SOON, || live_with_marker(&marker).len() > 100),
+        wait_until(SOON, || live_with_marker(&d.marker).len() > 100),
         "tree up"
     );
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
+    // A warning of the loop itself, not an event: only the log has it.
     assert!(
         d.log()
             .contains("cannot watch every process through a pidfd"),
@@ -521,16 +485,25 @@ fn stop_start_gracefully(d: &Daemon, name: &str, times: usize) {
 }
 
 #[test]
-fn shell_loops_and_shell_masters_stop_gracefully_however_the_signal_lands() {
+fn a_shell_loop_stops_gracefully_however_the_signal_lands() {
     let cfg = json!({ "services": {
         "loop": { "cmd": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 30; done"], "stop_timeout_ms": 10000 },
+    } });
+    let mut d = Daemon::builder("shell-loop").config(cfg).start();
+    stop_start_gracefully(&d, "loop", 5);
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn a_shell_master_of_shell_loops_stops_gracefully_however_the_signal_lands() {
+    let cfg = json!({ "services": {
         "master": {
             "cmd": ["sh", "-c", "for i in 1 2; do sh -c 'trap \"exit 0\" TERM; while :; do sleep 30; done' & done; trap 'exit 0' TERM; while :; do sleep 30; done"],
             "stop_timeout_ms": 10000,
         },
     } });
-    let mut d = Daemon::start("shell-loops", &cfg.to_string());
-    stop_start_gracefully(&d, "loop", 5);
+    let mut d = Daemon::builder("shell-master").config(cfg).start();
     stop_start_gracefully(&d, "master", 3);
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();

@@ -10,87 +10,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// A service running a chain of `levels` processes that log to `log` (see `chain.sh`).
-fn chain(d: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
-    json!([
-        fixture("chain.sh"),
-        "1",
-        levels.to_string(),
-        d.join(log),
-        mode
-    ])
-}
-
-/// Starts reapd on the config `f` builds in the daemon's own directory.
-fn start_with(tag: &str, f: impl Fn(&TestDir) -> Value) -> Daemon {
-    let dir = TestDir::new(tag);
-    let cfg = f(&dir);
-    Daemon::start_in(dir, &cfg, &[])
-}
-
-/// Replaces the config file (atomically, so a reload never reads half a file).
-fn rewrite(d: &Daemon, text: &str) {
-    let tmp = d.dir.write("config.json.new", text);
-    std::fs::rename(tmp, d.dir.join("config.json")).expect("rename config");
-}
-
-/// Service name → pid (null when not running) from `list`.
-fn pids(d: &Daemon) -> BTreeMap<String, Option<i64>> {
-    let v = d.request(r#"{"cmd":"list"}"#);
-    v["services"]
-        .as_array()
-        .unwrap_or_else(|| panic!("list: {v}"))
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap_or_default().to_string(),
-                s["pid"].as_i64(),
-            )
-        })
-        .collect()
-}
-
-/// Waits until every service in `names` is running and returns their pids.
-fn running(d: &Daemon, names: &[&str]) -> BTreeMap<String, i32> {
-    let mut out = BTreeMap::new();
-    let ok = wait_until(SOON, || {
-        let now = pids(d);
-        out = names
-            .iter()
-            .filter_map(|n| Some((n.to_string(), (*now.get(*n)?)? as i32)))
-            .collect();
-        out.len() == names.len()
-    });
-    assert!(ok, "not all of {names:?} running: {:?}", pids(d));
-    out
-}
-
 /// `pid` and every live descendant of it carrying the daemon's marker.
 fn tree(d: &Daemon, pid: i32) -> Vec<i32> {
-    let all = live_with_marker(&d.marker);
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        out.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
-        i += 1;
-    }
-    out
-}
-
-fn alive(d: &Daemon, pid: i32) -> bool {
-    live_with_marker(&d.marker).iter().any(|p| p.pid == pid)
-}
-
-fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            String::from_utf8_lossy(&raw)
-                .split_terminator('\0')
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    tree_of(pid, &live_with_marker(&d.marker))
 }
 
 fn names(v: &Value) -> Vec<String> {
@@ -104,27 +26,18 @@ fn names(v: &Value) -> Vec<String> {
     n
 }
 
-fn wait_started(d: &Daemon, log: &str, levels: usize) {
-    assert!(
-        wait_until(SOON, || lines_with(&d.dir.read(log), "started").len()
-            == levels),
-        "{log}: not all {levels} levels started:\n{}",
-        d.dir.read(log)
-    );
-}
-
 #[test]
 fn sighup_starts_added_services_and_stops_removed_ones() {
-    let mut d = start_with("addrm", |dir| {
-        json!({ "services": {
-            "keep": { "cmd": ["sleep", "1000"] },
-            "gone": { "cmd": chain(dir, "gone.log", 2, "exit") },
-            "stubborn": { "cmd": chain(dir, "stubborn.log", 2, "ignore"), "stop_timeout_ms": 1000 },
-        }})
-    });
-    wait_started(&d, "gone.log", 2);
-    wait_started(&d, "stubborn.log", 2);
-    let before = running(&d, &["keep", "gone", "stubborn"]);
+    let b = Daemon::builder("addrm");
+    let cfg = json!({ "services": {
+        "keep": { "cmd": ["sleep", "1000"] },
+        "gone": { "cmd": chain_cmd(b.dir(), "gone.log", 2, "exit") },
+        "stubborn": { "cmd": chain_cmd(b.dir(), "stubborn.log", 2, "ignore"), "stop_timeout_ms": 1000 },
+    }});
+    let mut d = b.config(cfg).start();
+    wait_chain_started(&d.dir, "gone.log", 2);
+    wait_chain_started(&d.dir, "stubborn.log", 2);
+    let before = d.running(&["keep", "gone", "stubborn"]);
     let gone_tree = tree(&d, before["gone"]);
     let stubborn_tree = tree(&d, before["stubborn"]);
     assert_eq!(gone_tree.len(), 2, "{gone_tree:?}");
@@ -135,7 +48,7 @@ fn sighup_starts_added_services_and_stops_removed_ones() {
         "keep": { "cmd": ["sleep", "1000"] },
         "fresh": { "cmd": ["sleep", "1001"] },
     }});
-    rewrite(&d, &cfg.to_string());
+    d.rewrite_config(&cfg);
     d.signal(libc::SIGHUP);
 
     let mut seen = Vec::new();
@@ -193,21 +106,27 @@ fn sighup_starts_added_services_and_stops_removed_ones() {
 
     // The removed services leave `list` and leave nothing behind in /proc.
     assert!(
-        wait_until(SOON, || pids(&d).len() == 2),
+        wait_until(SOON, || d.pids().len() == 2),
         "list: {:?}",
-        pids(&d)
+        d.pids()
     );
-    let after = running(&d, &["keep", "fresh"]);
+    let after = d.running(&["keep", "fresh"]);
     assert_eq!(after["keep"], before["keep"], "unchanged service restarted");
     assert_eq!(cmdline(after["fresh"]), ["sleep", "1001"]);
     for pid in gone_tree.iter().chain(&stubborn_tree) {
         assert!(
-            wait_until(SOON, || !alive(&d, *pid)),
+            wait_until(SOON, || !d.runs(*pid)),
             "pid {pid} of a removed service is still alive"
         );
     }
-    assert!(d.log().contains("gone: removed"), "{}", d.log());
-    assert!(d.log().contains("stubborn: removed"), "{}", d.log());
+    let mut removed = services_in(&seen, "removed");
+    while removed.len() < 2 {
+        w.until(SOON, &mut seen, |e| e["event"] == "removed")
+            .unwrap_or_else(|| panic!("not both removed: {seen:#?}"));
+        removed = services_in(&seen, "removed");
+    }
+    removed.sort_unstable();
+    assert_eq!(removed, ["gone", "stubborn"], "{seen:#?}");
 
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
@@ -215,15 +134,14 @@ fn sighup_starts_added_services_and_stops_removed_ones() {
 
 #[test]
 fn reload_command_restarts_changed_services_with_their_new_definition() {
-    let mut d = start_with("changed", |_| {
-        json!({ "services": {
-            "same": { "cmd": ["sleep", "1000"] },
-            "argv": { "cmd": ["sleep", "1001"] },
-            "envy": { "cmd": ["sleep", "1000"], "env": { "V": "1" } },
-            "timeout": { "cmd": ["sleep", "1000"], "stop_timeout_ms": 5000 },
-        }})
-    });
-    let before = running(&d, &["same", "argv", "envy", "timeout"]);
+    let cfg = json!({ "services": {
+        "same": { "cmd": ["sleep", "1000"] },
+        "argv": { "cmd": ["sleep", "1001"] },
+        "envy": { "cmd": ["sleep", "1000"], "env": { "V": "1" } },
+        "timeout": { "cmd": ["sleep", "1000"], "stop_timeout_ms": 5000 },
+    }});
+    let mut d = Daemon::builder("changed").config(cfg).start();
+    let before = d.running(&["same", "argv", "envy", "timeout"]);
     let mut w = d.watch();
     let cfg = json!({ "services": {
         "same": { "cmd": ["sleep", "1000"] },
@@ -231,7 +149,7 @@ fn reload_command_restarts_changed_services_with_their_new_definition() {
         "envy": { "cmd": ["sleep", "1000"], "env": { "V": "2" } },
         "timeout": { "cmd": ["sleep", "1000"], "stop_timeout_ms": 6000 },
     }});
-    rewrite(&d, &cfg.to_string());
+    d.rewrite_config(&cfg);
     let reply = d.request(r#"{"cmd":"reload","id":"r1"}"#);
     assert_eq!(reply["ok"], true, "{reply}\nlog:\n{}", d.log());
     assert_eq!(reply["id"], "r1");
@@ -252,27 +170,27 @@ fn reload_command_restarts_changed_services_with_their_new_definition() {
     let mut after = BTreeMap::new();
     assert!(
         wait_until(SOON, || {
-            after = running(&d, &["same", "argv", "envy", "timeout"]);
+            after = d.running(&["same", "argv", "envy", "timeout"]);
             ["argv", "envy", "timeout"]
                 .iter()
                 .all(|n| after[*n] != before[*n])
         }),
         "changed services were not restarted: before {before:?}, now {:?}\nlog:\n{}",
-        pids(&d),
+        d.pids(),
         d.log()
     );
     assert_eq!(after["same"], before["same"], "unchanged service restarted");
     for n in ["argv", "envy", "timeout"] {
         assert!(
-            wait_until(SOON, || !alive(&d, before[n])),
+            wait_until(SOON, || !d.runs(before[n])),
             "old {n} pid {} still alive",
             before[n]
         );
     }
     assert_eq!(cmdline(after["argv"]), ["sleep", "1002"]);
-    let environ = std::fs::read(format!("/proc/{}/environ", after["envy"])).expect("environ");
-    assert!(
-        environ.split(|&b| b == 0).any(|kv| kv == b"V=2"),
+    assert_eq!(
+        environ(after["envy"]).get("V").map(String::as_str),
+        Some("2"),
         "envy runs with its new env"
     );
     // The new stop timeout is the one used now.
@@ -289,43 +207,76 @@ fn reload_command_restarts_changed_services_with_their_new_definition() {
     d.assert_clean_exit();
 }
 
-#[test]
-fn a_bad_config_is_rejected_and_changes_nothing() {
+/// A reapd with two services, their pids, and a watcher: what a rejected reload must leave
+/// unchanged.
+fn start_for_a_rejection(tag: &str) -> (Daemon, BTreeMap<String, i32>, Watcher) {
     let good = json!({ "services": {
         "a": { "cmd": ["sleep", "1000"] },
         "web": { "cmd": ["sleep", "1001"] },
     }});
-    let mut d = Daemon::start("badreload", &good.to_string());
-    let before = running(&d, &["a", "web"]);
-    let mut w = d.watch();
+    let d = Daemon::builder(tag).config(good).start();
+    let before = d.running(&["a", "web"]);
+    let w = d.watch();
+    (d, before, w)
+}
 
-    // Invalid JSON, by SIGHUP: only the log says so.
-    rewrite(
-        &d,
-        "{\"services\": {\"a\": {\"cmd\": [\"sleep\", \"1000\"]},}}",
-    );
+/// Asserts a rejected reload changed nothing (same services, same pids) and applied nothing:
+/// the first `reloaded` event the watcher sees is the next good reload's. Then shuts down.
+fn assert_nothing_changed(
+    mut d: Daemon,
+    before: &BTreeMap<String, i32>,
+    mut w: Watcher,
+    seen: &mut Vec<Value>,
+) {
+    assert_eq!(&d.running(&["a", "web"]), before);
+    assert_eq!(d.pids().len(), 2, "{:?}", d.pids());
+    let next = json!({ "services": {
+        "a": { "cmd": ["sleep", "1000"] },
+        "web": { "cmd": ["sleep", "1001"] },
+        "b": { "cmd": ["sleep", "1003"] },
+    }});
+    d.rewrite_config(&next);
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_until(SOON, || d
-            .log()
-            .contains("error:   invalid JSON at line 1 column")),
-        "{}",
-        d.log()
-    );
-    assert!(
-        d.log()
-            .contains("error: reload rejected; the running services are unchanged:"),
-        "{}",
-        d.log()
-    );
+    let reloaded = w
+        .until(SOON, seen, |e| e["event"] == "reloaded")
+        .unwrap_or_else(|| panic!("no reloaded event: {seen:?}"));
+    assert_eq!(names(&reloaded["added"]), ["b"], "{reloaded}");
+    assert_eq!(names(&reloaded["removed"]), Vec::<String>::new());
+    assert_eq!(names(&reloaded["changed"]), Vec::<String>::new());
+    let after = d.running(&["a", "web", "b"]);
+    assert_eq!((after["a"], after["web"]), (before["a"], before["web"]));
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
 
-    // A wrong type and an unknown key, by the reload command: the reply lists every error.
+#[test]
+fn invalid_json_by_sighup_is_rejected_and_changes_nothing() {
+    let (d, before, mut w) = start_for_a_rejection("badjson");
+    // SIGHUP has no one to reply to: the event (and the log line told from it) says so.
+    d.rewrite_config("{\"services\": {\"a\": {\"cmd\": [\"sleep\", \"1000\"]},}}");
+    d.signal(libc::SIGHUP);
+    let mut seen = Vec::new();
+    let rejected = w
+        .until(SOON, &mut seen, |e| e["event"] == "reload_rejected")
+        .unwrap_or_else(|| panic!("no reload_rejected event: {seen:#?}"));
+    assert!(
+        rejected["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid JSON at line 1 column")),
+        "{rejected}"
+    );
+    assert_nothing_changed(d, &before, w, &mut seen);
+}
+
+#[test]
+fn a_wrong_type_and_an_unknown_key_by_the_reload_command_are_all_listed_and_change_nothing() {
+    let (d, before, mut w) = start_for_a_rejection("badtypes");
     let bad = json!({ "services": {
         "a": { "cmd": ["sleep", "1000"] },
         "web": { "cmd": ["sleep", "1001"], "stop_timeout_ms": "10s" },
         "new": { "cmd": ["sleep", "1002"], "restrat": "always" },
     }});
-    rewrite(&d, &bad.to_string());
+    d.rewrite_config(&bad);
     let reply = d.request(r#"{"cmd":"reload","id":7}"#);
     assert_eq!(reply["ok"], false, "{reply}");
     assert_eq!(reply["id"], 7);
@@ -339,13 +290,23 @@ fn a_bad_config_is_rejected_and_changes_nothing() {
         ],
         "{reply}"
     );
-    for e in &errors {
-        let e = e.as_str().expect("string");
-        assert!(d.log().contains(&format!("error:   {e}")), "{}", d.log());
-    }
+    // Watchers are told the same errors.
+    let mut seen = Vec::new();
+    let rejected = w
+        .until(SOON, &mut seen, |e| e["event"] == "reload_rejected")
+        .unwrap_or_else(|| panic!("no reload_rejected event: {seen:#?}"));
+    assert_eq!(
+        (&rejected["errors"], &rejected["total"]),
+        (&Value::Array(errors), &json!(2)),
+        "{rejected}"
+    );
+    assert_nothing_changed(d, &before, w, &mut seen);
+}
 
-    // A file that cannot be read, by the reload command.
-    std::fs::remove_file(d.dir.join("config.json")).expect("remove config");
+#[test]
+fn a_config_file_that_cannot_be_read_is_rejected_and_changes_nothing() {
+    let (d, before, w) = start_for_a_rejection("badfile");
+    std::fs::remove_file(d.config_path()).expect("remove config");
     let reply = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(reply["code"], "config_error", "{reply}");
     assert!(
@@ -354,31 +315,7 @@ fn a_bad_config_is_rejected_and_changes_nothing() {
             .is_some_and(|e| e.starts_with("cannot read ")),
         "{reply}"
     );
-
-    // Nothing changed: same services, same pids.
-    assert_eq!(running(&d, &["a", "web"]), before);
-    assert_eq!(pids(&d).len(), 2, "{:?}", pids(&d));
-
-    // No reload was applied: the first `reloaded` event a watcher sees is the next good one.
-    let next = json!({ "services": {
-        "a": { "cmd": ["sleep", "1000"] },
-        "web": { "cmd": ["sleep", "1001"] },
-        "b": { "cmd": ["sleep", "1003"] },
-    }});
-    rewrite(&d, &next.to_string());
-    d.signal(libc::SIGHUP);
-    let mut seen = Vec::new();
-    let reloaded = w
-        .until(SOON, &mut seen, |e| e["event"] == "reloaded")
-        .unwrap_or_else(|| panic!("no reloaded event: {seen:?}"));
-    assert_eq!(names(&reloaded["added"]), ["b"], "{reloaded}");
-    assert_eq!(names(&reloaded["removed"]), Vec::<String>::new());
-    assert_eq!(names(&reloaded["changed"]), Vec::<String>::new());
-    let after = running(&d, &["a", "web", "b"]);
-    assert_eq!((after["a"], after["web"]), (before["a"], before["web"]));
-
-    d.signal(libc::SIGTERM);
-    d.assert_clean_exit();
+    assert_nothing_changed(d, &before, w, &mut Vec::new());
 }
 
 /// A service that, asked to stop, keeps running until the test creates `release`: a stop whose
@@ -391,34 +328,23 @@ while :; do sleep 0.1; done"#;
 }
 
 fn environ_v(pid: i32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    raw.split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"V="))
-        .map(|v| String::from_utf8_lossy(v).to_string())
+    environ(pid).get("V").cloned()
 }
 
 #[test]
 fn a_service_re_added_while_it_is_being_removed_keeps_running() {
     let cfg = json!({ "services": { "keep": { "cmd": ["sleep", "1000"] }, "held": held("1") } });
-    let mut d = Daemon::start("readd", &cfg.to_string());
-    running(&d, &["keep", "held"]);
-    assert!(wait_until(SOON, || d
-        .dir
-        .read("held.log")
-        .contains("started")));
+    let mut d = Daemon::builder("readd").config(&cfg).start();
+    d.running(&["keep", "held"]);
+    d.wait_for("held.log", "started");
     let mut w = d.watch();
-    rewrite(
-        &d,
-        &json!({ "services": { "keep": { "cmd": ["sleep", "1000"] } } }).to_string(),
-    );
+    d.rewrite_config(json!({ "services": { "keep": { "cmd": ["sleep", "1000"] } } }));
     let r = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(names(&r["removed"]), ["held"], "{r}");
-    assert!(
-        wait_until(SOON, || d.dir.read("held.log").contains("got TERM")),
-        "removal began"
-    );
+    // The removal began.
+    d.wait_for("held.log", "got TERM");
     // Put it back while it is still stopping.
-    rewrite(&d, &cfg.to_string());
+    d.rewrite_config(&cfg);
     let r = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(r["ok"], true, "{r}");
     d.dir.write("release", "");
@@ -431,11 +357,11 @@ fn a_service_re_added_while_it_is_being_removed_keeps_running() {
     );
     // It is in the config file, so it must be running again (the second reload could report it
     // as added, or the removal could be cancelled; either way it must not stay gone).
-    let back = wait_until(SOON, || pids(&d).get("held").is_some_and(Option::is_some));
+    let back = wait_until(SOON, || d.pid_of("held").is_some());
     assert!(
         back,
         "held is in the config but not running: list {:?}; second reload replied {r}\nlog:\n{}",
-        pids(&d),
+        d.pids(),
         d.log()
     );
     d.signal(libc::SIGTERM);
@@ -445,19 +371,19 @@ fn a_service_re_added_while_it_is_being_removed_keeps_running() {
 #[test]
 fn reverting_a_change_before_the_restart_finishes_runs_the_current_definition() {
     let cfg = |v: &str| json!({ "services": { "held": held(v) } }).to_string();
-    let mut d = Daemon::start("revert", &cfg("1"));
-    let first = running(&d, &["held"])["held"];
+    let mut d = Daemon::builder("revert").config(cfg("1")).start();
+    let first = d.running(&["held"])["held"];
     assert_eq!(environ_v(first).as_deref(), Some("1"));
+    // Its TERM trap is set before it says so: a stop that came earlier would just kill it.
+    d.wait_for("held.log", "started V=1");
     let mut w = d.watch();
-    rewrite(&d, &cfg("2"));
+    d.rewrite_config(cfg("2"));
     let r = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(names(&r["changed"]), ["held"], "{r}");
-    assert!(
-        wait_until(SOON, || d.dir.read("held.log").contains("got TERM")),
-        "restart began"
-    );
+    // The restart began.
+    d.wait_for("held.log", "got TERM");
     // Back to the running definition before the old process has stopped.
-    rewrite(&d, &cfg("1"));
+    d.rewrite_config(cfg("1"));
     let r = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(r["ok"], true, "{r}");
     d.dir.write("release", "");
@@ -480,20 +406,14 @@ fn reverting_a_change_before_the_restart_finishes_runs_the_current_definition() 
 
 #[test]
 fn starting_a_service_that_is_being_removed_is_refused_at_once() {
-    let mut d = start_with("start-removed", |dir| {
-        json!({ "services": {
-            "slow": { "cmd": [fixture("slowstop.sh"), "slow", "2", dir.join("slow.log")] },
-            "keep": { "cmd": ["sleep", "1000"] },
-        }})
-    });
-    assert!(wait_until(SOON, || d
-        .dir
-        .read("slow.log")
-        .contains("started")));
-    rewrite(
-        &d,
-        &json!({ "services": { "keep": { "cmd": ["sleep", "1000"] } } }).to_string(),
-    );
+    let b = Daemon::builder("start-removed");
+    let cfg = json!({ "services": {
+        "slow": { "cmd": slowstop_cmd(b.dir(), "slow", "2", "slow.log") },
+        "keep": { "cmd": ["sleep", "1000"] },
+    }});
+    let mut d = b.config(cfg).start();
+    d.wait_for("slow.log", "started");
+    d.rewrite_config(json!({ "services": { "keep": { "cmd": ["sleep", "1000"] } } }));
     let v = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(v["removed"], json!(["slow"]), "{v}");
     for cmd in ["start", "restart"] {

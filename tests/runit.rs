@@ -3,25 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
 
 fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/runit/reapd")
-}
-
-/// Copies the regular files of `from` into a new directory `to`, keeping their modes.
-fn copy_service_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create service dir");
-    for e in std::fs::read_dir(from).expect("read example dir").flatten() {
-        if e.file_type().is_ok_and(|t| t.is_file()) {
-            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy example file");
-        }
-    }
+    repo_root().join("examples/runit/reapd")
 }
 
 #[test]
@@ -30,9 +19,9 @@ fn runsv_runs_reapd_and_sv_down_stops_it_cleanly() {
         return;
     }
     let dir = TestDir::new("runit");
-    let marker = marker_of(&dir);
+    let marker = dir.marker();
     let svc = dir.join("sv/reapd");
-    copy_service_dir(&example_dir(), &svc);
+    copy_files(&example_dir(), &svc);
     // Start down, so that `sv up` is what starts reapd; record how ./run ended.
     dir.write("sv/reapd/down", "");
     let finish_log = dir.join("finish.log");
@@ -41,32 +30,20 @@ fn runsv_runs_reapd_and_sv_down_stops_it_cleanly() {
         &format!("echo \"$1 $2\" >> '{}'", finish_log.display()),
     );
     let socket = dir.join("s.sock");
-    let lock = dir.join("s.sock.lock");
-    let config = dir.write(
-        "reapd.json",
-        &json!({ "services": {
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }})
-        .to_string(),
-    );
-    let log_path = dir.join("runsv.log");
-    let log_file = std::fs::File::create(&log_path).expect("log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let lock = lock_of(&socket);
+    let config = dir.write("reapd.json", &db_and_web().to_string());
+    let log = || dir.read("runsv.log");
     let env = [
         ("REAPD_BIN", BIN.to_string()),
         ("REAPD_CONFIG", config.display().to_string()),
         ("REAPD_SOCKET", socket.display().to_string()),
     ];
     let mut runsv = Marked::spawn(
-        Command::new("runsv")
+        dir.log_into(&mut Command::new("runsv"), "runsv.log")
             .arg(&svc)
             .envs(env.iter().cloned())
             .env("REAPD_LOG", "debug")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file),
+            .env_remove("NOTIFY_SOCKET"),
         &marker,
     );
     // sv runs ./check itself, so it needs the same overrides; the marker makes it findable.
@@ -139,6 +116,7 @@ fn runsv_runs_reapd_and_sv_down_stops_it_cleanly() {
     assert_eq!(check.code, Some(0), "./check while up: {check:?}");
 
     // `sv down`: TERM then CONT. reapd must take the CONT in its stride and exit 0.
+    let mut w = watch_at(&socket);
     let down = sv(&["-w", "40", "down"]);
     assert_eq!(down.code, Some(0), "sv down: {down:?}\nlog:\n{}", log());
     assert!(down.stdout.starts_with("ok: down:"), "{down:?}");
@@ -154,11 +132,9 @@ fn runsv_runs_reapd_and_sv_down_stops_it_cleanly() {
         "./run (reapd) exited normally with 0\nlog:\n{}",
         log()
     );
-    assert!(!socket.exists(), "socket left behind");
-    assert!(!lock.exists(), "lock file left behind");
-    let left = runsv.live_except(&keepers);
-    assert!(left.is_empty(), "left behind: {left:?}\nlog:\n{}", log());
-    assert!(log().contains("done: clean"), "{}", log());
+    assert_nothing_left(&socket, &runsv.live_except(&keepers), &log());
+    let events = w.drain(SOON);
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
     let check = run_bounded(
         Command::new(svc.join("check")).envs(env.iter().cloned()),
         SOON,

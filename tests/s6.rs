@@ -4,24 +4,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 
 fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/s6/reapd")
-}
-
-/// Copies the regular files of `from` into a new directory `to`, keeping their modes.
-fn copy_service_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create service dir");
-    for e in std::fs::read_dir(from).expect("read example dir").flatten() {
-        if e.file_type().is_ok_and(|t| t.is_file()) {
-            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy example file");
-        }
-    }
+    repo_root().join("examples/s6/reapd")
 }
 
 /// Runs an s6 tool, bounded.
@@ -72,34 +62,22 @@ fn s6_svscan_runs_reapd_with_readiness_then_down_and_up_again() {
         }
     }
     let dir = TestDir::new("s6");
-    let marker = marker_of(&dir);
+    let marker = dir.marker();
     let scan = dir.join("scan");
     let svc = scan.join("reapd");
-    copy_service_dir(&example_dir(), &svc);
+    copy_files(&example_dir(), &svc);
     let socket = dir.join("s.sock");
-    let lock = dir.join("s.sock.lock");
-    let config = dir.write(
-        "reapd.json",
-        &json!({ "services": {
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }})
-        .to_string(),
-    );
-    let log_path = dir.join("svscan.log");
-    let log_file = std::fs::File::create(&log_path).expect("log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let lock = lock_of(&socket);
+    let config = dir.write("reapd.json", &db_and_web().to_string());
+    let log = || dir.read("svscan.log");
     let mut svscan = Marked::spawn(
-        Command::new("s6-svscan")
+        dir.log_into(&mut Command::new("s6-svscan"), "svscan.log")
             .arg(&scan)
             .env("REAPD_BIN", BIN)
             .env("REAPD_CONFIG", &config)
             .env("REAPD_SOCKET", &socket)
             .env("REAPD_LOG", "debug")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file),
+            .env_remove("NOTIFY_SOCKET"),
         &marker,
     );
     assert!(
@@ -143,6 +121,7 @@ fn s6_svscan_runs_reapd_with_readiness_then_down_and_up_again() {
     );
 
     // Down: s6-supervise sends SIGTERM (then SIGCONT); reapd stops everything and exits 0.
+    let mut w = watch_at(&socket);
     let down = s6("s6-svc", &["-d"], &svc);
     assert_eq!(down.code, Some(0), "{down:?}");
     let waited = s6("s6-svwait", &["-D", "-t", "40000"], &svc);
@@ -159,11 +138,9 @@ fn s6_svscan_runs_reapd_with_readiness_then_down_and_up_again() {
         "reapd exited 0: {stat:?}\nlog:\n{}",
         log()
     );
-    assert!(!socket.exists(), "socket left behind");
-    assert!(!lock.exists(), "lock file left behind");
-    let left = svscan.live_except(&keepers);
-    assert!(left.is_empty(), "left behind: {left:?}\nlog:\n{}", log());
-    assert_eq!(lines_with(&log(), "done: clean").len(), 1, "{}", log());
+    assert_nothing_left(&socket, &svscan.live_except(&keepers), &log());
+    let events = w.drain(SOON);
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 
     // Up again: a fresh reapd, ready and running both services with new pids.
     let up = s6("s6-svc", &["-u"], &svc);
@@ -182,19 +159,16 @@ fn s6_svscan_runs_reapd_with_readiness_then_down_and_up_again() {
 
     // Tear down the whole tree the documented way: s6-svscanctl -t brings the services down and
     // makes s6-svscan exit.
+    let mut w = watch_at(&socket);
     let t = s6("s6-svscanctl", &["-t"], &scan);
     assert_eq!(t.code, Some(0), "{t:?}");
     let st = svscan
         .wait_exit(Duration::from_secs(45))
         .unwrap_or_else(|| panic!("s6-svscan did not exit\nlog:\n{}", log()));
     assert!(st.success(), "s6-svscan: {st:?}");
-    assert!(
-        !socket.exists() && !lock.exists(),
-        "socket or lock left behind"
-    );
-    let left = live_with_marker(&marker);
-    assert!(left.is_empty(), "left behind: {left:?}\nlog:\n{}", log());
-    assert_eq!(lines_with(&log(), "done: clean").len(), 2, "{}", log());
+    assert_nothing_left(&socket, &live_with_marker(&marker), &log());
+    let events = w.drain(SOON);
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 }
 
 #[test]

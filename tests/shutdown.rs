@@ -8,45 +8,26 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// A service running a chain of `levels` processes that log to `log`.
-fn chain(d: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
-    json!({ "cmd": [fixture("chain.sh"), "1", levels.to_string(), d.join(log), mode] })
-}
-
-fn wait_started(d: &TestDir, log: &str, levels: usize) {
-    assert!(
-        wait_until(SOON, || chain_times(&d.read(log), "started").len()
-            == levels),
-        "{log}: not all {levels} levels started:\n{}",
-        d.read(log)
-    );
-}
-
-/// Starts reapd with `services` built by `f` in the daemon's own directory.
-fn start_with(tag: &str, extra: Value, f: impl Fn(&TestDir) -> Value) -> Daemon {
-    let dir = TestDir::new(tag);
-    let mut cfg = json!({ "services": f(&dir) });
-    if let (Value::Object(c), Value::Object(e)) = (&mut cfg, extra) {
-        c.extend(e);
-    }
-    Daemon::start_in(dir, &cfg, &[])
+/// Starts reapd with the services `f` builds in the daemon's own directory.
+fn start_with(tag: &str, f: impl Fn(&TestDir) -> Value) -> Daemon {
+    let b = Daemon::builder(tag);
+    let services = f(b.dir());
+    b.config(json!({ "services": services })).start()
 }
 
 #[test]
 fn sigterm_stops_every_service_in_reverse_order_and_exits_clean() {
-    let mut d = start_with(
-        "term",
-        json!({}),
-        |dir| json!({ "db": chain(dir, "db.log", 3, "exit"), "web": { "after": ["db"], "cmd": chain(dir, "web.log", 2, "exit")["cmd"] } }),
-    );
-    wait_started(&d.dir, "db.log", 3);
-    wait_started(&d.dir, "web.log", 2);
-    let services: Vec<Proc> = live_with_marker(&d.marker)
-        .into_iter()
-        .filter(|p| p.pid != d.pid())
-        .collect();
+    let mut d = start_with("term", |dir| {
+        json!({
+            "db": { "cmd": chain_cmd(dir, "db.log", 3, "exit") },
+            "web": { "after": ["db"], "cmd": chain_cmd(dir, "web.log", 2, "exit") },
+        })
+    });
+    wait_chain_started(&d.dir, "db.log", 3);
+    wait_chain_started(&d.dir, "web.log", 2);
+    let services = d.services_procs();
     assert_eq!(services.len(), 5, "{services:?}");
-    d.signal(libc::SIGTERM);
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     let web_exit = chain_times(&d.dir.read("web.log"), "exiting");
     let db_term = chain_times(&d.dir.read("db.log"), "got TERM");
@@ -58,24 +39,29 @@ fn sigterm_stops_every_service_in_reverse_order_and_exits_clean() {
         last_web < first_db,
         "db was signalled before web had stopped"
     );
-    assert!(d.log().contains("done: clean"), "{}", d.log());
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 }
 
 #[test]
 fn a_burst_of_twenty_sigterms_is_one_shutdown() {
     let mut d = start_with(
         "burst",
-        json!({}),
-        |dir| json!({ "a": chain(dir, "a.log", 2, "exit") }),
+        |dir| json!({ "a": { "cmd": chain_cmd(dir, "a.log", 2, "exit") } }),
     );
-    wait_started(&d.dir, "a.log", 2);
+    wait_chain_started(&d.dir, "a.log", 2);
+    let mut w = d.watch();
     for _ in 0..20 {
         d.signal(libc::SIGTERM);
     }
+    let events = w.drain(Duration::from_secs(40));
     d.assert_clean_exit();
-    let log = d.log();
-    assert_eq!(lines_with(&log, "info: draining:").len(), 1, "{log}");
-    assert_eq!(lines_with(&log, "done: clean").len(), 1, "{log}");
+    let draining: Vec<_> = states(&events)
+        .into_iter()
+        .filter(|(state, _)| *state == "draining")
+        .collect();
+    assert_eq!(draining, [("draining", "SIGTERM")], "{events:#?}");
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
+    assert_eq!(events_of(&events, "done").len(), 1, "{events:#?}");
     // Each level got exactly one TERM: repeats are not forwarded.
     assert_eq!(
         lines_with(&d.dir.read("a.log"), "got TERM").len(),
@@ -89,34 +75,34 @@ fn a_burst_of_twenty_sigterms_is_one_shutdown() {
 fn one_sigint_is_a_graceful_shutdown() {
     let mut d = start_with(
         "int1",
-        json!({}),
-        |dir| json!({ "a": chain(dir, "a.log", 2, "exit") }),
+        |dir| json!({ "a": { "cmd": chain_cmd(dir, "a.log", 2, "exit") } }),
     );
-    wait_started(&d.dir, "a.log", 2);
-    d.signal(libc::SIGINT);
+    wait_chain_started(&d.dir, "a.log", 2);
+    let events = d.signal_and_watch(libc::SIGINT);
     d.assert_clean_exit();
     assert_eq!(
         chain_times(&d.dir.read("a.log"), "exiting").len(),
         2,
         "both levels stopped on their own"
     );
-    assert!(d.log().contains("draining: SIGINT"), "{}", d.log());
-    assert!(!d.log().contains("killing: second SIGINT"));
+    let states = states(&events);
+    assert_eq!(states.first(), Some(&("draining", "SIGINT")), "{events:#?}");
+    assert!(
+        !states.contains(&("killing", "second SIGINT")),
+        "{events:#?}"
+    );
 }
 
 #[test]
 fn a_second_sigint_kills_at_once_and_still_exits_clean() {
     let mut d = start_with(
         "int2",
-        json!({}),
-        |dir| json!({ "stubborn": { "cmd": chain(dir, "a.log", 2, "ignore")["cmd"], "stop_timeout_ms": 25000 } }),
+        |dir| json!({ "stubborn": { "cmd": chain_cmd(dir, "a.log", 2, "ignore"), "stop_timeout_ms": 25000 } }),
     );
-    wait_started(&d.dir, "a.log", 2);
+    wait_chain_started(&d.dir, "a.log", 2);
+    let mut w = d.watch();
     d.signal(libc::SIGINT);
-    assert!(
-        wait_until(SOON, || d.dir.read("a.log").contains("level 2 got TERM")),
-        "graceful stop began"
-    );
+    d.wait_for("a.log", "level 2 got TERM");
     d.signal(libc::SIGINT);
     // Without the escalation this would take the 25 s stop timeout.
     assert!(
@@ -124,20 +110,29 @@ fn a_second_sigint_kills_at_once_and_still_exits_clean() {
         "second SIGINT did not escalate; log:\n{}",
         d.log()
     );
+    let events = w.drain(SOON);
     d.assert_clean_exit();
-    let log = d.log();
-    assert!(log.contains("killing: second SIGINT"), "{log}");
-    assert!(log.contains("froze and killed 2 processes"), "{log}");
+    assert!(
+        states(&events).contains(&("killing", "second SIGINT")),
+        "{events:#?}"
+    );
+    assert!(
+        events_of(&events, "killed")
+            .iter()
+            .any(|e| e["service"] == "stubborn" && e["count"] == 2),
+        "both processes frozen and killed: {events:#?}"
+    );
 }
 
 #[test]
 fn shutdown_request_streams_progress_to_a_watcher_until_done() {
-    let mut d = start_with(
-        "watch",
-        json!({}),
-        |dir| json!({ "db": chain(dir, "db.log", 1, "exit"), "web": { "after": ["db"], "cmd": chain(dir, "web.log", 2, "exit")["cmd"] } }),
-    );
-    wait_started(&d.dir, "web.log", 2);
+    let mut d = start_with("watch", |dir| {
+        json!({
+            "db": { "cmd": chain_cmd(dir, "db.log", 1, "exit") },
+            "web": { "after": ["db"], "cmd": chain_cmd(dir, "web.log", 2, "exit") },
+        })
+    });
+    wait_chain_started(&d.dir, "web.log", 2);
     let mut w = d.watch();
     let reply = d.request(r#"{"cmd":"shutdown","id":"bye"}"#);
     assert_eq!(reply, json!({"ok": true, "id": "bye", "state": "draining"}));
@@ -145,29 +140,15 @@ fn shutdown_request_streams_progress_to_a_watcher_until_done() {
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(kinds.first(), Some(&"state"), "{kinds:?}");
     assert_eq!(events[0]["state"], "draining");
-    assert_eq!(
-        kinds.last(),
-        Some(&"done"),
-        "watcher must end with done: {kinds:?}"
-    );
-    let done = events.last().expect("done");
+    let done = done_event(&events);
     assert_eq!(done["clean"], true);
     assert_eq!(done["exit_code"], 0);
     assert!(done["elapsed_ms"].is_u64());
-    let plan = events_of(&events, "shutdown_plan");
-    assert_eq!(plan.len(), 1);
-    assert_eq!(plan[0]["waves"][0]["services"], json!(["web"]));
-    assert_eq!(plan[0]["waves"][1]["services"], json!(["db"]));
-    let stopped: Vec<&str> = events_of(&events, "stopped")
-        .iter()
-        .filter_map(|e| e["service"].as_str())
-        .collect();
-    assert_eq!(stopped, ["web", "db"]);
-    let signalled = events_of(&events, "signalled");
-    assert_eq!(
-        signalled.first().map(|e| e["service"].clone()),
-        Some(json!("web"))
-    );
+    let plan = one_event(&events, "shutdown_plan");
+    assert_eq!(plan["waves"][0]["services"], json!(["web"]));
+    assert_eq!(plan["waves"][1]["services"], json!(["db"]));
+    assert_eq!(services_in(&events, "stopped"), ["web", "db"]);
+    assert_eq!(services_in(&events, "signalled").first(), Some(&"web"));
     assert!(kinds.contains(&"exited"));
     assert!(
         w.closed_within(SOON),
@@ -180,22 +161,18 @@ fn shutdown_request_streams_progress_to_a_watcher_until_done() {
 fn a_service_that_ignores_term_is_killed_at_its_stop_timeout() {
     let mut d = start_with(
         "stubborn",
-        json!({}),
-        |dir| json!({ "stubborn": { "cmd": chain(dir, "a.log", 1, "ignore")["cmd"], "stop_timeout_ms": 1000 } }),
+        |dir| json!({ "stubborn": { "cmd": chain_cmd(dir, "a.log", 1, "ignore"), "stop_timeout_ms": 1000 } }),
     );
-    wait_started(&d.dir, "a.log", 1);
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(20));
+    wait_chain_started(&d.dir, "a.log", 1);
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     assert!(
         d.dir.read("a.log").contains("level 1 got TERM"),
         "it was asked first"
     );
-    let killed = events_of(&events, "killed");
-    assert_eq!(killed.len(), 1, "{events:?}");
-    assert_eq!(killed[0]["service"], "stubborn");
-    assert_eq!(killed[0]["count"], 1);
+    let killed = one_event(&events, "killed");
+    assert_eq!(killed["service"], "stubborn");
+    assert_eq!(killed["count"], 1);
     let stopped = events_of(&events, "stopped");
     assert_eq!(stopped[0]["how"], "killed");
     assert!(
@@ -211,18 +188,19 @@ fn a_service_that_ignores_term_is_killed_at_its_stop_timeout() {
 
 #[test]
 fn after_starts_dependencies_first_and_independent_services_stop_together() {
-    let mut d = start_with("order", json!({}), |dir| {
+    let mut d = start_with("order", |dir| {
         json!({
-            "a": chain(dir, "a.log", 1, "exit"),
-            "b": { "after": ["a"], "cmd": chain(dir, "b.log", 1, "exit")["cmd"] },
-            "c": { "after": ["b"], "cmd": chain(dir, "c.log", 1, "exit")["cmd"] },
-            "d": chain(dir, "d.log", 1, "exit"),
+            "a": { "cmd": chain_cmd(dir, "a.log", 1, "exit") },
+            "b": { "after": ["a"], "cmd": chain_cmd(dir, "b.log", 1, "exit") },
+            "c": { "after": ["b"], "cmd": chain_cmd(dir, "c.log", 1, "exit") },
+            "d": { "cmd": chain_cmd(dir, "d.log", 1, "exit") },
         })
     });
     for l in ["a.log", "b.log", "c.log", "d.log"] {
-        wait_started(&d.dir, l, 1);
+        wait_chain_started(&d.dir, l, 1);
     }
     // Start order is the order reapd spawns in (a service's own log may lag behind its spawn).
+    // Services start before any client can watch: the start-up log is the only record.
     let log = d.log();
     let spawned = |name: &str| {
         log.find(&format!("info: {name}: started, pid"))
@@ -232,9 +210,7 @@ fn after_starts_dependencies_first_and_independent_services_stop_together() {
         spawned("a") < spawned("b") && spawned("b") < spawned("c"),
         "start order a, b, c:\n{log}"
     );
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(Duration::from_secs(20));
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     let term = |l: &str| chain_times(&d.dir.read(l), "got TERM")[&1];
     let exit = |l: &str| chain_times(&d.dir.read(l), "exiting")[&1];
@@ -243,9 +219,9 @@ fn after_starts_dependencies_first_and_independent_services_stop_together() {
         "stop order c, b, a"
     );
     // d has no dependencies: it stops in the first wave, with c.
-    let plan = events_of(&events, "shutdown_plan");
+    let plan = one_event(&events, "shutdown_plan");
     assert_eq!(
-        plan[0]["waves"],
+        plan["waves"],
         json!([
             {"services": ["c", "d"], "requested_ms": 10000, "timeout_ms": 9100},
             {"services": ["b"], "requested_ms": 10000, "timeout_ms": 9100},

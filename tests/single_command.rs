@@ -4,90 +4,101 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-/// Runs `sh -c SCRIPT` under reapd and returns reapd's exit status once it ends by itself.
-fn status_of(tag: &str, script: &str) -> (Daemon, i32) {
-    let mut d = Daemon::start_single(tag, &[], &["sh", "-c", script]);
+/// Starts reapd on `sh -c SCRIPT` (after `opts`), where the script begins only once the test
+/// has a watcher (it waits for `$TEST_DIR/go`); returns reapd's exit code once it ends by itself,
+/// and every event of its life from then on.
+fn run_watched(tag: &str, opts: &[&str], script: &str) -> (Daemon, i32, Vec<Value>) {
+    let gated = format!("while [ ! -e \"$TEST_DIR/go\" ]; do sleep 0.02; done; {script}");
+    let mut d = Daemon::builder(tag)
+        .args(opts)
+        .command(["sh", "-c", &gated])
+        .start();
+    let mut w = d.watch();
+    d.dir.write("go", "");
+    let events = w.drain(Duration::from_secs(40));
     let code = d.exit_code(SOON);
-    (d, code)
+    (d, code, events)
 }
 
-/// Asserts reapd left nothing: no socket, no lock, no live marked process.
-fn assert_nothing_left(d: &Daemon) {
-    assert!(!d.socket.exists(), "socket left behind");
-    assert!(!d.dir.join("s.sock.lock").exists(), "lock left behind");
-    let left = live_with_marker(&d.marker);
-    assert!(left.is_empty(), "left behind: {left:?}\nlog:\n{}", d.log());
-}
-
-fn wait_for(d: &Daemon, file: &str, needle: &str) {
-    assert!(
-        wait_until(SOON, || d.dir.read(file).contains(needle)),
-        "{file} never contained {needle:?}:\n{}\nlog:\n{}",
-        d.dir.read(file),
-        d.log()
-    );
+/// Asserts reapd exits with `want` for `sh -c SCRIPT`, reports it, and leaves nothing behind.
+fn assert_exits_with(tag: &str, script: &str, want: i32) {
+    let (d, code, events) = run_watched(tag, &[], script);
+    assert_eq!(code, want, "sh -c {script:?}; log:\n{}", d.log());
+    d.assert_nothing_left();
+    assert_eq!(done_event(&events)["exit_code"], want, "{events:#?}");
 }
 
 #[test]
-fn reapd_exits_with_the_commands_own_status() {
-    for (script, want) in [("exit 0", 0), ("exit 7", 7), ("kill -9 $$", 137)] {
-        let (d, code) = status_of("status", script);
-        assert_eq!(code, want, "sh -c {script:?}; log:\n{}", d.log());
-        assert_nothing_left(&d);
-        assert!(
-            d.log().contains(&format!("exit status {want}")),
-            "{}",
-            d.log()
-        );
-    }
+fn reapd_exits_0_when_the_command_does() {
+    assert_exits_with("status0", "exit 0", 0);
+}
+
+#[test]
+fn reapd_exits_with_the_commands_own_exit_code() {
+    assert_exits_with("status7", "exit 7", 7);
+}
+
+#[test]
+fn a_command_killed_by_a_signal_is_128_plus_its_number() {
+    assert_exits_with("status137", "kill -9 $$", 128 + libc::SIGKILL);
 }
 
 #[test]
 fn a_command_that_cannot_be_executed_exits_127() {
-    let mut d = Daemon::start_single("noexec", &[], &["/nonexistent/command"]);
+    let mut d = Daemon::builder("noexec")
+        .command(["/nonexistent/command"])
+        .spawn();
     let code = d.exit_code(SOON);
     assert_eq!(code, 127, "log:\n{}", d.log());
+    // reapd gives up before any client could watch: what the operator reads is the log.
     assert!(
         d.log()
             .contains("cannot execute \"/nonexistent/command\": No such file or directory"),
         "{}",
         d.log()
     );
-    assert_nothing_left(&d);
+    d.assert_nothing_left();
 }
 
 #[test]
 fn a_forwarded_signal_that_ends_the_command_is_its_status() {
-    let mut d = Daemon::start_single("fwdkill", &[], &["sleep", "1000"]);
-    d.wait_ready();
+    let mut d = Daemon::builder("fwdkill")
+        .command(["sleep", "1000"])
+        .start();
     d.pid_of("main").expect("command runs");
     d.signal(libc::SIGHUP);
     let code = d.exit_code(SOON);
     assert_eq!(code, 128 + libc::SIGHUP, "log:\n{}", d.log());
-    assert_nothing_left(&d);
+    d.assert_nothing_left();
 }
 
 #[test]
 fn a_leftover_that_ignores_term_is_killed_at_the_stop_timeout() {
-    let mut d = Daemon::start_single(
+    let (d, code, events) = run_watched(
         "leftkill",
         &["--stop-timeout", "500"],
-        &[
-            "sh",
-            "-c",
-            "(trap '' TERM; echo ready > \"$TEST_DIR/x\"; exec sleep 1000) & \
-             while [ ! -s \"$TEST_DIR/x\" ]; do sleep 0.05; done; exit 3",
-        ],
+        "(trap '' TERM; echo ready > \"$TEST_DIR/x\"; exec sleep 1000) & \
+         while [ ! -s \"$TEST_DIR/x\" ]; do sleep 0.05; done; exit 3",
     );
-    let code = d.exit_code(SOON);
     assert_eq!(code, 3, "log:\n{}", d.log());
-    assert_nothing_left(&d);
-    let log = d.log();
-    assert!(log.contains("main: froze and killed 1 process"), "{log}");
-    assert!(log.contains("main: stopped (killed)"), "{log}");
+    d.assert_nothing_left();
+    let killed = one_event(&events, "killed");
+    assert_eq!(
+        (&killed["service"], &killed["count"]),
+        (&json!("main"), &json!(1)),
+        "{killed}"
+    );
+    let stopped = one_event(&events, "stopped");
+    assert_eq!(
+        (&stopped["service"], &stopped["how"]),
+        (&json!("main"), &json!("killed")),
+        "{stopped}"
+    );
 }
 
 #[test]
@@ -97,15 +108,15 @@ fn leftovers_of_a_command_that_exited_are_stopped() {
                   sleep 1000 & \
                   while ! grep -q ready \"$TEST_DIR/left.log\" 2>/dev/null; do sleep 0.05; done; \
                   exit 5";
-    let (d, code) = status_of("leftover", script);
+    let (d, code, events) = run_watched("leftover", &[], script);
     assert_eq!(code, 5, "log:\n{}", d.log());
-    assert_nothing_left(&d);
+    d.assert_nothing_left();
     assert!(
         d.dir.read("left.log").contains("got TERM"),
         "the leftover was not asked to stop with TERM:\n{}",
         d.dir.read("left.log")
     );
-    assert!(d.log().contains("done: clean"), "{}", d.log());
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 }
 
 /// The main command traps every forwarded signal; a child in its process group traps four of
@@ -124,18 +135,21 @@ while :; do sleep 0.1; done
 
 #[test]
 fn signals_are_forwarded_to_the_commands_process_group() {
-    let mut d = Daemon::start_single("fwd", &[], &["bash", "-c", FORWARD_SCRIPT]);
-    d.wait_ready();
-    wait_for(&d, "sig.log", "main ready");
-    wait_for(&d, "sig.log", "child ready");
+    let mut d = Daemon::builder("fwd")
+        .command(["bash", "-c", FORWARD_SCRIPT])
+        .start();
+    d.wait_for("sig.log", "main ready");
+    d.wait_for("sig.log", "child ready");
     let main = d.pid_of("main").expect("command runs");
-    let (_, pgrp, sid) = stat_ids(main).expect("stat of the command");
+    let st = stat(main).expect("stat of the command");
     assert_eq!(
-        (pgrp, sid),
+        (st.pgrp, st.session),
         (main, main),
         "the command leads its own session and group"
     );
-    assert_ne!(stat_ids(d.pid()).map(|s| s.2), Some(main));
+    assert_ne!(stat(d.pid()).map(|s| s.session), Some(main));
+    let mut w = d.watch();
+    let mut seen = Vec::new();
     for (sig, name) in [
         (libc::SIGUSR1, "USR1"),
         (libc::SIGHUP, "HUP"),
@@ -144,16 +158,16 @@ fn signals_are_forwarded_to_the_commands_process_group() {
         (libc::SIGQUIT, "QUIT"),
     ] {
         d.signal(sig);
-        wait_for(&d, "sig.log", &format!("main {name}"));
+        d.wait_for("sig.log", &format!("main {name}"));
         if name != "QUIT" {
-            wait_for(&d, "sig.log", &format!("child {name}"));
+            d.wait_for("sig.log", &format!("child {name}"));
         }
-        assert!(
-            d.log()
-                .contains(&format!("forwarding SIG{name} to process group {main}")),
-            "{}",
-            d.log()
-        );
+        let forwarded = w
+            .until(SOON, &mut seen, |e| {
+                e["event"] == "forwarded" && e["signal"] == format!("SIG{name}")
+            })
+            .unwrap_or_else(|| panic!("no forwarded event for SIG{name}: {seen:#?}"));
+        assert_eq!(forwarded["pgid"], main, "{forwarded}");
     }
     // Each signal arrived once, and none of them stopped reapd or the command.
     let log = d.dir.read("sig.log");
@@ -168,9 +182,10 @@ fn signals_are_forwarded_to_the_commands_process_group() {
 #[test]
 fn sigterm_stops_the_command_with_term_and_reapd_exits_0() {
     let script = r#"trap 'echo got TERM >> "$TEST_DIR/x"; exit 0' TERM; echo ready >> "$TEST_DIR/x"; while :; do sleep 0.1; done"#;
-    let mut d = Daemon::start_single("term", &[], &["bash", "-c", script]);
-    d.wait_ready();
-    wait_for(&d, "x", "ready");
+    let mut d = Daemon::builder("term")
+        .command(["bash", "-c", script])
+        .start();
+    d.wait_for("x", "ready");
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
     assert!(d.dir.read("x").contains("got TERM"), "{}", d.dir.read("x"));
@@ -178,42 +193,37 @@ fn sigterm_stops_the_command_with_term_and_reapd_exits_0() {
 
 #[test]
 fn a_command_killed_by_the_stop_signal_still_means_exit_0() {
-    let mut d = Daemon::start_single("term143", &[], &["sleep", "1000"]);
-    d.wait_ready();
+    let mut d = Daemon::builder("term143")
+        .command(["sleep", "1000"])
+        .start();
     let pid = d.pid_of("main").expect("command runs");
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(SOON);
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
-    let exited = events_of(&events, "exited");
-    assert_eq!(exited.len(), 1, "{events:?}");
-    assert_eq!(exited[0]["pid"], pid);
+    let exited = one_event(&events, "exited");
+    assert_eq!(exited["pid"], pid);
     assert_eq!(
-        exited[0]["status"]["signal"], "SIGTERM",
-        "the command died of TERM: {}",
-        exited[0]
+        exited["status"]["signal"], "SIGTERM",
+        "the command died of TERM: {exited}"
     );
-    let done = events_of(&events, "done");
-    assert_eq!(done.len(), 1, "{events:?}");
-    assert_eq!(done[0]["exit_code"], 0, "not 143: {}", done[0]);
+    let done = done_event(&events);
+    assert_eq!(done["exit_code"], 0, "not 143: {done}");
 }
 
 #[test]
 fn stop_signal_int_replaces_term() {
     let script = r#"trap 'echo got INT >> "$TEST_DIR/x"; exit 0' INT; trap 'echo got TERM >> "$TEST_DIR/x"; exit 0' TERM; echo ready >> "$TEST_DIR/x"; while :; do sleep 0.1; done"#;
-    let mut d = Daemon::start_single("int", &["--stop-signal", "INT"], &["bash", "-c", script]);
-    d.wait_ready();
-    wait_for(&d, "x", "ready");
-    let mut w = d.watch();
-    d.signal(libc::SIGTERM);
-    let events = w.drain(SOON);
+    let mut d = Daemon::builder("int")
+        .args(["--stop-signal", "INT"])
+        .command(["bash", "-c", script])
+        .start();
+    d.wait_for("x", "ready");
+    let events = d.signal_and_watch(libc::SIGTERM);
     d.assert_clean_exit();
     let x = d.dir.read("x");
     assert!(x.contains("got INT"), "{x}");
     assert!(!x.contains("got TERM"), "{x}");
-    let stopping = events_of(&events, "stopping");
-    assert_eq!(stopping.len(), 1, "{events:?}");
-    assert_eq!(stopping[0]["signal"], "SIGINT");
+    let stopping = one_event(&events, "stopping");
+    assert_eq!(stopping["signal"], "SIGINT");
     let stopped = events_of(&events, "stopped");
     assert_eq!(stopped[0]["how"], "exited", "not killed: {}", stopped[0]);
 }
@@ -260,26 +270,19 @@ fn sock_files(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn without_socket_option_or_env_no_control_socket_is_opened() {
-    let dir = TestDir::new("nosock");
-    let runtime = dir.path.display().to_string();
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec![
-                "--".into(),
-                "sh".into(),
-                "-c".into(),
-                "echo ready > \"$TEST_DIR/x\"; exec sleep 1000".into(),
-            ],
-            // Where the default socket would go if one were opened.
-            env: vec![("XDG_RUNTIME_DIR", runtime)],
-            with_socket: false,
-        },
-    );
+    let b = Daemon::builder("nosock");
+    // Where the default socket would go if one were opened.
+    let runtime = b.dir().path.clone();
+    let mut d = b
+        .no_socket()
+        .env("XDG_RUNTIME_DIR", runtime)
+        .command(["sh", "-c", "echo ready > \"$TEST_DIR/x\"; exec sleep 1000"])
+        .spawn();
     // The socket would be bound before the command is started.
-    wait_for(&d, "x", "ready");
+    d.wait_for("x", "ready");
     assert_eq!(sock_files(&d.dir.path), Vec::<String>::new());
     assert_eq!(bound_unix_sockets(d.pid()), Vec::<String>::new());
+    // Nothing to watch without a socket: the start-up log is what tells.
     assert!(!d.log().contains("control socket"), "{}", d.log());
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
@@ -287,18 +290,14 @@ fn without_socket_option_or_env_no_control_socket_is_opened() {
 
 #[test]
 fn reapd_socket_in_the_environment_opens_a_socket() {
-    let dir = TestDir::new("envsock");
-    let path = dir.join("env.sock");
-    let mut d = Daemon::spawn_in(
-        dir,
-        Start {
-            args: vec!["--".into(), "sleep".into(), "1000".into()],
-            env: vec![("REAPD_SOCKET", path.display().to_string())],
-            with_socket: false,
-        },
-    );
-    d.socket = path.clone();
-    d.wait_ready();
+    let b = Daemon::builder("envsock");
+    let path = b.dir().join("env.sock");
+    let mut d = b
+        .no_socket()
+        .env("REAPD_SOCKET", &path)
+        .command(["sleep", "1000"])
+        .start();
+    assert_eq!(d.socket, path);
     let v = d.request(r#"{"cmd":"status"}"#);
     assert_eq!(v["mode"], "single", "{v}");
     let mut bound = bound_unix_sockets(d.pid());
@@ -308,6 +307,6 @@ fn reapd_socket_in_the_environment_opens_a_socket() {
     let v: Value = d.request(r#"{"cmd":"reload"}"#);
     assert_eq!(v["ok"], false, "{v}");
     d.signal(libc::SIGTERM);
+    // The socket and its lock file are gone too.
     d.assert_clean_exit();
-    assert!(!d.dir.join("env.sock.lock").exists(), "lock left behind");
 }

@@ -84,6 +84,14 @@ impl Socat {
         }
     }
 
+    /// Ends the conversation: socat half-closes at the end of its input, reapd finishes and
+    /// closes, and socat exits 0 with nothing more printed.
+    fn hang_up(&mut self) {
+        self.close_stdin();
+        assert_eq!(self.rest(SOON), Vec::<String>::new());
+        assert_eq!(self.exit_code(SOON), 0);
+    }
+
     /// Waits for socat to exit on its own and returns its exit code.
     fn exit_code(&mut self, limit: Duration) -> i32 {
         let st = self
@@ -95,14 +103,7 @@ impl Socat {
 }
 
 fn start(tag: &str) -> Daemon {
-    Daemon::start(
-        tag,
-        &json!({ "services": {
-            "db": { "cmd": ["sleep", "1000"] },
-            "web": { "after": ["db"], "cmd": ["sh", "-c", "sleep 1000 & exec sleep 1000"] },
-        }})
-        .to_string(),
-    )
+    Daemon::builder(tag).config(db_and_web()).start()
 }
 
 #[test]
@@ -127,10 +128,7 @@ fn ping_and_list_through_socat_on_one_connection() {
             .all(|s| s["state"] == "running" && s["pid"].is_i64()),
         "{list}"
     );
-    // End of input: socat half-closes, reapd finishes the conversation and closes; socat exits.
-    s.close_stdin();
-    assert_eq!(s.rest(SOON), Vec::<String>::new());
-    assert_eq!(s.exit_code(SOON), 0);
+    s.hang_up();
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
@@ -156,9 +154,7 @@ fn a_bad_line_gets_an_error_and_the_connection_stays_usable() {
         json!({"ok": true, "pong": true, "id": "after"}),
         "the same connection still works"
     );
-    s.close_stdin();
-    assert_eq!(s.rest(SOON), Vec::<String>::new());
-    assert_eq!(s.exit_code(SOON), 0);
+    s.hang_up();
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
@@ -196,20 +192,42 @@ fn a_watch_through_socat_streams_the_shutdown_until_done_and_socat_exits() {
         Some(&json!("draining")),
         "{lines:?}"
     );
-    let plan = events_of(&events, "shutdown_plan");
-    assert_eq!(plan.len(), 1, "{lines:?}");
-    assert_eq!(plan[0]["waves"][0]["services"], json!(["web"]));
-    assert_eq!(plan[0]["waves"][1]["services"], json!(["db"]));
+    let plan = one_event(&events, "shutdown_plan");
+    assert_eq!(plan["waves"][0]["services"], json!(["web"]));
+    assert_eq!(plan["waves"][1]["services"], json!(["db"]));
     for kind in ["stopping", "signalled", "exited", "stopped"] {
         assert!(kinds.contains(&kind), "no {kind}: {kinds:?}");
     }
-    let done = events.last().expect("events");
-    assert_eq!(
-        done["event"], "done",
-        "the stream ends with done: {kinds:?}"
-    );
+    let done = done_event(&events);
     assert_eq!(done["clean"], true, "{done}");
     assert_eq!(done["exit_code"], 0, "{done}");
     assert_eq!(s.exit_code(Duration::from_secs(30)), 0);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn a_one_line_pipeline_through_socat_gets_its_reply() {
+    if !require_tool("socat") {
+        return;
+    }
+    let mut d = start("socat-echo");
+    // `echo ... | socat`: the request and the end of input arrive together.
+    let run = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo '{{\"cmd\":\"list\"}}' | socat -t 5 - UNIX-CONNECT:{}",
+                d.socket.display()
+            ))
+            .env("REAPD_TEST_MARKER", &d.marker),
+        SOON,
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let v: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert!(
+        v["ok"] == true && v["services"].as_array().is_some_and(|a| a.len() == 2),
+        "{run:?}"
+    );
+    d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -120,16 +120,14 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
         return;
     }
     let dir = TestDir::new(tag);
-    let marker = marker_of(&dir);
+    let marker = dir.marker();
     let root = make_root(&dir, with_dev_null);
     let _proc = ProcMount::mount(&root.join("proc"));
-    let log_path = dir.join("reapd.log");
-    let log_file = std::fs::File::create(&log_path).expect("log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log = || dir.read("reapd.log");
     // PATH inside the root is /bin; find chroot itself with the test's PATH.
     let chroot = which("chroot").expect("chroot in PATH");
     let mut reapd = Marked::spawn(
-        Command::new(chroot)
+        dir.log_into(&mut Command::new(chroot), "reapd.log")
             .arg(&root)
             .args([
                 "/bin/reapd",
@@ -142,15 +140,12 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
             // Not debug: the readiness polls would drown the interesting lines.
             .env("REAPD_LOG", "info")
             .env_remove("REAPD_SOCKET")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file),
+            .env_remove("NOTIFY_SOCKET"),
         &marker,
     );
     // The socket is a file inside the root: reachable from outside through the host path.
     let socket = root.join("run/reapd.sock");
-    let lock = root.join("run/reapd.sock.lock");
+    let lock = lock_of(&socket);
     assert!(
         wait_ping(&socket, Duration::from_secs(20)),
         "no answer on {}; log:\n{}",
@@ -183,16 +178,15 @@ fn run_in_chroot(tag: &str, with_dev_null: bool) {
         request_at(&socket, r#"{"cmd":"list"}"#),
         log()
     );
+    let mut w = watch_at(&socket);
     reapd.signal(libc::SIGTERM);
+    let events = w.drain(Duration::from_secs(40));
     let st = reapd
         .wait_exit(Duration::from_secs(40))
         .unwrap_or_else(|| panic!("reapd did not exit; log:\n{}", log()));
     assert_eq!(code_of(st), 0, "log:\n{}", log());
-    assert!(!socket.exists(), "socket left behind");
-    assert!(!lock.exists(), "lock file left behind");
-    let left = live_with_marker(&marker);
-    assert!(left.is_empty(), "left behind: {left:?}\nlog:\n{}", log());
-    assert!(log().contains("done: clean"), "{}", log());
+    assert_nothing_left(&socket, &live_with_marker(&marker), &log());
+    assert_eq!(done_event(&events)["clean"], true, "{events:#?}");
 }
 
 #[test]

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::process::Command;
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::path::Path;
 
 use common::*;
 use serde_json::{Value, json};
@@ -16,51 +14,18 @@ use serde_json::{Value, json};
 /// Largest config file reapd reads (`MAX_CONFIG_BYTES`).
 const LIMIT: u64 = 4 * 1024 * 1024;
 
-/// Sends one line and returns the reply line exactly as the daemon wrote it.
-fn raw_request(d: &Daemon, line: &str) -> String {
-    let mut s = UnixStream::connect(&d.socket).expect("connect");
-    s.set_read_timeout(Some(SOON)).expect("timeout");
-    s.write_all(format!("{line}\n").as_bytes()).expect("send");
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply).expect("reply");
-    reply
-}
-
-/// `reapd check` on `path`, killed if it takes longer than a generous bound.
-fn check_bounded(path: &std::path::Path) -> ToolRun {
-    run_bounded(
-        Command::new(BIN).arg("check").arg("--config").arg(path),
-        Duration::from_secs(30),
-    )
-}
-
-fn mkfifo(path: &std::path::Path) {
+fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-}
-
-/// Services that need no process: their working directory is missing, so each spawn fails in
-/// reapd itself, and `never` keeps them down.
-fn idle_services(n: usize, chain: bool) -> Value {
-    let services: serde_json::Map<String, Value> = (0..n)
-        .map(|i| {
-            let mut s =
-                json!({ "cmd": ["true"], "cwd": "/nonexistent/reapd-test", "restart": "never" });
-            if chain && i > 0 {
-                s["after"] = json!([format!("s{:05}", i - 1)]);
-            }
-            (format!("s{i:05}"), s)
-        })
-        .collect();
-    json!({ "services": services })
 }
 
 #[test]
 fn a_repeated_key_in_the_config_stops_start_up() {
     let text = r#"{"services": {"a": {"cmd": ["sh", "-c", "touch \"$TEST_DIR/started\"; exec sleep 1000"]},
                                 "a": {"cmd": ["sleep", "1000"]}}}"#;
-    let mut d = Daemon::start_config("dupstart", text, &[]);
+    let mut d = Daemon::builder("dupstart").config(text).spawn();
     assert_eq!(d.exit_code(SOON), 2, "log:\n{}", d.log());
-    let path = d.dir.join("config.json").display().to_string();
+    // The config errors a refused start-up prints are what is tested here.
+    let path = d.config_path().display().to_string();
     let log = d.log();
     assert_eq!(
         lines_with(&log, &format!("error: {path}: services.a: defined twice")).len(),
@@ -73,10 +38,9 @@ fn a_repeated_key_in_the_config_stops_start_up() {
 
 #[test]
 fn a_repeated_key_in_a_request_is_refused_and_names_it() {
-    let mut d = Daemon::start(
-        "dupreq",
-        &json!({ "services": { "a": { "cmd": ["sleep", "1000"] } } }).to_string(),
-    );
+    let mut d = Daemon::builder("dupreq")
+        .config(json!({ "services": { "a": { "cmd": ["sleep", "1000"] } } }))
+        .start();
     let pid = d.pid_of("a").expect("a runs");
     let v = d.request(r#"{"cmd":"stop","name":"a","id":5,"name":"zzz"}"#);
     assert_eq!(
@@ -97,26 +61,28 @@ fn a_repeated_key_in_a_request_is_refused_and_names_it() {
 
 #[test]
 fn ids_are_echoed_exactly_as_sent() {
-    let mut d = Daemon::start("ids", &json!({ "services": {} }).to_string());
+    let mut d = Daemon::builder("ids")
+        .config(json!({ "services": {} }))
+        .start();
     let big = "123456789012345678901234567890";
     assert_eq!(
-        raw_request(&d, &format!(r#"{{"cmd":"ping","id":{big}}}"#)),
+        d.request_raw(&format!(r#"{{"cmd":"ping","id":{big}}}"#)),
         format!("{{\"ok\":true,\"id\":{big},\"pong\":true}}\n")
     );
     let nested = r#"{"b" : [1, 2.50, -0.0e1], "a":"\u00e9", "z":{}}"#;
     assert_eq!(
-        raw_request(&d, &format!(r#"{{"id": {nested}, "cmd":"ping"}}"#)),
+        d.request_raw(&format!(r#"{{"id": {nested}, "cmd":"ping"}}"#)),
         format!("{{\"ok\":true,\"id\":{nested},\"pong\":true}}\n")
     );
     // Error replies echo it too, also when the line breaks off after the id.
-    let reply = raw_request(&d, &format!(r#"{{"id":{big},"cmd":"lst"}}"#));
+    let reply = d.request_raw(&format!(r#"{{"id":{big},"cmd":"lst"}}"#));
     assert!(
         reply.starts_with(&format!(
             "{{\"ok\":false,\"id\":{big},\"code\":\"unknown_command\""
         )),
         "{reply}"
     );
-    let reply = raw_request(&d, &format!(r#"{{"id":{big},"cmd":"pi"#));
+    let reply = d.request_raw(&format!(r#"{{"id":{big},"cmd":"pi"#));
     assert!(
         reply.starts_with(&format!(
             "{{\"ok\":false,\"id\":{big},\"code\":\"bad_request\""
@@ -127,54 +93,31 @@ fn ids_are_echoed_exactly_as_sent() {
     d.assert_clean_exit();
 }
 
-#[test]
-fn a_fifo_device_or_huge_file_at_the_config_path_is_refused_on_reload() {
-    let dir = TestDir::new("fiforeload");
+/// Starts reapd on one service, replaces its config file with what `replace` makes at its path,
+/// and asserts a `reload` is refused with an error containing `what`, without blocking. Returns
+/// the daemon and its service's pid, to check it is untouched.
+fn refused_on_reload(tag: &str, replace: impl FnOnce(&Path), what: &str) -> (Daemon, i32) {
     let cfg = json!({ "services": { "a": { "cmd": ["sleep", "1000"] } } });
-    let mut d = Daemon::start_in(dir, &cfg, &[]);
+    let d = Daemon::builder(tag).config(cfg).start();
     let pid = d.pid_of("a").expect("a runs");
-    let path = d.dir.join("config.json");
+    let path = d.config_path();
     std::fs::remove_file(&path).expect("remove config");
-    mkfifo(&path);
+    replace(&path);
     let v = d.request(r#"{"cmd":"reload","id":"r"}"#);
     assert_eq!(
         (v["ok"].as_bool(), v["code"].as_str(), v["id"].as_str()),
         (Some(false), Some("config_error"), Some("r")),
         "{v}"
     );
-    let err = v["errors"][0].as_str().unwrap_or_default();
     assert!(
-        err.contains("it is a FIFO (named pipe), not a regular file"),
+        v["errors"][0].as_str().is_some_and(|e| e.contains(what)),
         "{v}"
     );
-    // SIGHUP reads the same FIFO; the loop must still answer afterwards.
-    d.signal(libc::SIGHUP);
-    assert_eq!(d.request(r#"{"cmd":"ping"}"#)["pong"], true);
+    (d, pid)
+}
 
-    std::fs::remove_file(&path).expect("remove fifo");
-    std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
-    let v = d.request(r#"{"cmd":"reload"}"#);
-    assert_eq!(v["code"], "config_error", "{v}");
-    assert!(
-        v["errors"][0]
-            .as_str()
-            .is_some_and(|e| e.contains("it is a character device")),
-        "{v}"
-    );
-
-    std::fs::remove_file(&path).expect("remove link");
-    std::fs::File::create(&path)
-        .and_then(|f| f.set_len(LIMIT + 1))
-        .expect("sparse file");
-    let v = d.request(r#"{"cmd":"reload"}"#);
-    assert_eq!(v["code"], "config_error", "{v}");
-    assert!(
-        v["errors"][0]
-            .as_str()
-            .is_some_and(|e| e.contains(&format!("may have at most {LIMIT} bytes"))),
-        "{v}"
-    );
-
+/// Asserts the running set is unchanged and the loop still answers, then shuts down.
+fn assert_still_serving(mut d: Daemon, pid: i32) {
     assert_eq!(d.pid_of("a"), Some(pid), "the running set is unchanged");
     assert_eq!(d.request(r#"{"cmd":"ping"}"#)["pong"], true);
     d.signal(libc::SIGTERM);
@@ -182,54 +125,92 @@ fn a_fifo_device_or_huge_file_at_the_config_path_is_refused_on_reload() {
 }
 
 #[test]
-fn check_refuses_a_fifo_a_device_and_a_huge_file_without_hanging() {
+fn a_fifo_at_the_config_path_is_refused_on_reload_and_by_sighup() {
+    let (d, pid) = refused_on_reload(
+        "fiforeload",
+        mkfifo,
+        "it is a FIFO (named pipe), not a regular file",
+    );
+    // SIGHUP reads the same FIFO; the loop must still answer afterwards.
+    d.signal(libc::SIGHUP);
+    assert_eq!(d.request(r#"{"cmd":"ping"}"#)["pong"], true);
+    assert_still_serving(d, pid);
+}
+
+#[test]
+fn a_device_at_the_config_path_is_refused_on_reload() {
+    let (d, pid) = refused_on_reload(
+        "devreload",
+        |path| std::os::unix::fs::symlink("/dev/zero", path).expect("symlink"),
+        "it is a character device",
+    );
+    assert_still_serving(d, pid);
+}
+
+#[test]
+fn a_huge_file_at_the_config_path_is_refused_on_reload() {
+    let (d, pid) = refused_on_reload(
+        "hugereload",
+        |path| {
+            std::fs::File::create(path)
+                .and_then(|f| f.set_len(LIMIT + 1))
+                .expect("sparse file");
+        },
+        &format!("may have at most {LIMIT} bytes"),
+    );
+    assert_still_serving(d, pid);
+}
+
+/// Asserts `reapd check` on `path` fails at once (a bounded run), saying `what` about it.
+fn assert_check_refuses_file(path: &Path, what: &str) {
+    assert_check_refuses(path, &format!("cannot read {}: {what}", path.display()));
+}
+
+#[test]
+fn check_refuses_a_fifo_without_waiting_for_a_writer() {
     let dir = TestDir::new("fifocheck");
     let fifo = dir.join("fifo.json");
     mkfifo(&fifo);
+    assert_check_refuses_file(&fifo, "it is a FIFO (named pipe), not a regular file");
+}
+
+#[test]
+fn check_refuses_a_device() {
+    assert_check_refuses_file(Path::new("/dev/zero"), "it is a character device");
+}
+
+#[test]
+fn check_refuses_a_directory() {
+    let dir = TestDir::new("dircheck");
+    assert_check_refuses_file(&dir.path, "it is a directory");
+}
+
+#[test]
+fn check_refuses_a_huge_file() {
+    let dir = TestDir::new("bigcheck");
     let big = dir.join("big.json");
     std::fs::File::create(&big)
         .and_then(|f| f.set_len(LIMIT + 1))
         .expect("sparse file");
-    for (path, what) in [
-        (
-            fifo.as_path(),
-            "it is a FIFO (named pipe), not a regular file",
-        ),
-        (
-            std::path::Path::new("/dev/zero"),
-            "it is a character device",
-        ),
-        (dir.path.as_path(), "it is a directory"),
-        (big.as_path(), &format!("it is {} bytes", LIMIT + 1)),
-    ] {
-        let run = check_bounded(path);
-        assert_eq!(run.code, Some(2), "{}: {run:?}", path.display());
-        assert_eq!(run.stdout, "");
-        let lines: Vec<&str> = run.stderr.lines().collect();
-        assert_eq!(lines.len(), 2, "{run:?}");
-        assert!(
-            lines[0].starts_with(&format!("cannot read {}: {what}", path.display())),
-            "{run:?}"
-        );
-    }
-    // Start-up refuses a FIFO the same way, and does not wait for a writer.
-    let mut d = Daemon::spawn_in(
-        TestDir::new("fifostart"),
-        Start {
-            args: vec!["--config".into(), fifo.display().to_string()],
-            env: Vec::new(),
-            with_socket: true,
-        },
-    );
+    assert_check_refuses_file(&big, &format!("it is {} bytes", LIMIT + 1));
+}
+
+#[test]
+fn start_up_refuses_a_fifo_without_waiting_for_a_writer() {
+    let b = Daemon::builder("fifostart");
+    let fifo = b.dir().join("fifo.json");
+    mkfifo(&fifo);
+    let mut d = b.args([OsStr::new("--config"), fifo.as_os_str()]).spawn();
     assert_eq!(d.exit_code(SOON), 2, "log:\n{}", d.log());
+    // Refused at start-up: the log says why.
     assert!(d.log().contains("not a regular file"), "{}", d.log());
 }
 
 #[test]
 fn check_orders_a_chain_of_ten_thousand_services() {
     let dir = TestDir::new("chain10k");
-    let path = dir.write("config.json", &idle_services(10_000, true).to_string());
-    let run = check_bounded(&path);
+    let path = dir.write("config.json", &idle_services(10_000, true, "a").to_string());
+    let run = check(&path);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
         run.stdout
@@ -242,7 +223,9 @@ fn check_orders_a_chain_of_ten_thousand_services() {
 
 #[test]
 fn requests_naming_a_huge_service_are_answered_briefly() {
-    let mut d = Daemon::start("hugename", &idle_services(300, false).to_string());
+    let mut d = Daemon::builder("hugename")
+        .config(idle_services(300, false, "a"))
+        .start();
     let name = "s".repeat(60_000);
     for cmd in ["stop", "start", "restart", "signal"] {
         for _ in 0..3 {
@@ -252,7 +235,7 @@ fn requests_naming_a_huge_service_are_answered_briefly() {
                 ""
             };
             let line = format!(r#"{{"cmd":"{cmd}","name":"{name}"{extra}}}"#);
-            let reply = raw_request(&d, &line);
+            let reply = d.request_raw(&line);
             assert!(reply.len() < 300, "{cmd}: {} bytes", reply.len());
             let v: Value = serde_json::from_str(&reply).expect("reply is JSON");
             assert_eq!(v["code"], "no_such_service", "{v}");

@@ -14,7 +14,7 @@ use common::*;
 const INSTALLED: &str = "/usr/local/bin/reapd";
 
 fn unit_text() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/systemd/reapd.service");
+    let path = repo_root().join("examples/systemd/reapd.service");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -91,7 +91,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     // verify insists that every command exists: point the unit at the binary under test.
     let unit = dir.write("reapd.service", &unit_text().replace(INSTALLED, BIN));
     // ... and that every `man:` page in Documentation= opens: give it the repository's pages.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo_root();
     for (section, page) in [("man8", "reapd.8"), ("man5", "reapd.json.5")] {
         std::fs::create_dir_all(dir.join("man").join(section)).expect("mkdir");
         std::fs::copy(
