@@ -7,9 +7,9 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use reapd::wire::commands;
 use reapd::wire::config::{SERVICE_KEYS, TOP_KEYS};
 use reapd::wire::events::EVENTS;
-use reapd::wire::protocol::COMMANDS;
 use reapd::wire::replies::ErrorCode;
 
 fn read(path: &str) -> String {
@@ -75,7 +75,7 @@ fn every_config_key_appears_in_the_man_page_and_the_readme() {
 fn every_command_event_and_error_code_is_documented() {
     let man = read("man/reapd.8").replace("\\-", "-");
     let readme = read("README.md");
-    for cmd in COMMANDS {
+    for cmd in commands::names() {
         assert!(
             man.contains(&format!("{{\"cmd\":\"{cmd}\"")),
             "{cmd} not in man/reapd.8"
