@@ -25,6 +25,7 @@ use reapd::sys::spawn::{self, Spawner};
 use reapd::sys::{logging, procfs};
 use reapd::wire::cli::{self, Command, RunArgs};
 use reapd::wire::config::{Config, RestartPolicy, ServiceSpec};
+use reapd::wire::exit::ExitCode;
 
 /// The first code of reapd's that runs: blocks the signals reapd handles, so that one sent in the
 /// instant after exec is held until the handlers are installed (see
@@ -40,19 +41,17 @@ mod early {
     static BLOCK_SIGNALS_AT_LOAD: extern "C" fn() = reapd::sys::signals::block_handled_signals;
 }
 
-const EXIT_USAGE: i32 = 2;
-const EXIT_START: i32 = 3;
-
 fn main() {
     std::process::exit(real_main());
 }
 
+/// Runs the command; returns the process's exit status (see [`ExitCode`]).
 fn real_main() -> i32 {
     let command = match cli::parse(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("reapd: {e}\nTry `reapd --help`.");
-            return EXIT_USAGE;
+            return ExitCode::Usage.code();
         }
     };
     // Only the daemon holds its signals until the handlers exist; `ctl watch` must still die of
@@ -62,12 +61,12 @@ fn real_main() -> i32 {
     }
     match command {
         Command::Help => {
-            print!("{}", cli::USAGE);
-            0
+            print!("{}", cli::usage());
+            ExitCode::Success.code()
         }
         Command::Version => {
             println!("reapd {}", env!("CARGO_PKG_VERSION"));
-            0
+            ExitCode::Success.code()
         }
         Command::Check { config } => match config_file::load(&config) {
             Ok(cfg) => {
@@ -75,7 +74,7 @@ fn real_main() -> i32 {
                     eprintln!("warning: {w}");
                 }
                 println!("{}: {}", config.display(), cfg.summary());
-                0
+                ExitCode::Success.code()
             }
             Err(errors) => {
                 for e in &errors {
@@ -87,7 +86,7 @@ fn real_main() -> i32 {
                     errors.len(),
                     if errors.len() == 1 { "" } else { "s" }
                 );
-                EXIT_USAGE
+                ExitCode::Usage.code()
             }
         },
         Command::Ctl(args) => {
@@ -97,7 +96,7 @@ fn real_main() -> i32 {
                 None,
                 default_socket(),
             );
-            ctl::run(&args, &socket)
+            ctl::run(&args, &socket).code()
         }
         Command::Run(args) => daemon(args),
     }
@@ -110,6 +109,7 @@ fn default_socket() -> PathBuf {
     )
 }
 
+/// Runs the daemon; returns its exit status: the shutdown's verdict, or why it could not start.
 fn daemon(args: RunArgs) -> i32 {
     // Before anything else opens a descriptor: nothing inherited may leak into services.
     spawn::cloexec_inherited_fds();
@@ -127,7 +127,7 @@ fn daemon(args: RunArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
-            return EXIT_START;
+            return ExitCode::CannotStart.code();
         }
     };
     // A parent may also have started reapd with signals blocked: a blocked SIGTERM would never
@@ -139,7 +139,7 @@ fn daemon(args: RunArgs) -> i32 {
         error!(
             "cannot read /proc/self/stat: reapd needs /proc mounted to find and stop process trees"
         );
-        return EXIT_START;
+        return ExitCode::CannotStart.code();
     }
     let (mode, mut config) = match &args.config {
         Some(path) => match config_file::load(path) {
@@ -148,14 +148,14 @@ fn daemon(args: RunArgs) -> i32 {
                 for e in &errors {
                     error!("{}: {e}", path.display());
                 }
-                return EXIT_USAGE;
+                return ExitCode::Usage.code();
             }
         },
         None => match single_command_config(&args) {
             Ok(c) => (Mode::Single, c),
             Err(e) => {
                 error!("{e}");
-                return EXIT_USAGE;
+                return ExitCode::Usage.code();
             }
         },
     };
@@ -163,7 +163,7 @@ fn daemon(args: RunArgs) -> i32 {
         && let Err(e) = config.set_shutdown_timeout(ms)
     {
         error!("--shutdown-timeout: {e}");
-        return EXIT_USAGE;
+        return ExitCode::Usage.code();
     }
     for w in std::mem::take(&mut config.warnings) {
         warn!("{w}");
@@ -186,7 +186,7 @@ fn daemon(args: RunArgs) -> i32 {
             "socket path {} is too long: a Unix socket path must be shorter than 108 bytes",
             s.display()
         );
-        return EXIT_USAGE;
+        return ExitCode::Usage.code();
     }
     if let Some(fd) = args.notify_fd
         && !spawn::fd_is_open(fd)
@@ -194,7 +194,7 @@ fn daemon(args: RunArgs) -> i32 {
         error!(
             "--notify-fd {fd}: descriptor {fd} is not open; the service manager must provide it"
         );
-        return EXIT_USAGE;
+        return ExitCode::Usage.code();
     }
     become_subreaper();
     let spawner = Spawner::prepare();

@@ -1,6 +1,7 @@
 //! The documentation keeps up with the code: every option `--help` lists, every config key the
-//! parser accepts, every control command, event and error code appears in the man pages and
-//! the README, and both man pages render without a single groff warning.
+//! parser accepts, every control command (with its arguments, as the command registry declares
+//! them), event, error code and exit status appears in the man pages and the README, and both
+//! man pages render without a single groff warning.
 
 mod common;
 
@@ -8,20 +9,21 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use reapd::wire::commands::COMMANDS;
 use reapd::wire::config::{SERVICE_KEYS, TOP_KEYS};
 use reapd::wire::events::EVENTS;
-use reapd::wire::protocol::COMMANDS;
+use reapd::wire::exit::ExitCode;
 use reapd::wire::replies::ErrorCode;
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(repo_root().join(path)).expect(path)
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)
 }
 
 /// Every `--long-option` in the usage text.
 fn help_options() -> Vec<String> {
-    let run = run_reapd(["--help"]);
-    assert_eq!(run.code, Some(0), "{run:?}");
-    let text = run.stdout;
+    let out = Command::new(BIN).arg("--help").output().expect("--help");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut opts: Vec<String> = text
         .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
         .filter(|w| w.starts_with("--") && w.len() > 2)
@@ -72,6 +74,84 @@ fn every_config_key_appears_in_the_man_page_and_the_readme() {
     }
 }
 
+#[test]
+fn every_command_is_documented_with_its_arguments() {
+    let man = read("man/reapd.8").replace("\\-", "-");
+    let readme = read("README.md");
+    // Font changes dropped: `{"cmd":"stop","name":\fIservice\fB}` reads `..."name":service}`.
+    let man_text = man
+        .replace("\\fI", "")
+        .replace("\\fB", "")
+        .replace("\\fR", "");
+    for spec in COMMANDS {
+        let cmd = spec.name;
+        // The request as documented: `{"cmd":"signal","name":...,"signal":...}`, arguments in order.
+        let documented = |text: &str| {
+            text.lines().any(|l| {
+                let Some(at) = l.find(&format!("{{\"cmd\":\"{cmd}\"")) else {
+                    return false;
+                };
+                let mut rest = &l[at..];
+                spec.args
+                    .iter()
+                    .all(|a| match rest.find(&format!("\"{}\":", a.kind.field())) {
+                        Some(i) => {
+                            rest = &rest[i..];
+                            true
+                        }
+                        None => false,
+                    })
+            })
+        };
+        assert!(
+            documented(&man_text),
+            "{cmd} and its arguments not in man/reapd.8"
+        );
+        assert!(
+            documented(&readme),
+            "{cmd} and its arguments not in README.md"
+        );
+        // `reapd ctl` with its arguments: `.BI signal " name signal"` in the man page,
+        // `reapd ctl signal NAME SIGNAL` in the README.
+        if !spec.args.is_empty() {
+            let args: Vec<String> = spec
+                .args
+                .iter()
+                .map(|a| a.kind.placeholder().to_lowercase())
+                .collect();
+            let entry = format!(".BI {cmd} \" {}\"", args.join(" "));
+            assert!(man.contains(&entry), "{entry:?} not in man/reapd.8");
+        }
+        let usage = format!("reapd ctl {}", spec.usage());
+        assert!(readme.contains(&usage), "{usage:?} not in README.md");
+    }
+    // What is refused once shutdown began is what the registry says mutates.
+    let mutating: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|s| s.mutates)
+        .map(|s| s.name)
+        .collect();
+    let (last, first) = mutating.split_last().expect("some commands mutate");
+    let listed = format!("{} or {last} after shutdown began", first.join(", "));
+    let readme_words = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        readme_words.contains(&listed),
+        "README.md: shutting_down must list {listed:?}"
+    );
+    // man/reapd.8: `.B shutting_down`, then `.BR start ,` ... `or` `.B reload`, `after ...`.
+    let entry = man
+        .split(".B shutting_down\n")
+        .nth(1)
+        .and_then(|e| e.split("after shutdown began").next())
+        .expect("man/reapd.8 describes shutting_down");
+    let man_listed: Vec<&str> = entry
+        .lines()
+        .filter_map(|l| l.strip_prefix(".BR ").or_else(|| l.strip_prefix(".B ")))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(man_listed, mutating, "man/reapd.8: shutting_down");
+}
+
 /// Asserts every one of `names` (a `what`) appears in man/reapd.8 as `man(name)` and in the
 /// README as `readme(name)`.
 fn assert_documented<'a>(
@@ -95,12 +175,6 @@ fn assert_documented<'a>(
 }
 
 #[test]
-fn every_command_is_documented() {
-    let request = |cmd: &str| format!("{{\"cmd\":\"{cmd}\"");
-    assert_documented("command", COMMANDS.iter().copied(), request, request);
-}
-
-#[test]
 fn every_event_is_documented() {
     assert_documented(
         "event",
@@ -118,6 +192,27 @@ fn every_error_code_is_documented() {
         |code| format!(".B {code}\n"),
         |code| format!("`{code}`"),
     );
+}
+
+#[test]
+fn every_exit_status_is_documented() {
+    let man = read("man/reapd.8");
+    let section = man
+        .split(".SH EXIT STATUS\n")
+        .nth(1)
+        .and_then(|s| s.split("\n.SH ").next())
+        .expect("man/reapd.8 has an EXIT STATUS section");
+    for exit in [
+        ExitCode::Clean,
+        ExitCode::NotClean,
+        ExitCode::Usage,
+        ExitCode::CannotStart,
+    ] {
+        assert!(
+            section.contains(&format!(".B {}\n", exit.code())),
+            "{exit:?} not in EXIT STATUS of man/reapd.8"
+        );
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::core::proctree::{ProcId, Snapshot};
 use crate::wire::events::{ExitStatus, Survivor};
+use crate::wire::exit::ExitCode;
 
 /// What the shutdown knows before its last look: the processes that may still live, and what
 /// went wrong.
@@ -32,7 +33,7 @@ pub struct Verdict {
     pub within_bound: bool,
     /// What is still alive.
     pub survivors: Vec<Survivor>,
-    /// reapd's exit status.
+    /// reapd's exit status, an [`ExitCode`]'s number.
     pub exit_code: i32,
 }
 
@@ -89,15 +90,15 @@ pub fn verdict(
     let clean = survivors.is_empty() && failures.is_empty() && within_bound;
     // A command that failed keeps its own status; one that succeeded becomes 1 if the cleanup
     // after it was not clean.
-    let exit_code = match command {
-        Some(status) if !status.success() || clean => status.as_exit_code(),
-        _ => i32::from(!clean),
+    let exit = match command {
+        Some(status) if !status.success() || clean => ExitCode::Command(status),
+        _ => ExitCode::of_shutdown(clean),
     };
     Verdict {
         clean,
         within_bound,
         survivors,
-        exit_code,
+        exit_code: exit.code(),
     }
 }
 

@@ -33,6 +33,7 @@ use crate::sys::spawn::Spawner;
 use crate::sys::state_file;
 use crate::sys::tokens::{self, Source};
 use crate::wire::config::Config;
+use crate::wire::exit::ExitCode;
 
 /// How long one turn may spend serving clients (checked between requests)...
 const CLIENTS_PER_TURN: Duration = Duration::from_millis(10);
@@ -83,7 +84,7 @@ pub fn run(setup: Setup) -> i32 {
         Ok(p) => p,
         Err(e) => {
             error!("cannot create the event loop (epoll): {e}");
-            return 3;
+            return ExitCode::CannotStart.code();
         }
     };
     if let Err(e) = poll
@@ -91,7 +92,7 @@ pub fn run(setup: Setup) -> i32 {
         .register(signals.source(), tokens::SIGNALS, Interest::READABLE)
     {
         error!("cannot watch the signal pipe: {e}");
-        return 3;
+        return ExitCode::CannotStart.code();
     }
     let (control, lock, budget) = match &socket {
         None => (None, None, FdBudget::new(open_fds(), false)),
@@ -100,7 +101,7 @@ pub fn run(setup: Setup) -> i32 {
                 Ok(l) => l,
                 Err(e) => {
                     error!("cannot start: {e}");
-                    return 3;
+                    return ExitCode::CannotStart.code();
                 }
             };
             let listener = match control::bind(path) {
@@ -108,7 +109,7 @@ pub fn run(setup: Setup) -> i32 {
                 Err(e) => {
                     error!("cannot start: {e}");
                     let _ = lock.release();
-                    return 3;
+                    return ExitCode::CannotStart.code();
                 }
             };
             // Counted now, with the lock and the listener open.
@@ -119,7 +120,7 @@ pub fn run(setup: Setup) -> i32 {
                     error!("cannot start: cannot watch the control socket: {e}");
                     let _ = std::fs::remove_file(path);
                     let _ = lock.release();
-                    return 3;
+                    return ExitCode::CannotStart.code();
                 }
             }
         }

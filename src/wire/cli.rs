@@ -1,7 +1,8 @@
 //! The command line: `reapd`, `reapd check`, `reapd ctl`.
 //!
 //! Owns: argument parsing, the usage text, and where the socket path comes from (command line,
-//! then `REAPD_SOCKET`, then the config file, then the default).
+//! then `REAPD_SOCKET`, then the config file, then the default). `ctl`'s words and its part of
+//! the usage text come from the command registry (`wire::commands`).
 //! Must never: read files or the environment itself; `main.rs` passes those in.
 
 #![forbid(unsafe_code)]
@@ -12,10 +13,20 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 use nix::sys::signal::Signal;
 
+use crate::wire::commands::{self, ArgKind, COMMANDS, Cmd, CommandSpec};
 use crate::wire::signal_names::parse_signal;
 
 /// The usage text printed by `--help`.
-pub const USAGE: &str = "\
+pub fn usage() -> String {
+    let mut out = USAGE_HEAD.to_string();
+    for spec in COMMANDS {
+        out.push_str(&format!("  {:<28}{}\n", spec.usage(), spec.about));
+    }
+    out.push_str(USAGE_TAIL);
+    out
+}
+
+const USAGE_HEAD: &str = "\
 reapd - a process supervisor whose shutdown leaves nothing behind
 
 Usage:
@@ -39,14 +50,16 @@ Options:
   -V, --version               print the version
 
 ctl commands:
-  ping, status, list, watch, reload, shutdown,
-  start NAME, stop NAME, restart NAME, signal NAME SIGNAL
+";
+
+const USAGE_TAIL: &str = "\
 ctl options:
   -s, --socket PATH           socket to connect to (same default as above)
       --json                  print the daemon's JSON lines unchanged
 
 Exit status: 0 clean shutdown; 1 shutdown finished but not clean; 2 usage or config error;
 3 could not start. With -- CMD: the command's own status when it exits by itself.
+ctl: 0 done; 1 the daemon answered with an error; 2 usage error; 3 the daemon cannot be reached.
 See reapd(8) and reapd.json(5).
 ";
 
@@ -90,7 +103,7 @@ pub struct RunArgs {
 }
 
 /// Options of `reapd ctl`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CtlArgs {
     /// `--socket`.
     pub socket: Option<PathBuf>,
@@ -98,8 +111,8 @@ pub struct CtlArgs {
     pub json: bool,
     /// The request to send, as a JSON line (newline excluded).
     pub request: String,
-    /// The command word (`list`, `watch`...).
-    pub command: String,
+    /// The command.
+    pub cmd: Cmd,
 }
 
 /// Parses `argv` (program name first).
@@ -202,14 +215,15 @@ fn parse_check(argv: impl IntoIterator<Item = OsString>) -> Result<Command, Stri
 
 fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut p = lexopt::Parser::from_iter(argv);
-    let mut args = CtlArgs::default();
+    let mut socket = None;
+    let mut json = false;
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('s') | Long("socket") => {
-                args.socket = Some(p.value().map_err(|e| e.to_string())?.into())
+                socket = Some(p.value().map_err(|e| e.to_string())?.into())
             }
-            Long("json") => args.json = true,
+            Long("json") => json = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) => words.push(
                 v.into_string()
@@ -218,37 +232,40 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
             other => return Err(other.unexpected().to_string()),
         }
     }
-    let Some((cmd, rest)) = words.split_first() else {
-        return Err("ctl needs a command: ping, status, list, watch, reload, shutdown, start NAME, stop NAME, restart NAME, signal NAME SIGNAL".into());
+    let Some((word, rest)) = words.split_first() else {
+        let all: Vec<String> = COMMANDS.iter().map(CommandSpec::usage).collect();
+        return Err(format!("ctl needs a command: {}", all.join(", ")));
     };
-    let request = match (cmd.as_str(), rest) {
-        ("ping" | "status" | "list" | "watch" | "reload" | "shutdown", []) => {
-            serde_json::json!({ "cmd": cmd })
-        }
-        ("start" | "stop" | "restart", [name]) => serde_json::json!({ "cmd": cmd, "name": name }),
-        ("signal", [name, sig]) => {
-            let sig = parse_signal(sig)?;
-            serde_json::json!({ "cmd": "signal", "name": name, "signal": sig.as_str() })
-        }
-        ("start" | "stop" | "restart", _) => return Err(format!("usage: reapd ctl {cmd} NAME")),
-        ("signal", _) => return Err("usage: reapd ctl signal NAME SIGNAL".into()),
-        ("ping" | "status" | "list" | "watch" | "reload" | "shutdown", _) => {
-            return Err(format!("{cmd} takes no arguments"));
-        }
-        (other, _) => {
-            let known = [
-                "ping", "status", "list", "watch", "reload", "shutdown", "start", "stop",
-                "restart", "signal",
-            ];
-            return Err(format!(
-                "unknown ctl command {other:?}{}",
-                crate::wire::text::did_you_mean(other, known)
-            ));
-        }
+    let Some(spec) = CommandSpec::find(word) else {
+        return Err(format!(
+            "unknown ctl command {word:?}{}; commands: {}",
+            crate::wire::text::did_you_mean(word, commands::names()),
+            commands::name_list()
+        ));
     };
-    args.command = cmd.clone();
-    args.request = request.to_string();
-    Ok(Command::Ctl(args))
+    if rest.len() != spec.args.len() {
+        return Err(if spec.args.is_empty() {
+            format!("{word} takes no arguments")
+        } else {
+            format!("usage: reapd ctl {}", spec.usage())
+        });
+    }
+    let mut request = serde_json::Map::new();
+    request.insert("cmd".into(), spec.name.into());
+    for (arg, value) in spec.args.iter().zip(rest) {
+        let value = match arg.kind {
+            ArgKind::Service => value.clone(),
+            // Checked here, so that a typo is a usage error before anything is sent.
+            ArgKind::Signal => parse_signal(value)?.as_str().to_string(),
+        };
+        request.insert(arg.kind.field().into(), value.into());
+    }
+    Ok(Command::Ctl(CtlArgs {
+        socket,
+        json,
+        request: serde_json::Value::Object(request).to_string(),
+        cmd: spec.cmd,
+    }))
 }
 
 fn text(p: &mut lexopt::Parser) -> Result<String, String> {
@@ -401,6 +418,49 @@ mod tests {
                 .contains("did you mean \"list\"")
         );
         assert!(p(&["ctl"]).is_err());
+        assert_eq!(
+            p(&["ctl", "ping", "x"]),
+            Err("ping takes no arguments".into())
+        );
+        assert_eq!(
+            p(&["ctl", "signal", "web"]),
+            Err("usage: reapd ctl signal NAME SIGNAL".into())
+        );
+        assert!(
+            p(&["ctl", "signal", "web", "NOPE"])
+                .unwrap_err()
+                .contains("NOPE")
+        );
+    }
+
+    #[test]
+    fn ctl_takes_every_command_of_the_registry() {
+        for spec in COMMANDS {
+            let mut words = vec!["ctl", spec.name];
+            words.extend(spec.args.iter().map(|a| match a.kind {
+                ArgKind::Service => "web",
+                ArgKind::Signal => "TERM",
+            }));
+            let Ok(Command::Ctl(c)) = p(&words) else {
+                panic!("{words:?}")
+            };
+            assert_eq!(c.cmd, spec.cmd);
+            // What ctl sends is a request the daemon accepts, for the same command.
+            let env = crate::wire::protocol::parse_request(c.request.as_bytes()).expect(&c.request);
+            assert_eq!(env.request.cmd(), spec.cmd);
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command_with_its_arguments() {
+        let text = usage();
+        for spec in COMMANDS {
+            let line = format!("  {:<28}{}\n", spec.usage(), spec.about);
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(text.contains("ctl commands:\n  ping "), "{text}");
+        assert!(text.contains("Exit status:"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The wire: the formats reapd speaks at its boundaries, as pure data and parsers.
 //!
-//! Owns: the config file, the command line, the control protocol (requests, replies, events and
-//! line framing), strict JSON reading (repeated keys, raw values), signal names, and text helpers (suggestions, durations).
+//! Owns: the config file, the command line, the control protocol (the command registry,
+//! requests, replies, events and line framing), strict JSON reading (repeated keys, raw values),
+//! exit statuses, signal names, and text helpers (suggestions, durations).
 //! Must never: do I/O or import from `core` or `sys`: callers hand it text and bytes.
 #![deny(clippy::disallowed_methods)]
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod events;
+pub mod exit;
 pub mod json;
 pub mod narrative;
 pub mod protocol;

@@ -1,14 +1,14 @@
 //! The narrative: every event told as the lines a person reads.
 //!
 //! Owns: the one rendering of each [`Event`] for people, with its log level. The daemon's log
-//! lines are these (`sys::logging` adds time and pid), so the log can never say something the
-//! events do not; adding an event does not compile until it is rendered here.
+//! lines are these (`sys::logging` adds time and pid), and so are `reapd ctl watch`'s (`ctl`
+//! adds time, colour and the shutdown's progress), so the log and a watcher tell the same story
+//! and can never say something the events do not; adding an event does not compile until it is
+//! rendered here. Durations are written by `wire::text::duration`.
 //! Must never: decide anything or add a fact the event does not carry.
 
-use std::time::Duration;
-
 use crate::wire::events::{Event, Unheeded};
-use crate::wire::text::secs;
+use crate::wire::text::duration_ms;
 
 /// How loud a line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +40,6 @@ pub fn pid_list(pids: &[i32]) -> String {
 
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "es" })
-}
-
-fn ms_secs(ms: u64) -> String {
-    secs(Duration::from_millis(ms))
 }
 
 /// The lines an event is told in, in order.
@@ -114,7 +110,7 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
             service, delay_ms, ..
         } => one(
             Info,
-            format!("{service}: restarting in {}", ms_secs(*delay_ms)),
+            format!("{service}: restarting in {}", duration_ms(*delay_ms)),
         ),
         Event::KeptDown { service, restart } => one(
             Info,
@@ -134,7 +130,7 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
                     "main-first" => "its main process, then the rest of its tree deepest first",
                     _ => "its whole tree, deepest first",
                 },
-                ms_secs(*timeout_ms)
+                duration_ms(*timeout_ms)
             ),
         ),
         Event::Signalled {
@@ -170,12 +166,13 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
         } => one(
             Info,
             format!(
-                "{service}:{} stopped ({how}) after {elapsed_ms} ms",
+                "{service}:{} stopped ({how}) after {}",
                 if *leftovers {
                     " what its main process left behind:"
                 } else {
                     ""
-                }
+                },
+                duration_ms(*elapsed_ms)
             ),
         ),
         Event::Removed { service } => one(Info, format!("{service}: removed")),
@@ -202,11 +199,11 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
                         let t = if w.timeout_ms < w.requested_ms {
                             format!(
                                 "{} → clipped to {}",
-                                ms_secs(w.requested_ms),
-                                ms_secs(w.timeout_ms)
+                                duration_ms(w.requested_ms),
+                                duration_ms(w.timeout_ms)
                             )
                         } else {
-                            ms_secs(w.requested_ms)
+                            duration_ms(w.requested_ms)
                         };
                         format!("wave {}: {} ({t})", i + 1, w.services.join(", "))
                     })
@@ -214,8 +211,8 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
                 format!(
                     "{}; reserve {} of {}",
                     waves.join("; "),
-                    ms_secs(*reserve_ms),
-                    ms_secs(*budget_ms)
+                    duration_ms(*reserve_ms),
+                    duration_ms(*budget_ms)
                 )
             };
             one(Info, format!("shutdown plan: {plan}"))
@@ -234,7 +231,7 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
             format!(
                 "cleanup[{index}]: running {:?} (at most {})",
                 cmd.join(" "),
-                ms_secs(*limit_ms)
+                duration_ms(*limit_ms)
             ),
         ),
         Event::CleanupOverran { index } => one(
@@ -250,8 +247,9 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
         } => one(
             Info,
             format!(
-                "cleanup[{index}] {:?}: {result} after {elapsed_ms} ms",
-                cmd.join(" ")
+                "cleanup[{index}] {:?}: {result} after {}",
+                cmd.join(" "),
+                duration_ms(*elapsed_ms)
             ),
         ),
         Event::Cleanup {
@@ -263,8 +261,9 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
         } => one(
             Error,
             format!(
-                "cleanup[{index}] {:?} failed: {result} after {elapsed_ms} ms",
-                cmd.join(" ")
+                "cleanup[{index}] {:?} failed: {result} after {}",
+                cmd.join(" "),
+                duration_ms(*elapsed_ms)
             ),
         ),
         Event::Reloading { by } => one(Info, format!("{by}: reloading the config")),
@@ -335,10 +334,11 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
             out.push((
                 Info,
                 format!(
-                    "done: {} after {elapsed_ms} ms ({} the bound of {}), {} survivor{}, exit status {exit_code}",
+                    "done: {} after {} ({} the bound of {}), {} survivor{}, exit status {exit_code}",
                     if *clean { "clean" } else { "NOT clean" },
+                    duration_ms(*elapsed_ms),
                     if *within_bound { "within" } else { "OVER" },
-                    ms_secs(*bound_ms),
+                    duration_ms(*bound_ms),
                     survivors.len(),
                     if survivors.len() == 1 { "" } else { "s" }
                 ),
@@ -360,6 +360,32 @@ mod tests {
             assert!(!told.is_empty(), "{ev:?}");
             assert!(told.iter().all(|(_, l)| !l.is_empty()), "{ev:?}");
         }
+    }
+
+    #[test]
+    fn durations_are_written_for_people() {
+        let stopped = Event::Stopped {
+            service: "web".into(),
+            how: "exited".into(),
+            elapsed_ms: 1234,
+            leftovers: false,
+        };
+        assert_eq!(
+            lines(&stopped),
+            [(
+                Level::Info,
+                "web: stopped (exited) after 1.234 s".to_string()
+            )]
+        );
+        let restarting = Event::Restarting {
+            service: "web".into(),
+            delay_ms: 400,
+            restarts: 2,
+        };
+        assert_eq!(
+            lines(&restarting),
+            [(Level::Info, "web: restarting in 400 ms".to_string())]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::wire::commands::{self, ArgKind, Cmd, CommandSpec};
 use crate::wire::json::{RawObject, join, parse_raw_object, parse_raw_value};
 use crate::wire::replies::ErrorCode;
 use crate::wire::signal_names::parse_signal;
@@ -20,12 +21,8 @@ use crate::wire::text::{clip, did_you_mean, quoted};
 /// Longest accepted request line, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Every command a client can send.
-pub const COMMANDS: &[&str] = &[
-    "ping", "status", "list", "start", "stop", "restart", "signal", "reload", "shutdown", "watch",
-];
-
-/// A parsed request.
+/// A parsed request. Its commands, their arguments and which of them mutate are declared in
+/// `wire::commands`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Liveness check.
@@ -65,16 +62,25 @@ pub enum Request {
 }
 
 impl Request {
+    /// Its command.
+    pub fn cmd(&self) -> Cmd {
+        match self {
+            Request::Ping => Cmd::Ping,
+            Request::Status => Cmd::Status,
+            Request::List => Cmd::List,
+            Request::Start { .. } => Cmd::Start,
+            Request::Stop { .. } => Cmd::Stop,
+            Request::Restart { .. } => Cmd::Restart,
+            Request::Signal { .. } => Cmd::Signal,
+            Request::Reload => Cmd::Reload,
+            Request::Shutdown => Cmd::Shutdown,
+            Request::Watch => Cmd::Watch,
+        }
+    }
+
     /// Commands that change what runs; refused once shutdown has begun.
     pub fn is_mutating(&self) -> bool {
-        matches!(
-            self,
-            Request::Start { .. }
-                | Request::Stop { .. }
-                | Request::Restart { .. }
-                | Request::Signal { .. }
-                | Request::Reload
-        )
+        self.cmd().spec().mutates
     }
 }
 
@@ -183,81 +189,80 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
         None => {
             return Err(bad(
                 id,
-                format!("missing \"cmd\"; one of: {}", COMMANDS.join(", ")),
+                format!("missing \"cmd\"; one of: {}", commands::name_list()),
             ));
         }
     };
-    let wanted: &[&str] = match cmd {
-        "start" | "stop" | "restart" => &["name"],
-        "signal" => &["name", "signal"],
-        c if COMMANDS.contains(&c) => &[],
-        other => {
-            return Err(RequestError {
-                id,
-                code: ErrorCode::UnknownCommand,
-                message: format!(
-                    "unknown command {}{}; commands: {}",
-                    quoted(other),
-                    did_you_mean(other, COMMANDS.iter().copied()),
-                    COMMANDS.join(", ")
-                ),
-            });
-        }
+    let Some(spec) = CommandSpec::find(cmd) else {
+        return Err(RequestError {
+            id,
+            code: ErrorCode::UnknownCommand,
+            message: format!(
+                "unknown command {}{}; commands: {}",
+                quoted(cmd),
+                did_you_mean(cmd, commands::names()),
+                commands::name_list()
+            ),
+        });
     };
+    let accepted = || spec.args.iter().map(|a| a.kind.field());
     for (key, _) in &fields {
-        if *key != "cmd" && *key != "id" && !wanted.contains(key) {
-            let hint = did_you_mean(key, wanted.iter().copied());
+        if *key != "cmd" && *key != "id" && !accepted().any(|f| f == *key) {
+            let hint = did_you_mean(key, accepted());
             return Err(bad(
                 id,
                 format!("unknown field {} for {cmd:?}{hint}", quoted(key)),
             ));
         }
     }
+    // Each argument is read where the request needs it; the loop above has already refused any
+    // field the table does not list for this command.
+    let arg = |kind: ArgKind| -> Result<&Value, RequestError> {
+        let what = spec.arg(kind).map_or("", |a| a.what);
+        get(kind.field()).ok_or_else(|| {
+            bad(
+                id.clone(),
+                format!("{cmd:?} needs {:?}: {what}", kind.field()),
+            )
+        })
+    };
     let name = || -> Result<String, RequestError> {
-        match get("name") {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(other) => Err(bad(
+        match arg(ArgKind::Service)? {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            other => Err(bad(
                 id.clone(),
                 format!(
                     "\"name\" must be a non-empty string, found {}",
                     shown(other)
                 ),
             )),
-            None => Err(bad(
-                id.clone(),
-                format!("{cmd:?} needs \"name\": the service to {cmd}"),
-            )),
         }
     };
-    let request = match cmd {
-        "ping" => Request::Ping,
-        "status" => Request::Status,
-        "list" => Request::List,
-        "reload" => Request::Reload,
-        "shutdown" => Request::Shutdown,
-        "watch" => Request::Watch,
-        "start" => Request::Start { name: name()? },
-        "stop" => Request::Stop { name: name()? },
-        "restart" => Request::Restart { name: name()? },
-        _ => {
-            let signal = match get("signal") {
-                Some(Value::String(s)) => parse_signal(s),
-                Some(Value::Number(n)) => parse_signal(&n.to_string()),
-                Some(other) => Err(format!(
-                    "\"signal\" must be a name or a number, found {}",
-                    shown(other)
-                )),
-                None => Err(
-                    "missing \"signal\": the signal to send, a name such as \"HUP\" or a number"
-                        .into(),
-                ),
-            }
-            .map_err(|e| bad(id.clone(), e))?;
-            Request::Signal {
-                name: name()?,
-                signal,
-            }
+    let signal = || -> Result<Signal, RequestError> {
+        match arg(ArgKind::Signal)? {
+            Value::String(s) => parse_signal(s),
+            Value::Number(n) => parse_signal(&n.to_string()),
+            other => Err(format!(
+                "\"signal\" must be a name or a number, found {}",
+                shown(other)
+            )),
         }
+        .map_err(|e| bad(id.clone(), e))
+    };
+    let request = match spec.cmd {
+        Cmd::Ping => Request::Ping,
+        Cmd::Status => Request::Status,
+        Cmd::List => Request::List,
+        Cmd::Reload => Request::Reload,
+        Cmd::Shutdown => Request::Shutdown,
+        Cmd::Watch => Request::Watch,
+        Cmd::Start => Request::Start { name: name()? },
+        Cmd::Stop => Request::Stop { name: name()? },
+        Cmd::Restart => Request::Restart { name: name()? },
+        Cmd::Signal => Request::Signal {
+            name: name()?,
+            signal: signal()?,
+        },
     };
     Ok(Envelope { id, request })
 }
@@ -457,6 +462,50 @@ mod tests {
         assert_eq!(
             parse_request(b"\xff").expect_err("bad").message,
             "request is not valid UTF-8 (byte 1)"
+        );
+    }
+
+    #[test]
+    fn the_registry_decides_what_each_command_accepts() {
+        use crate::wire::commands::COMMANDS;
+        use serde_json::json;
+        let sample = |kind: ArgKind| match kind {
+            ArgKind::Service => json!("web"),
+            ArgKind::Signal => json!("HUP"),
+        };
+        for spec in COMMANDS {
+            let mut full = json!({ "cmd": spec.name });
+            for a in spec.args {
+                full[a.kind.field()] = sample(a.kind);
+            }
+            let env = parse_request(full.to_string().as_bytes()).expect("parses");
+            assert_eq!(env.request.cmd(), spec.cmd, "{full}");
+            assert_eq!(env.request.is_mutating(), spec.mutates, "{full}");
+            for a in spec.args {
+                let mut short = full.clone();
+                short.as_object_mut().map(|o| o.remove(a.kind.field()));
+                assert_eq!(
+                    err(&short.to_string()),
+                    (
+                        ErrorCode::BadRequest,
+                        format!("{:?} needs {:?}: {}", spec.name, a.kind.field(), a.what)
+                    )
+                );
+            }
+            for kind in [ArgKind::Service, ArgKind::Signal] {
+                if spec.arg(kind).is_none() {
+                    let mut more = full.clone();
+                    more[kind.field()] = sample(kind);
+                    assert!(
+                        err(&more.to_string()).1.starts_with("unknown field"),
+                        "{more}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            err(r#"{"cmd":"signal","name":"web"}"#).1,
+            "\"signal\" needs \"signal\": the signal to send, a name such as \"HUP\" or a number"
         );
     }
 

@@ -1,7 +1,8 @@
 //! Text for people: "did you mean" suggestions and durations.
 //!
 //! Owns: the edit-distance suggestion every parser uses for misspelt keys, commands and names,
-//! and the one way reapd writes a duration in logs and plans.
+//! and [`duration`], the one way reapd writes a duration for people (logs, events told,
+//! `reapd ctl`); the wire carries milliseconds ([`ms`]).
 //! Must never: allocate or compute in proportion to untrusted input beyond a small bound: a
 //! suggestion or an echo costs the same for a 60 000-character name as for a short one.
 
@@ -87,15 +88,47 @@ pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `10 s`, `17.5 s`, `0.25 s`.
-pub fn secs(d: Duration) -> String {
+/// A duration for people: the one format reapd writes durations in, in the log, in events told
+/// by `wire::narrative` and in `reapd ctl`.
+///
+/// Exact where it matters and short where it does not: below a second in milliseconds
+/// (`850 ms`), below a minute in seconds to the millisecond (`2.5 s`, `17.316 s`), which is
+/// every timeout, delay and stop reapd has (all are at most 30 s); from a minute on, which only
+/// uptimes reach, in the two largest units (`3 min 12 s`, `2 h 5 min`, `1 d 3 h`), the smaller
+/// left out when it is zero (`2 min`). Units are spelt as the manual spells them, after a space.
+/// `reapd ctl` rounds the figures that change while one reads them (an uptime, the budget left)
+/// to a tenth of a second before writing them this way; the shape stays the same.
+pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{} s", ms / 1000)
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        format!("{} s", s.trim_end_matches('0'))
+    let s = d.as_secs();
+    let two = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big} {big_unit}")
+        } else {
+            format!("{big} {big_unit} {small} {small_unit}")
+        }
+    };
+    match s {
+        _ if ms < 1000 => format!("{ms} ms"),
+        0..60 if ms.is_multiple_of(1000) => format!("{s} s"),
+        0..60 => {
+            let frac = format!("{:03}", ms % 1000);
+            format!("{s}.{} s", frac.trim_end_matches('0'))
+        }
+        60..3600 => two(s / 60, "min", s % 60, "s"),
+        3600..86400 => two(s / 3600, "h", s / 60 % 60, "min"),
+        _ => two(s / 86400, "d", s / 3600 % 24, "h"),
     }
+}
+
+/// [`duration`] of a count of milliseconds, as events carry them.
+pub fn duration_ms(ms: u64) -> String {
+    duration(Duration::from_millis(ms))
+}
+
+/// [`duration`], under the name `core` calls it by.
+pub fn secs(d: Duration) -> String {
+    duration(d)
 }
 
 #[cfg(test)]
@@ -128,5 +161,31 @@ mod tests {
         assert_eq!(c.chars().count(), MAX_ECHO + 1);
         assert!(c.ends_with('…'));
         assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+    }
+
+    #[test]
+    fn durations_are_exact_below_a_minute_and_short_above() {
+        let cases = [
+            (0, "0 ms"),
+            (7, "7 ms"),
+            (850, "850 ms"),
+            (1000, "1 s"),
+            (2500, "2.5 s"),
+            (17_316, "17.316 s"),
+            (1_050, "1.05 s"),
+            (30_000, "30 s"),
+            (59_999, "59.999 s"),
+            (60_000, "1 min"),
+            (192_400, "3 min 12 s"),
+            (3_600_000, "1 h"),
+            (7_500_000, "2 h 5 min"),
+            (86_400_000, "1 d"),
+            (97_200_000, "1 d 3 h"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(duration_ms(ms), want, "{ms} ms");
+        }
+        assert_eq!(duration(Duration::from_micros(1500)), "1 ms");
+        assert_eq!(secs(Duration::from_millis(2500)), "2.5 s");
     }
 }
