@@ -614,7 +614,7 @@ impl StopJob {
         };
         self.checks.clear();
         self.check_at = None;
-        let in_play: Vec<(ProcId, usize, bool, bool)> = self
+        let mut in_play: Vec<(ProcId, usize, bool, bool)> = self
             .in_play
             .iter()
             .filter_map(|id| {
@@ -625,6 +625,8 @@ impl StopJob {
                 Some((*id, m.depth, m.stopped, shows_stopped))
             })
             .collect();
+        // In pid order: the same tree is always held the same way.
+        in_play.sort_unstable_by_key(|&(id, ..)| id.pid);
         let unconfirmed = in_play
             .iter()
             .filter(|(_, _, stopped, shows)| *stopped && !*shows)
