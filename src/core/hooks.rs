@@ -5,6 +5,7 @@
 //! that overruns (and whatever a hook leaves running), and the report of each.
 //! Must never: let one hook starve the rest, or let a hook's processes outlive the shutdown.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::core::outbox::Outbox;
@@ -41,15 +42,19 @@ pub struct Hooks {
     deadline: Instant,
     /// The hook that runs now.
     pub run: Option<HookRun>,
+    /// Processes the kill did not end (uninterruptible, say), alive when the hooks began: not
+    /// any hook's, whatever they are descended from.
+    pub survivors: HashSet<ProcId>,
 }
 
 impl Hooks {
-    /// Hooks that must all be over by `deadline`.
-    pub fn new(deadline: Instant) -> Hooks {
+    /// Hooks that must all be over by `deadline`, with the kill's `survivors` still alive.
+    pub fn new(deadline: Instant, survivors: HashSet<ProcId>) -> Hooks {
         Hooks {
             next: 0,
             deadline,
             run: None,
+            survivors,
         }
     }
 
@@ -264,7 +269,7 @@ mod tests {
         let c = cmds(3);
         let mut out = Outbox::default();
         let mut failures = Vec::new();
-        let mut h = Hooks::new(t0 + Duration::from_secs(3));
+        let mut h = Hooks::new(t0 + Duration::from_secs(3), HashSet::new());
         assert!(!h.advance(&c, t0, &mut out, &mut failures));
         // 3 s less a margin of 250 ms, shared by three.
         assert_eq!(limits(&mut out), [916]);
@@ -290,7 +295,7 @@ mod tests {
         let c = cmds(2);
         let mut out = Outbox::default();
         let mut failures = Vec::new();
-        let mut h = Hooks::new(t0 + Duration::from_secs(2));
+        let mut h = Hooks::new(t0 + Duration::from_secs(2), HashSet::new());
         h.advance(&c, t0, &mut out, &mut failures);
         h.spawned(0, ProcId { pid: 9, start: 1 });
         let end = h.deadline().expect("a share");

@@ -77,10 +77,14 @@ pub fn apply(services: &mut Services, new: &Config, plan: &ReloadPlan) -> Vec<St
             continue;
         };
         if renewed.contains(spec.name.as_str()) {
-            // Back in the config while being removed: it stays after all.
-            s.wanted = true;
+            // Back in the config while being removed: it stays after all. A service a client
+            // stopped stays down, whatever its new definition.
+            if s.then == AfterStop::Remove {
+                s.wanted = true;
+            }
             s.then = match s.state {
-                ServiceState::Stopping { .. } if s.spec == *spec => AfterStop::Start,
+                ServiceState::Stopping { .. } if s.spec == *spec && s.wanted => AfterStop::Start,
+                ServiceState::Stopping { .. } if s.spec == *spec => AfterStop::Stay,
                 ServiceState::Stopping { .. } => AfterStop::Replace(Box::new(spec.clone())),
                 ServiceState::Running { .. } | ServiceState::Starting => {
                     to_stop.push(spec.name.clone());

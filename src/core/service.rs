@@ -175,7 +175,19 @@ impl Service {
 
     /// The main process started.
     pub fn started(&mut self, main: ProcId, now: Instant) {
-        self.state = ServiceState::Running { main, since: now };
+        match &mut self.state {
+            // Its stop began while the spawn was under way: the stop takes the new process too.
+            ServiceState::Stopping {
+                job,
+                main: m @ None,
+                since,
+            } if !job.is_done() => {
+                job.set_main(main, now);
+                *m = Some(main);
+                *since = Some(now);
+            }
+            _ => self.state = ServiceState::Running { main, since: now },
+        }
     }
 
     /// The main process exited (or could not be started) while nothing was stopping it: the

@@ -37,11 +37,14 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The operation failed (e.g. a service could not be started).
     Failed,
+    /// A later request overrode this one before it could finish (a `stop` while a `start` or
+    /// `restart` of the same service waited).
+    Superseded,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::LineTooLong,
         ErrorCode::UnknownCommand,
@@ -51,6 +54,7 @@ impl ErrorCode {
         ErrorCode::ConfigError,
         ErrorCode::TooManyConnections,
         ErrorCode::Failed,
+        ErrorCode::Superseded,
     ];
 
     /// The wire spelling.
@@ -65,6 +69,7 @@ impl ErrorCode {
             ErrorCode::ConfigError => "config_error",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Failed => "failed",
+            ErrorCode::Superseded => "superseded",
         }
     }
 }

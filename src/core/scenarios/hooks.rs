@@ -257,3 +257,39 @@ fn hooks_get_half_of_what_is_left_after_a_kill_that_cannot_finish() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(w.exited(), Some((1, ms(6000))));
 }
+
+/// A service process that survives SIGKILL (uninterruptible sleep) is still alive when the
+/// cleanup hooks run. A hook that exits 0 at once must be reported as succeeded then, and its
+/// leftover check must not take the service's process for the hook's.
+#[test]
+fn a_services_unkillable_process_does_not_make_a_successful_hook_fail() {
+    let mut w = World::new(
+        r#"{"shutdown_timeout_ms": 12000, "services": {"a": {"cmd": ["a"], "stop_timeout_ms": 1000}},
+            "cleanup": [["h0"]]}"#,
+    );
+    w.shape("a", Shape::parent_of(Quirks::DEAF, Quirks::STUCK));
+    w.shape(
+        "cleanup[0]",
+        Shape::lone(Quirks::lives(ms(100), ExitStatus::Code(0))),
+    );
+    w.start();
+    let stuck = w.k.children_of(w.main_of("a"))[0];
+    w.signal(Signal::SIGTERM);
+    w.run_to_exit();
+    // The hook starts at 11.3 s (the stuck process holds its wave to the end of the drain
+    // budget, 10.8 s; killing takes half of the rest) and exits 0 at 11.4 s.
+    assert_eq!(w.when(|e| e.name() == "cleanup_started"), ms(11300));
+    let hook_done = w.first(|e| e.name() == "cleanup");
+    assert!(
+        matches!(hook_done, Some((at, Event::Cleanup { ok: true, .. })) if at == ms(11400)),
+        "{hook_done:?}"
+    );
+    assert!(
+        !w.events().iter().any(
+            |e| matches!(e, Event::Killed { service: None, pids, .. } if pids.contains(&stuck))
+        ),
+        "not the hook's leftover"
+    );
+    assert!(w.failures().is_empty(), "{:?}", w.failures());
+    assert_eq!(w.exited(), Some((1, ms(11400))), "1 for the survivor only");
+}

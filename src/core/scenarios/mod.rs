@@ -10,15 +10,13 @@
 //! share the bound), `hooks` (cleanup commands), `sweeps` (the final sweep), `requests`
 //! (control requests and their waiters), `reload` (reload races), `single` (single-command
 //! mode), `lifecycle` (restarts, leftovers, readiness, the state file, recovery), `liveness`
-//! (processes reapd cannot watch or see, shell loops and traps). `bugs` holds scenarios the core
-//! does not meet yet, ignored until it does.
+//! (processes reapd cannot watch or see, shell loops and traps).
 
 use std::time::Duration;
 
 use crate::wire::events::Event;
 
 mod budgets;
-mod bugs;
 mod hooks;
 mod lifecycle;
 mod liveness;

@@ -284,3 +284,39 @@ fn a_service_removed_in_back_off_leaves_at_once() {
     w.run_to(secs(5));
     assert_eq!(w.spawns_of("db").len(), 1);
 }
+
+/// A service a client stopped stays down until started again, whatever a reload changes in its
+/// definition: as it does when the reload comes after its stop ended, so when the reload comes
+/// while the stop is still in progress.
+#[test]
+fn a_service_stopped_by_a_client_stays_down_across_a_reload_that_changes_it() {
+    for reload_at in [secs(3), ms(500)] {
+        let mut w =
+            World::new(r#"{"services": {"web": {"cmd": ["web"], "stop_timeout_ms": 2000}}}"#);
+        w.shape("web", Shape::deaf());
+        w.start();
+        w.request(1, r#"{"cmd":"stop","name":"web"}"#);
+        w.run_to(reload_at);
+        w.queue_config(r#"{"services": {"web": {"cmd": ["web2"], "stop_timeout_ms": 2000}}}"#);
+        assert_eq!(
+            w.request(9, r#"{"cmd":"reload"}"#).expect("reload")["changed"][0],
+            "web"
+        );
+        w.run_to(secs(6));
+        assert_eq!(w.only_reply(1)["how"], "killed");
+        assert_eq!(
+            w.spawns_of("web").len(),
+            1,
+            "reload at {reload_at:?}: started again"
+        );
+        // The new definition is what the next start runs.
+        let reply = w
+            .request(2, r#"{"cmd":"start","name":"web"}"#)
+            .expect("started");
+        assert_eq!(reply["state"], "running");
+        assert_eq!(
+            w.k.launches.last().map(|l| l.cmd.clone()),
+            Some(vec!["web2".to_string()])
+        );
+    }
+}

@@ -299,3 +299,26 @@ fn start_of_a_service_in_back_off_starts_it_at_once() {
     );
     assert_eq!(w.k.launches[2].at - w.t0, ms(10));
 }
+
+/// A `restart` (or a `start`) still waiting for its service when a `stop` of the same service
+/// cancels it can no longer get what it waits for; like any waiter, it must be answered then,
+/// not left hanging until its client gives up or the shutdown's grace runs out.
+#[test]
+fn a_restart_overridden_by_a_stop_is_answered() {
+    let mut w = World::new(r#"{"services": {"web": {"cmd": ["web"], "stop_timeout_ms": 2000}}}"#);
+    w.shape("web", Shape::deaf());
+    w.start();
+    w.request(1, r#"{"cmd":"restart","name":"web","id":1}"#);
+    w.run_to(ms(500));
+    w.request(2, r#"{"cmd":"stop","name":"web","id":2}"#);
+    w.run_to(secs(5));
+    assert_eq!(w.only_reply(2)["how"], "killed");
+    assert_eq!(w.spawns_of("web").len(), 1, "the stop wins");
+    let reply = w.only_reply(1);
+    assert_eq!(
+        (&reply["ok"], &reply["id"]),
+        (&false.into(), &1.into()),
+        "{reply}"
+    );
+    assert_eq!(reply["code"], "superseded");
+}

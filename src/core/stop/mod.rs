@@ -143,6 +143,7 @@ enum Stage {
 #[derive(Debug)]
 pub struct StopJob {
     signal: Signal,
+    scope: StopScope,
     main: Option<ProcId>,
     started: Instant,
     deadline: Instant,
@@ -189,19 +190,13 @@ impl StopJob {
         now: Instant,
     ) -> Self {
         let deadline = now + timeout;
-        let stage = match (scope, main) {
-            (StopScope::Main, Some(_)) => Stage::MainOnly,
-            (StopScope::MainFirst, Some(_)) => Stage::MainAlone {
-                until: now + timeout / 2,
-            },
-            _ => Stage::Holding { checks: 0 },
-        };
         StopJob {
+            stage: Self::first_stage(scope, main, deadline, now),
+            scope,
             signal,
             main,
             started: now,
             deadline,
-            stage,
             members: Members::new(),
             children: HashMap::new(),
             in_play: HashSet::new(),
@@ -220,11 +215,43 @@ impl StopJob {
         }
     }
 
+    fn first_stage(
+        scope: StopScope,
+        main: Option<ProcId>,
+        deadline: Instant,
+        now: Instant,
+    ) -> Stage {
+        match (scope, main) {
+            (StopScope::Main, Some(_)) => Stage::MainOnly,
+            (StopScope::MainFirst, Some(_)) => Stage::MainAlone {
+                until: now + deadline.saturating_duration_since(now) / 2,
+            },
+            _ => Stage::Holding { checks: 0 },
+        }
+    }
+
     /// A stop that skips the graceful part: freeze and kill at once.
     pub fn kill_now(now: Instant) -> Self {
         let mut job = StopJob::new(Signal::SIGKILL, StopScope::Tree, None, Duration::ZERO, now);
         job.stage = Stage::Freezing { round: 0 };
         job
+    }
+
+    /// The main process, started after the stop began (its spawn was under way): `main` and
+    /// `main-first` scopes treat it as such from now on.
+    pub fn set_main(&mut self, main: ProcId, now: Instant) {
+        if self.main.is_some() {
+            return;
+        }
+        self.main = Some(main);
+        let untouched = self
+            .members
+            .values()
+            .all(|m| !m.stopped && m.signalled.is_none());
+        if untouched && matches!(self.stage, Stage::Holding { .. }) {
+            self.stage = Self::first_stage(self.scope, self.main, self.deadline, now);
+            self.scan_wanted = true;
+        }
     }
 
     /// When the job was created.
@@ -268,6 +295,12 @@ impl StopJob {
     /// True once every member is gone.
     pub fn is_done(&self) -> bool {
         self.outcome().is_some()
+    }
+
+    /// True while the job cannot see or watch every member (its last scan was incomplete, or a
+    /// member has no pidfd): what it says about them is unproven.
+    pub fn is_blind(&self) -> bool {
+        self.blind || self.retry_at.is_some()
     }
 
     /// True once the graceful part is over.

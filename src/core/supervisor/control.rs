@@ -105,6 +105,18 @@ impl Supervisor {
                     if s.then == AfterStop::Start {
                         s.then = AfterStop::Stay;
                     }
+                    // A start or restart still waiting for it will not get what it waits for.
+                    for earlier in self.waiters.take(&Waiter::Running(name.clone())) {
+                        self.out.answer(
+                            &earlier,
+                            Err(ErrorReply::new(
+                                ErrorCode::Superseded,
+                                format!(
+                                    "{name} was stopped by a later stop request before it could run again"
+                                ),
+                            )),
+                        );
+                    }
                     self.waiters.push(to, Waiter::Stopped(name.clone()));
                     self.begin_stop(&name, None, now);
                     return;

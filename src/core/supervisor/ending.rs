@@ -47,6 +47,16 @@ impl Supervisor {
                 self.cfg.cleanup.len()
             ));
         }
+        // A stop that could not see all its processes never proved them gone: the last look may
+        // not see them either (they are what could not be read), so it is said here.
+        for s in self.services.iter() {
+            if s.job().is_some_and(|j| !j.is_done() && j.is_blind()) {
+                self.failures.push(format!(
+                    "{}: its stop could not see every process of it to the end (the process table could not be read completely)",
+                    s.name()
+                ));
+            }
+        }
         pending.failures = std::mem::take(&mut self.failures);
         self.teardown = Teardown::Reporting(Reporting::LastLook(pending));
     }
@@ -59,6 +69,13 @@ impl Supervisor {
             return;
         };
         let survivors = report::survivors(&pending, snap);
+        let mut pending = pending;
+        if snap.incomplete {
+            pending.failures.push(
+                "the last look at /proc could not read every process: survivors may be missing from this report"
+                    .into(),
+            );
+        }
         let took = self
             .shutdown
             .started()

@@ -137,11 +137,21 @@ impl Supervisor {
                 members.dedup();
                 outs.push((None, leftovers.on_scan(&snap, &members, now)));
             }
-            // An overrunning cleanup hook: services and leftovers are gone by now, so every
-            // descendant is the hook's, even children it left that were never seen while it ran.
+            // An overrunning cleanup hook: services and leftovers are gone by now (but for what
+            // survived the kill), so every other descendant is the hook's, even children it left
+            // that were never seen while it ran.
             Teardown::Hooks(h) => {
+                let survivors = h.survivors.clone();
                 if let Some(job) = h.reaper_mut().filter(|j| j.wants_look()) {
-                    let members: Vec<Pid> = owners.keys().copied().collect();
+                    let members: Vec<Pid> = owners
+                        .keys()
+                        .copied()
+                        .filter(|p| {
+                            snap.procs
+                                .get(p)
+                                .is_none_or(|i| !survivors.contains(&i.id()))
+                        })
+                        .collect();
                     outs.push((None, job.on_scan(&snap, &members, now)));
                 }
             }
@@ -563,7 +573,8 @@ impl Supervisor {
                 };
             }
             Step::RunHooks { deadline } => {
-                self.teardown = Teardown::Hooks(Hooks::new(deadline));
+                let survivors = self.tracking.touched.keys().copied().collect();
+                self.teardown = Teardown::Hooks(Hooks::new(deadline, survivors));
                 self.advance_hooks(now);
             }
             Step::Finish => self.finish(now),
