@@ -4,7 +4,7 @@
 //! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, hostile
 //! clients (memory and other clients' answers during a flood, a pipelining reader), shutdown of
 //! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
-//! perl fork bomb against its bound, three stubborn dependency waves inside a 6 s bound, a
+//! perl fork bomb against its bound, three stubborn services in a row inside a 6 s bound, a
 //! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
 //! window in which a SIGTERM still kills reapd.
 
@@ -376,7 +376,7 @@ fn budget() {
     let mut d = b.config(cfg).start();
     let (wall, events) = shut_down(&mut d);
     row(
-        "3 stubborn waves (20 s timeouts) in a 6000 ms bound",
+        "3 stubborn services in a row (20 s timeouts) in a 6000 ms bound",
         format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
     );
 }
@@ -421,7 +421,7 @@ fn ten_thousand() {
     reload(&d, "every service changed");
     let (wall, events) = shut_down(&mut d);
     row(
-        "shutdown of a 10 000-service chain (10 000 waves, no process)",
+        "shutdown of a 10 000-service chain (a path of 10 000, no process)",
         format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
     );
 }

@@ -1,5 +1,5 @@
 //! "Nothing left behind": deep trees stopped bottom-up, escapees, fork storms, sweeps by port
-//! and command line, dependency waves, the shutdown budget and cleanup hooks — all through the
+//! and command line, the stop graph, the shutdown budget and cleanup hooks — all through the
 //! real binary, with fixtures that log what they received and when.
 
 mod common;
@@ -213,9 +213,9 @@ fn listeners_on_service_ports_and_match_strings_are_swept_even_outside_the_tree(
 }
 
 #[test]
-fn dependency_waves_stop_in_order_and_independent_services_overlap() {
-    let b = Daemon::builder("waves");
-    let svc = |name: &str, after: &[&str]| json!({ "cmd": slowstop_cmd(b.dir(), name, "0.5", "waves.log"), "after": after });
+fn dependencies_stop_in_order_and_independent_services_overlap() {
+    let b = Daemon::builder("graph");
+    let svc = |name: &str, after: &[&str]| json!({ "cmd": slowstop_cmd(b.dir(), name, "0.5", "graph.log"), "after": after });
     let cfg = json!({ "services": {
         "db": svc("db", &[]),
         "web": svc("web", &["db"]),
@@ -224,21 +224,21 @@ fn dependency_waves_stop_in_order_and_independent_services_overlap() {
     }});
     let mut d = b.config(cfg).start();
     assert!(wait_until(SOON, || named_times(
-        &d.dir.read("waves.log"),
+        &d.dir.read("graph.log"),
         "started"
     )
     .len()
         == 4));
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
-    let text = d.dir.read("waves.log");
+    let text = d.dir.read("graph.log");
     let term = named_times(&text, "got TERM");
     let exit = named_times(&text, "exiting");
     assert!(
         exit["proxy"] < term["web"] && exit["web"] < term["db"],
         "proxy, then web, then db:\n{text}"
     );
-    // proxy and cache are independent: they stop in the same wave, at the same time.
+    // proxy and cache are independent: they stop at the same time.
     assert!(
         term["cache"] < exit["proxy"] && term["proxy"] < exit["cache"],
         "independent stops overlap:\n{text}"
@@ -246,7 +246,59 @@ fn dependency_waves_stop_in_order_and_independent_services_overlap() {
 }
 
 #[test]
-fn three_stubborn_waves_fit_a_six_second_bound() {
+fn a_stubborn_service_holds_back_only_the_services_it_depends_on() {
+    // api ignores SIGTERM (killed after its 3 s) and starts after db; web starts after cache.
+    let b = Daemon::builder("graph-stubborn");
+    let svc = |log: &str, mode: &str, after: &[&str]| json!({ "cmd": chain_cmd(b.dir(), log, 1, mode), "after": after, "stop_timeout_ms": 3000 });
+    let cfg = json!({ "services": {
+        "db": svc("db.log", "exit", &[]),
+        "api": svc("api.log", "ignore", &["db"]),
+        "cache": svc("cache.log", "exit", &[]),
+        "web": svc("web.log", "exit", &["cache"]),
+    }});
+    let mut d = b.config(cfg).start();
+    for l in ["db.log", "api.log", "cache.log", "web.log"] {
+        wait_chain_started(&d.dir, l, 1);
+    }
+    let events = d.signal_and_watch(libc::SIGTERM);
+    d.assert_clean_exit();
+    let term = |l: &str| chain_times(&d.dir.read(l), "got TERM").get(&1).copied();
+    let exit = |l: &str| chain_times(&d.dir.read(l), "exiting").get(&1).copied();
+    let (Some(api), Some(cache), Some(web_exit), Some(db)) = (
+        term("api.log"),
+        term("cache.log"),
+        exit("web.log"),
+        term("db.log"),
+    ) else {
+        panic!("every service was asked: {}", d.log());
+    };
+    assert!(web_exit <= cache, "cache only after web is gone");
+    // cache did not wait for api, which held out for its whole 3 s.
+    assert!(
+        cache - api < 2.0,
+        "cache asked {:.3} s after api: it waited for an unrelated service",
+        cache - api
+    );
+    assert!(
+        db - api >= 2.5,
+        "db only once api was killed: {:.3} s",
+        db - api
+    );
+    let stopped = events_of(&events, "stopped");
+    let how = |name: &str| {
+        stopped
+            .iter()
+            .find(|e| e["service"] == name)
+            .map(|e| e["how"].clone())
+    };
+    assert_eq!(how("api"), Some(json!("killed")));
+    for name in ["db", "cache", "web"] {
+        assert_eq!(how(name), Some(json!("exited")), "{name}");
+    }
+}
+
+#[test]
+fn three_stubborn_services_in_a_row_fit_a_six_second_bound() {
     let b = Daemon::builder("budget");
     let svc = |log: &str, after: &[&str]| json!({ "cmd": chain_cmd(b.dir(), log, 1, "ignore"), "after": after, "stop_timeout_ms": 20000 });
     let cfg = json!({ "shutdown_timeout_ms": 6000, "services": { "a": svc("a.log", &[]), "b": svc("b.log", &["a"]), "c": svc("c.log", &["b"]) } });
@@ -264,12 +316,15 @@ fn three_stubborn_waves_fit_a_six_second_bound() {
     assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
     d.assert_clean_exit();
     let events = w.drain(SOON);
-    let wave =
-        |name: &str| json!({ "services": [name], "requested_ms": 20000, "timeout_ms": 1766 });
+    let entry = |name: &str, after: &[&str], starts_ms: u64| json!({ "service": name, "after": after, "requested_ms": 20000, "share_ms": 1766, "starts_ms": starts_ms });
     assert_eq!(
-        one_event(&events, "shutdown_plan")["waves"],
-        json!([wave("c"), wave("b"), wave("a")]),
-        "each wave's 20 s clipped to its share of the bound"
+        one_event(&events, "shutdown_plan")["services"],
+        json!([
+            entry("c", &[], 0),
+            entry("b", &["c"], 1766),
+            entry("a", &["b"], 3533)
+        ]),
+        "each one's 20 s clipped to a third of the 5.3 s the path has"
     );
     for l in ["a.log", "b.log", "c.log"] {
         assert!(

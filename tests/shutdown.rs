@@ -145,8 +145,9 @@ fn shutdown_request_streams_progress_to_a_watcher_until_done() {
     assert_eq!(done["exit_code"], 0);
     assert!(done["elapsed_ms"].is_u64());
     let plan = one_event(&events, "shutdown_plan");
-    assert_eq!(plan["waves"][0]["services"], json!(["web"]));
-    assert_eq!(plan["waves"][1]["services"], json!(["db"]));
+    assert_eq!(plan["services"][0]["service"], "web");
+    assert_eq!(plan["services"][1]["service"], "db");
+    assert_eq!(plan["services"][1]["after"], json!(["web"]));
     assert_eq!(services_in(&events, "stopped"), ["web", "db"]);
     assert_eq!(services_in(&events, "signalled").first(), Some(&"web"));
     assert!(kinds.contains(&"exited"));
@@ -218,18 +219,17 @@ fn after_starts_dependencies_first_and_independent_services_stop_together() {
         exit("c.log") < term("b.log") && exit("b.log") < term("a.log"),
         "stop order c, b, a"
     );
-    // d has no dependencies: it stops in the first wave, with c.
+    // d has no dependencies: it stops at once, with c, and keeps its whole 10 s; the path
+    // c, b, a shares 27.3 s.
     let plan = one_event(&events, "shutdown_plan");
     assert_eq!(
-        plan["waves"],
+        plan["services"],
         json!([
-            {"services": ["c", "d"], "requested_ms": 10000, "timeout_ms": 9100},
-            {"services": ["b"], "requested_ms": 10000, "timeout_ms": 9100},
-            {"services": ["a"], "requested_ms": 10000, "timeout_ms": 9100},
+            {"service": "c", "after": [], "requested_ms": 10000, "share_ms": 9100, "starts_ms": 0},
+            {"service": "d", "after": [], "requested_ms": 10000, "share_ms": 10000, "starts_ms": 0},
+            {"service": "b", "after": ["c"], "requested_ms": 10000, "share_ms": 9100, "starts_ms": 9100},
+            {"service": "a", "after": ["b"], "requested_ms": 10000, "share_ms": 9100, "starts_ms": 18200},
         ])
     );
-    assert!(
-        term("d.log") < term("b.log"),
-        "d stopped with the first wave"
-    );
+    assert!(term("d.log") < term("b.log"), "d stopped at once");
 }

@@ -193,8 +193,9 @@ fn a_watch_through_socat_streams_the_shutdown_until_done_and_socat_exits() {
         "{lines:?}"
     );
     let plan = one_event(&events, "shutdown_plan");
-    assert_eq!(plan["waves"][0]["services"], json!(["web"]));
-    assert_eq!(plan["waves"][1]["services"], json!(["db"]));
+    assert_eq!(plan["services"][0]["service"], "web");
+    assert_eq!(plan["services"][1]["service"], "db");
+    assert_eq!(plan["services"][1]["after"], json!(["web"]));
     for kind in ["stopping", "signalled", "exited", "stopped"] {
         assert!(kinds.contains(&kind), "no {kind}: {kinds:?}");
     }

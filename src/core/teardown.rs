@@ -39,15 +39,11 @@ pub enum Reporting {
 pub enum Teardown {
     /// No shutdown.
     Idle,
-    /// Services stop wave by wave.
+    /// Services stop as the stop graph allows.
     Draining {
-        /// Services of the current wave.
-        wave: Vec<String>,
-        /// Orphans reparented to reapd whose service cannot be told, asked to stop with the
-        /// first wave.
+        /// Orphans reparented to reapd whose service cannot be told, asked to stop as the
+        /// shutdown begins; `None` before that and once they are gone.
         orphans: Option<StopJob>,
-        /// Whether they were asked already.
-        orphans_asked: bool,
     },
     /// Everything left is frozen and killed; the sweep adds what it finds.
     Killing {

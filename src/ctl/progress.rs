@@ -7,7 +7,7 @@
 //! timestamps, and nothing is shown before the plan says what the budget is.
 
 use crate::ctl::render::{Colour, Style, rough};
-use crate::wire::events::{Event, WaveInfo};
+use crate::wire::events::{Event, PlanEntry};
 use crate::wire::text::duration_ms;
 
 /// Where the shutdown stands, as far as the events told.
@@ -31,10 +31,10 @@ enum StopState {
 /// What an event does to the shutdown's progress.
 #[derive(Debug, PartialEq, Eq)]
 enum Step<'a> {
-    /// The plan: the budget and the waves, services in stop order.
+    /// The plan: the budget and the services, in an order they may stop in.
     Plan {
         budget_ms: u64,
-        waves: &'a [WaveInfo],
+        services: &'a [PlanEntry],
     },
     /// A service's stop began.
     Stopping { service: &'a str, timeout_ms: u64 },
@@ -55,10 +55,12 @@ enum Step<'a> {
 fn step(ev: &Event) -> Step<'_> {
     match ev {
         Event::ShutdownPlan {
-            budget_ms, waves, ..
+            budget_ms,
+            services,
+            ..
         } => Step::Plan {
             budget_ms: *budget_ms,
-            waves,
+            services,
         },
         Event::Stopping {
             service,
@@ -128,12 +130,14 @@ impl Progress {
         // State changes are recorded on every event, but a line is printed only when a service
         // finishes or reapd changes phase: one line per step, not one per signal.
         match step(ev) {
-            Step::Plan { budget_ms, waves } => {
+            Step::Plan {
+                budget_ms,
+                services,
+            } => {
                 self.budget_end_ms = Some(ts_ms.saturating_add(budget_ms));
-                self.services = waves
+                self.services = services
                     .iter()
-                    .flat_map(|w| &w.services)
-                    .map(|n| (n.clone(), StopState::Waiting))
+                    .map(|s| (s.service.clone(), StopState::Waiting))
                     .collect();
                 return Shown {
                     left_ms: None,
@@ -235,21 +239,30 @@ mod tests {
     use super::*;
     use crate::wire::events::tests::one_of_each;
 
+    fn entry(
+        service: &str,
+        after: &[&str],
+        requested_ms: u64,
+        share_ms: u64,
+        starts_ms: u64,
+    ) -> PlanEntry {
+        PlanEntry {
+            service: service.into(),
+            after: after.iter().map(|a| a.to_string()).collect(),
+            requested_ms,
+            share_ms,
+            starts_ms,
+        }
+    }
+
     fn plan() -> Event {
         Event::ShutdownPlan {
             budget_ms: 30_000,
             reserve_ms: 2_500,
-            waves: vec![
-                WaveInfo {
-                    services: vec!["web".into(), "worker".into()],
-                    requested_ms: 10_000,
-                    timeout_ms: 10_000,
-                },
-                WaveInfo {
-                    services: vec!["db".into()],
-                    requested_ms: 20_000,
-                    timeout_ms: 17_300,
-                },
+            services: vec![
+                entry("web", &[], 10_000, 10_000, 0),
+                entry("worker", &[], 10_000, 10_000, 0),
+                entry("db", &["web", "worker"], 20_000, 17_300, 10_000),
             ],
         }
     }

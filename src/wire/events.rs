@@ -2,7 +2,7 @@
 //!
 //! Owns: [`Event`], the narrative of a reapd's life (spawns, exits, stops, the shutdown and its
 //! report), its JSON form on the control socket (`watch`), and the vocabulary events carry
-//! ([`ExitStatus`], [`Survivor`], [`WaveInfo`]). The core emits events; the daemon's log lines
+//! ([`ExitStatus`], [`Survivor`], [`PlanEntry`]). The core emits events; the daemon's log lines
 //! and `reapd ctl`'s output are rendered from them (`wire::narrative`, `ctl`), so a fact is told
 //! once and cannot be told two ways.
 //! Must never: carry anything a watcher could not be shown, or change an existing field's meaning:
@@ -74,15 +74,19 @@ impl<'de> Deserialize<'de> for ExitStatus {
     }
 }
 
-/// One stop wave as announced in `shutdown_plan`.
+/// One service as planned in `shutdown_plan`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WaveInfo {
-    /// Services stopped in parallel in this wave.
-    pub services: Vec<String>,
-    /// Longest stop timeout among them.
+pub struct PlanEntry {
+    /// The service.
+    pub service: String,
+    /// The services that must be gone before it begins to stop (those that start after it).
+    pub after: Vec<String>,
+    /// Its own stop timeout.
     pub requested_ms: u64,
-    /// Time the wave actually gets within the shutdown bound.
-    pub timeout_ms: u64,
+    /// Its share of the bound if every service before it takes its whole share.
+    pub share_ms: u64,
+    /// When it begins to stop at the latest, from the start of the shutdown.
+    pub starts_ms: u64,
 }
 
 /// A process still alive after shutdown.
@@ -247,14 +251,14 @@ pub enum Event {
         /// The signal.
         signal: String,
     },
-    /// The shutdown plan: waves in order, each with its clipped timeout.
+    /// The shutdown plan: the stop graph, each service with what it waits for and its share.
     ShutdownPlan {
         /// The whole bound.
         budget_ms: u64,
         /// Kept back for killing, sweeps and cleanup hooks.
         reserve_ms: u64,
-        /// Waves in stop order.
-        waves: Vec<WaveInfo>,
+        /// Every service, in an order in which each comes after those it waits for.
+        services: Vec<PlanEntry>,
     },
     /// A process found by the final sweep.
     Sweep {
@@ -525,10 +529,12 @@ pub(crate) mod tests {
             Event::ShutdownPlan {
                 budget_ms: 1,
                 reserve_ms: 1,
-                waves: vec![WaveInfo {
-                    services: vec![s()],
+                services: vec![PlanEntry {
+                    service: s(),
+                    after: vec![s()],
                     requested_ms: 2,
-                    timeout_ms: 1,
+                    share_ms: 1,
+                    starts_ms: 3,
                 }],
             },
             Event::Sweep {

@@ -187,35 +187,37 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
         Event::ShutdownPlan {
             budget_ms,
             reserve_ms,
-            waves,
+            services,
         } => {
-            let plan = if waves.is_empty() {
-                "no services to stop".to_string()
-            } else {
-                let waves: Vec<String> = waves
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| {
-                        let t = if w.timeout_ms < w.requested_ms {
-                            format!(
-                                "{} → clipped to {}",
-                                duration_ms(w.requested_ms),
-                                duration_ms(w.timeout_ms)
-                            )
-                        } else {
-                            duration_ms(w.requested_ms)
-                        };
-                        format!("wave {}: {} ({t})", i + 1, w.services.join(", "))
-                    })
-                    .collect();
-                format!(
-                    "{}; reserve {} of {}",
-                    waves.join("; "),
-                    duration_ms(*reserve_ms),
-                    duration_ms(*budget_ms)
-                )
-            };
-            one(Info, format!("shutdown plan: {plan}"))
+            let mut parts: Vec<String> = services
+                .iter()
+                .map(|s| {
+                    let after = if s.after.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" after {}", s.after.join(", "))
+                    };
+                    let t = if s.share_ms < s.requested_ms {
+                        format!(
+                            "{} → {}",
+                            duration_ms(s.requested_ms),
+                            duration_ms(s.share_ms)
+                        )
+                    } else {
+                        duration_ms(s.requested_ms)
+                    };
+                    format!("{}{after}: {t}", s.service)
+                })
+                .collect();
+            if parts.is_empty() {
+                parts.push("no services to stop".into());
+            }
+            parts.push(format!(
+                "reserve {} of {}",
+                duration_ms(*reserve_ms),
+                duration_ms(*budget_ms)
+            ));
+            one(Info, format!("shutdown plan: {}", parts.join("; ")))
         }
         Event::Sweep {
             pid,

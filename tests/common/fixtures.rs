@@ -30,7 +30,7 @@ pub fn slowstop_cmd(dir: &TestDir, name: &str, delay: &str, log: &str) -> Value 
 }
 
 /// A config of two services: `db` (one `sleep 1000`) and `web` after it (a shell that leaves a
-/// `sleep 1000` child and execs another): three processes, two stop waves.
+/// `sleep 1000` child and execs another): three processes, web stopped before db.
 pub fn db_and_web() -> Value {
     json!({ "services": {
         "db": { "cmd": ["sleep", "1000"] },
@@ -48,7 +48,7 @@ pub fn sleepers(n: usize) -> Value {
 
 /// A config of `n` services `s00000`, `s00001`, ... that need no process: each one's working
 /// directory is missing, so its spawn fails inside reapd, and `never` keeps it down. With
-/// `chain`, each starts after the one before (one chain, `n` stop waves). `arg` is their
+/// `chain`, each starts after the one before (one path of `n` services in the stop graph). `arg` is their
 /// command's argument: two such configs with different ones differ in every service.
 pub fn idle_services(n: usize, chain: bool, arg: &str) -> Value {
     let services: serde_json::Map<String, Value> = (0..n)

@@ -1,5 +1,6 @@
-//! Budgets: how the stop waves share the bound. With a 12 s bound the reserve is 1 s and the
-//! exit margin 200 ms, so the waves share 10.8 s and the hard deadline is 11.8 s.
+//! Budgets: how the graceful stops share the bound, path by path through the stop graph. With a
+//! 12 s bound the reserve is 1 s and the exit margin 200 ms, so the stops share 10.8 s and the
+//! hard deadline is 11.8 s.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use nix::sys::signal::Signal;
 
 use super::{ms, secs, stop_timeout_of};
 use crate::core::sim::{Quirks, Shape, World};
-use crate::wire::events::{Event, WaveInfo};
+use crate::wire::events::{Event, PlanEntry};
 
 /// When `service`'s processes were killed.
 fn killed_at(w: &World, service: &str) -> Duration {
@@ -15,7 +16,7 @@ fn killed_at(w: &World, service: &str) -> Duration {
 }
 
 #[test]
-fn waves_share_the_bound_by_max_min_fairness() {
+fn the_services_of_one_path_share_the_bound() {
     let mut w = World::new(
         r#"{"shutdown_timeout_ms": 12000, "services": {
             "a": {"cmd": ["a"], "stop_timeout_ms": 20000},
@@ -28,10 +29,15 @@ fn waves_share_the_bound_by_max_min_fairness() {
     w.start();
     w.signal(Signal::SIGTERM);
     w.run_to_exit();
-    let wave = |s: &str, requested_ms, timeout_ms| WaveInfo {
-        services: vec![s.into()],
+    let entry = |s: &str, after: &str, requested_ms, share_ms, starts_ms| PlanEntry {
+        service: s.into(),
+        after: (!after.is_empty())
+            .then(|| after.to_string())
+            .into_iter()
+            .collect(),
         requested_ms,
-        timeout_ms,
+        share_ms,
+        starts_ms,
     };
     assert_eq!(
         w.first(|e| e.name() == "shutdown_plan")
@@ -40,10 +46,10 @@ fn waves_share_the_bound_by_max_min_fairness() {
             budget_ms: 12000,
             reserve_ms: 1000,
             // c asks for less than a third of 10.8 s and keeps it; b and a split the rest.
-            waves: vec![
-                wave("c", 1000, 1000),
-                wave("b", 20000, 4900),
-                wave("a", 20000, 4900)
+            services: vec![
+                entry("c", "", 1000, 1000, 0),
+                entry("b", "c", 20000, 4900, 1000),
+                entry("a", "b", 20000, 4900, 5900)
             ],
         })
     );
@@ -55,7 +61,7 @@ fn waves_share_the_bound_by_max_min_fairness() {
 }
 
 #[test]
-fn time_a_wave_does_not_use_rolls_over_to_the_next() {
+fn time_a_service_does_not_use_passes_on_to_the_services_after_it() {
     let mut w = World::new(
         r#"{"shutdown_timeout_ms": 12000, "services": {
             "a": {"cmd": ["a"], "stop_timeout_ms": 20000},
@@ -82,7 +88,7 @@ fn the_reserve_is_kept_for_killing_and_is_all_the_kill_gets() {
     w.start();
     w.signal(Signal::SIGTERM);
     w.run_to_exit();
-    // The stop is clipped to the waves' 10.8 s; killing may use the reserve up to the hard
+    // The stop is clipped to the graceful stops' 10.8 s; killing may use the reserve up to the hard
     // deadline (11.8 s), where the report is due whatever still lives.
     assert_eq!(stop_timeout_of(&w, "a"), 10800);
     assert_eq!(killed_at(&w, "a"), ms(10800));
@@ -90,8 +96,8 @@ fn the_reserve_is_kept_for_killing_and_is_all_the_kill_gets() {
 }
 
 #[test]
-fn many_waves_fit_inside_a_short_bound() {
-    // s00 <- s01 <- ... <- s19: twenty waves, each asking 10 s, inside one second.
+fn a_path_of_twenty_fits_inside_a_short_bound() {
+    // s00 <- s01 <- ... <- s19: twenty services in a row, each asking 10 s, inside one second.
     let services: Vec<String> = (0..20)
         .map(|i| {
             let after = if i == 0 {
@@ -123,10 +129,7 @@ fn many_waves_fit_inside_a_short_bound() {
         })
         .collect();
     let expected: Vec<String> = (0..20).rev().map(|i| format!("s{i:02}")).collect();
-    assert_eq!(
-        killed, expected,
-        "one wave after another, last started first"
-    );
+    assert_eq!(killed, expected, "one after another, last started first");
     // 1 s less a 200 ms reserve and a 50 ms exit margin, shared by twenty: 37.5 ms each.
     assert_eq!(stop_timeout_of(&w, "s19"), 37);
     let (code, at) = w.exited().expect("exit");
@@ -135,7 +138,7 @@ fn many_waves_fit_inside_a_short_bound() {
 }
 
 #[test]
-fn a_stop_timeout_is_capped_by_its_waves_allotment_and_a_wave_stops_in_parallel() {
+fn independent_services_stop_in_parallel_each_capped_by_its_share() {
     let mut w = World::new(
         r#"{"shutdown_timeout_ms": 6000, "services": {
             "a": {"cmd": ["a"], "stop_timeout_ms": 30000},
@@ -146,7 +149,7 @@ fn a_stop_timeout_is_capped_by_its_waves_allotment_and_a_wave_stops_in_parallel(
     w.start();
     w.signal(Signal::SIGTERM);
     w.run_to_exit();
-    // One wave (nothing depends on anything); it gets 6 s - 500 ms - 200 ms.
+    // Nothing depends on anything: each path is one service, and gets 6 s - 500 ms - 200 ms.
     assert_eq!(stop_timeout_of(&w, "a"), 5300);
     assert_eq!(stop_timeout_of(&w, "b"), 2000, "asks less, keeps it");
     assert_eq!(killed_at(&w, "b"), secs(2));
@@ -159,7 +162,7 @@ fn a_stop_timeout_is_capped_by_its_waves_allotment_and_a_wave_stops_in_parallel(
 }
 
 #[test]
-fn stubborn_services_in_three_waves_finish_within_the_bound() {
+fn three_stubborn_services_in_a_row_finish_within_the_bound() {
     let mut w = World::new(
         r#"{"shutdown_timeout_ms": 6000, "services": {
             "a": {"cmd": ["x"], "stop_timeout_ms": 20000},
@@ -184,4 +187,32 @@ fn stubborn_services_in_three_waves_finish_within_the_bound() {
         })
         .collect();
     assert_eq!(killed, ["c", "b", "a"]);
+}
+
+#[test]
+fn a_stubborn_service_holds_back_only_what_depends_on_it() {
+    // api (stubborn) starts after db; web (quick) starts after cache.
+    let mut w = World::new(
+        r#"{"shutdown_timeout_ms": 12000, "services": {
+            "db": {"cmd": ["x"], "stop_timeout_ms": 5000},
+            "api": {"cmd": ["x"], "after": ["db"], "stop_timeout_ms": 5000},
+            "cache": {"cmd": ["x"], "stop_timeout_ms": 5000},
+            "web": {"cmd": ["x"], "after": ["cache"], "stop_timeout_ms": 5000}}}"#,
+    );
+    w.shape("api", Shape::deaf());
+    w.shape("web", Shape::lone(Quirks::slow(ms(300))));
+    w.start();
+    w.signal(Signal::SIGTERM);
+    w.run_to_exit();
+    let term = |s: &str| w.signalled_at(w.spawns_of(s)[0], Signal::SIGTERM);
+    assert_eq!(term("api"), Some(Duration::ZERO));
+    assert_eq!(term("web"), Some(Duration::ZERO));
+    // cache goes as soon as web is gone, not when api's stop ends.
+    assert_eq!(term("cache"), Some(ms(300)));
+    assert_eq!(w.stopped("cache"), Some(("exited".into(), ms(300))));
+    // db waits for api, killed at the end of its own timeout, and then gets its whole own.
+    assert_eq!(killed_at(&w, "api"), secs(5));
+    assert_eq!(term("db"), Some(secs(5)));
+    assert_eq!(stop_timeout_of(&w, "db"), 5000);
+    assert_eq!(w.exit_code(), 0);
 }

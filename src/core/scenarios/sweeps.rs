@@ -4,6 +4,7 @@
 
 use nix::sys::signal::Signal;
 
+use super::{ms, secs};
 use crate::core::proctree::{Pid, ProcInfo};
 use crate::core::sim::{ME, Quirks, Shape, World};
 use crate::wire::events::Event;
@@ -30,7 +31,7 @@ fn shutdown(w: &mut World) {
 }
 
 #[test]
-fn orphans_are_stopped_with_their_service_or_in_the_first_wave() {
+fn orphans_are_stopped_with_their_service_or_as_the_shutdown_begins() {
     let mut w = World::new(r#"{"services": {"web": {"cmd": ["x"]}}}"#);
     w.start();
     // Reparented to reapd with only the marker to go on; and two with no clue at all.
@@ -47,7 +48,8 @@ fn orphans_are_stopped_with_their_service_or_in_the_first_wave() {
     );
     assert!(w.events().iter().any(|e| matches!(e,
         Event::Killed { service: Some(s), pids, .. } if s == "web" && pids == &vec![ours.pid])));
-    // Unknown orphans are asked to stop with the first wave, and killed when it ends.
+    // Unknown orphans are asked to stop as the shutdown begins, and killed after the default
+    // stop timeout.
     assert!(terms.contains(&stray.pid) && terms.contains(&deaf_stray.pid));
     assert!(w.alive().is_empty());
     assert!(w.events().iter().any(|e| matches!(e,
@@ -55,12 +57,38 @@ fn orphans_are_stopped_with_their_service_or_in_the_first_wave() {
 }
 
 #[test]
-fn without_services_orphans_of_nobody_are_swept() {
+fn without_services_orphans_of_nobody_are_still_asked_before_they_are_killed() {
     let mut w = World::new(r#"{"services": {}}"#);
     w.start();
     assert_eq!(w.names(), ["no_services"]);
     let stray = w.k.new_proc(ME, 6666, None, Quirks::DEAF);
     w.signal(Signal::SIGTERM);
+    w.run_to_exit();
+    assert_eq!(
+        w.signals_to(stray.pid),
+        [
+            Signal::SIGSTOP,
+            Signal::SIGTERM,
+            Signal::SIGCONT,
+            Signal::SIGSTOP,
+            Signal::SIGKILL
+        ]
+    );
+    // After the default stop timeout of 10 s.
+    assert_eq!(w.signalled_at(stray.pid, Signal::SIGKILL), Some(secs(10)));
+    assert!(swept(&w).is_empty(), "nothing left for the sweep");
+    assert_eq!(w.exited(), Some((0, secs(10))));
+}
+
+#[test]
+fn an_orphan_of_nobody_found_only_at_the_end_is_swept() {
+    let mut w = World::new(r#"{"services": {"a": {"cmd": ["a"], "stop_timeout_ms": 1000}}}"#);
+    w.shape("a", Shape::deaf());
+    w.start();
+    w.signal(Signal::SIGTERM);
+    // Reparented to reapd while the shutdown runs, after the orphans were asked.
+    w.run_to(ms(500));
+    let stray = w.k.new_proc(ME, 6666, None, Quirks::DEAF);
     w.run_to_exit();
     // (Its command line is not read: an orphan may be forking, and reading it would wait for
     // its memory-map lock. It is named by its command name.)
@@ -73,7 +101,7 @@ fn without_services_orphans_of_nobody_are_swept() {
         )]
     );
     assert_eq!(w.signals_to(stray.pid), [Signal::SIGSTOP, Signal::SIGKILL]);
-    assert_eq!(w.exited(), Some((0, std::time::Duration::ZERO)));
+    assert_eq!(w.exit_code(), 0);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::core::stop::{JobOut, StopHow, StopJob};
 use crate::core::sweep;
 use crate::core::teardown::{Reporting, Teardown};
 use crate::wire::config::StopScope;
-use crate::wire::events::{Event, WaveInfo};
+use crate::wire::events::{Event, PlanEntry};
 use crate::wire::replies::{ErrorCode, ErrorReply, Reply};
 use crate::wire::signal_names::signal_name;
 use crate::wire::text::ms;
@@ -381,6 +381,9 @@ impl Supervisor {
                 );
             }
         }
+        if self.phase() == Phase::Draining {
+            self.shutdown_input(ShutdownInput::ServiceStopped(name.to_string()), now);
+        }
     }
 
     /// Moves things forward once a stop, the recovery, a wave, the kill or a hook is over.
@@ -400,24 +403,11 @@ impl Supervisor {
                 self.initial_spawn_resolved();
             }
         }
-        let stopping = |sup: &Self, n: &str| sup.services.get(n).is_some_and(|s| s.job().is_some());
-        let wave_over = match &mut self.teardown {
-            Teardown::Draining { wave, orphans, .. } => {
-                if orphans.as_ref().is_some_and(StopJob::is_done) {
-                    *orphans = None;
-                }
-                !wave.is_empty() && orphans.is_none()
-            }
-            _ => false,
-        };
-        if wave_over
-            && let Teardown::Draining { wave, .. } = &self.teardown
-            && !wave.iter().any(|n| stopping(self, n))
+        if let Teardown::Draining { orphans, .. } = &mut self.teardown
+            && orphans.as_ref().is_some_and(StopJob::is_done)
         {
-            if let Teardown::Draining { wave, .. } = &mut self.teardown {
-                wave.clear();
-            }
-            self.shutdown_input(ShutdownInput::WaveStopped, now);
+            *orphans = None;
+            self.shutdown_input(ShutdownInput::OrphansStopped, now);
         }
         if let Teardown::Killing { leftovers, .. } = &self.teardown
             && leftovers.is_done()
@@ -472,11 +462,7 @@ impl Supervisor {
                             s.state = ServiceState::Down;
                         }
                     }
-                    self.teardown = Teardown::Draining {
-                        wave: Vec::new(),
-                        orphans: None,
-                        orphans_asked: false,
-                    };
+                    self.teardown = Teardown::Draining { orphans: None };
                 }
                 self.out.push(Action::Notify(Notice::Status(format!(
                     "{}: {reason}",
@@ -491,39 +477,34 @@ impl Supervisor {
             Step::Announce(plan) => self.out.event(Event::ShutdownPlan {
                 budget_ms: ms(plan.budget),
                 reserve_ms: ms(plan.reserve),
-                waves: plan
-                    .waves
-                    .iter()
-                    .map(|w| WaveInfo {
-                        services: w.services.clone(),
-                        requested_ms: ms(w.requested),
-                        timeout_ms: ms(w.allotted),
+                services: plan
+                    .stops
+                    .into_iter()
+                    .map(|s| PlanEntry {
+                        service: s.service,
+                        after: s.after,
+                        requested_ms: ms(s.requested),
+                        share_ms: ms(s.share),
+                        starts_ms: ms(s.starts),
                     })
                     .collect(),
             }),
-            Step::StopWave { services, deadline } => {
-                for name in &services {
-                    self.begin_stop(name, Some(deadline), now);
-                }
-                if let Teardown::Draining {
-                    wave,
-                    orphans,
-                    orphans_asked,
-                } = &mut self.teardown
-                {
-                    *wave = services;
-                    if !*orphans_asked {
-                        *orphans_asked = true;
-                        let timeout = deadline.saturating_duration_since(now);
-                        let mut job =
-                            StopJob::new(Signal::SIGTERM, StopScope::Tree, None, timeout, now);
-                        if self.blind {
-                            job.set_blind(now);
-                        }
-                        *orphans = Some(job);
-                    }
+            Step::StopServices(list) => {
+                for (name, deadline) in &list {
+                    self.begin_stop(name, Some(*deadline), now);
                 }
                 self.check_progress(now);
+            }
+            Step::StopOrphans { deadline } => {
+                if let Teardown::Draining { orphans, .. } = &mut self.teardown {
+                    let timeout = deadline.saturating_duration_since(now);
+                    let mut job =
+                        StopJob::new(Signal::SIGTERM, StopScope::Tree, None, timeout, now);
+                    if self.blind {
+                        job.set_blind(now);
+                    }
+                    *orphans = Some(job);
+                }
             }
             Step::EndGrace => {
                 for to in self.waiters.take_all() {
