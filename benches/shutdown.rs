@@ -220,8 +220,27 @@ fn many_services() {
     );
 }
 
+/// Runs one service at the `info` log level (as in production: a debug line per signal would be
+/// measured too) until `started` says its processes are up, then shuts down.
+fn stop_once(
+    tag: &str,
+    cfg: impl FnOnce(&TestDir) -> Value,
+    log: &str,
+    procs: usize,
+) -> (Daemon, u128, Vec<Value>) {
+    let b = Daemon::builder(tag).env("REAPD_LOG", "info");
+    let cfg = cfg(b.dir());
+    let mut d = b.config(cfg).start();
+    let up = wait_until(Duration::from_secs(120), || {
+        named_times(&d.dir.read(log), "started").len() >= procs
+    });
+    assert!(up, "{tag}: not all {procs} processes started");
+    let (wall, events) = shut_down(&mut d);
+    (d, wall, events)
+}
+
 fn chain_levels() {
-    let b = Daemon::builder("bench-chain");
+    let b = Daemon::builder("bench-chain").env("REAPD_LOG", "info");
     let cfg =
         json!({ "services": { "chain": { "cmd": chain_cmd(b.dir(), "chain.log", 6, "exit") } } });
     let mut d = b.config(cfg).start();
@@ -245,10 +264,61 @@ fn chain_levels() {
     );
 }
 
+/// A cooperative 3-level tree (1 → 2 → 4) and a service with 200 children, stopped bottom-up.
+fn trees() {
+    for (label, depth, fanout) in [
+        ("3-level tree (1 → 2 → 4), whole stop", 3, 2),
+        ("200 children, whole stop", 2, 200),
+    ] {
+        let cfg = |dir: &TestDir| json!({ "services": { "t": { "cmd": tree_cmd(dir, "tree.log", depth, fanout) } } });
+        let (_d, wall, events) = stop_once("bench-tree", cfg, "tree.log", tree_size(depth, fanout));
+        row(
+            label,
+            format!("{} ms reported, {wall} ms until exit", done_ms(&events)),
+        );
+    }
+}
+
+/// A chain of 1 000 levels with a 4 s stop timeout: every level must get its signal in turn.
+fn deep_chain() {
+    let levels = 1000u32;
+    let b = Daemon::builder("bench-deep").env("REAPD_LOG", "info");
+    let cfg = json!({ "services": { "deep": {
+        "cmd": chain_cmd(b.dir(), "deep.log", levels, "exit"), "stop_timeout_ms": 4000 } } });
+    let mut d = b.config(cfg).start();
+    let up = wait_until(Duration::from_secs(120), || {
+        chain_times(&d.dir.read("deep.log"), "started").len() == levels as usize
+    });
+    assert!(up, "the 1000-deep chain did not start");
+    let (wall, events) = shut_down(&mut d);
+    let text = d.dir.read("deep.log");
+    let asked = chain_times(&text, "got TERM").len();
+    let how = events
+        .iter()
+        .find(|e| e["event"] == "stopped")
+        .and_then(|e| e["how"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    row(
+        "1000-deep chain, stop timeout 4 s",
+        format!(
+            "{asked} of {levels} levels got TERM, {how}, {} ms reported, {wall} ms until exit",
+            done_ms(&events)
+        ),
+    );
+}
+
 fn fork_storm() {
     let cfg = json!({ "services": { "storm": { "cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 100 & done"], "stop_timeout_ms": 1000 } } });
-    let mut d = Daemon::builder("bench-storm").config(cfg).start();
-    assert!(wait_until(SOON, || live_with_marker(&d.marker).len() > 200));
+    let mut d = Daemon::builder("bench-storm")
+        .env("REAPD_LOG", "info")
+        .config(cfg)
+        .start();
+    assert!(wait_until(Duration::from_secs(60), || live_with_marker(
+        &d.marker
+    )
+    .len()
+        > 5000));
     let (wall, events) = shut_down(&mut d);
     let killed: u64 = events
         .iter()
@@ -432,16 +502,33 @@ fn main() {
         println!("run `scripts/bench` (cargo bench) to measure");
         return;
     }
+    // REAPD_BENCH=chain,storm runs only the sections named (see `SECTIONS`).
+    let only = std::env::var("REAPD_BENCH").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w.trim() == name))
+    };
     println!("{:<58} value", "measure");
-    sizes();
-    idle_and_memory();
-    throughput();
-    hostile_clients();
-    many_services();
-    chain_levels();
-    fork_storm();
-    cpu_fork_bomb();
-    budget();
-    ten_thousand();
-    startup_window();
+    for (name, section) in SECTIONS {
+        if wanted(name) {
+            section();
+        }
+    }
 }
+
+/// Every section of the table, by the name `REAPD_BENCH` selects it with.
+const SECTIONS: &[(&str, fn())] = &[
+    ("sizes", sizes),
+    ("idle", idle_and_memory),
+    ("throughput", throughput),
+    ("hostile", hostile_clients),
+    ("services", many_services),
+    ("chain", chain_levels),
+    ("trees", trees),
+    ("deep", deep_chain),
+    ("storm", fork_storm),
+    ("bomb", cpu_fork_bomb),
+    ("budget", budget),
+    ("ten_thousand", ten_thousand),
+    ("startup", startup_window),
+];

@@ -47,6 +47,9 @@ fn a_cpu_bound_fork_bomb_is_stopped_within_the_bound_with_no_survivor() {
     // Empty the cage before anything else looks at processes (or a failed assertion unwinds).
     drop(cage);
     let log = d.log();
+    if std::env::var_os("REAPD_KEEP_BOMB_LOG").is_some() {
+        let _ = std::fs::write(format!("/tmp/bomb-{}.log", std::process::id()), &log);
+    }
     let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
     assert!(grew, "the fork bomb never filled its cage");
     assert_eq!(

@@ -246,6 +246,42 @@ fn dependencies_stop_in_order_and_independent_services_overlap() {
 }
 
 #[test]
+fn a_tree_is_stopped_bottom_up_each_node_only_after_all_its_children_exited() {
+    // 1 → 3 → 9 → 27: forty processes, each logging its signal and its exit.
+    let b = Daemon::builder("tree");
+    let (depth, fanout) = (4, 3);
+    let cfg =
+        json!({ "services": { "tree": { "cmd": tree_cmd(b.dir(), "tree.log", depth, fanout) } } });
+    let mut d = b.config(cfg).start();
+    let n = tree_size(depth, fanout);
+    assert!(
+        wait_until(SOON, || named_times(&d.dir.read("tree.log"), "started")
+            .len()
+            == n),
+        "not all {n} nodes started"
+    );
+    let events = d.signal_and_watch(libc::SIGTERM);
+    d.assert_clean_exit();
+    let text = d.dir.read("tree.log");
+    let term = named_times(&text, "got TERM");
+    let exit = named_times(&text, "exiting");
+    assert_eq!(term.len(), n, "every node was asked:\n{text}");
+    for (id, t) in &term {
+        let prefix = format!("{id}.");
+        for (child, e) in exit
+            .range(prefix.clone()..)
+            .take_while(|(c, _)| c.starts_with(&prefix))
+        {
+            assert!(
+                e <= t,
+                "{id} got TERM at {t} before its descendant {child} exited at {e}:\n{text}"
+            );
+        }
+    }
+    assert_eq!(one_event(&events, "stopped")["how"], "exited");
+}
+
+#[test]
 fn a_stubborn_service_holds_back_only_the_services_it_depends_on() {
     // api ignores SIGTERM (killed after its 3 s) and starts after db; web starts after cache.
     let b = Daemon::builder("graph-stubborn");

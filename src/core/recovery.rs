@@ -15,7 +15,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use crate::core::proctree::{Pid, ProcId, Snapshot};
-use crate::core::stop::StopJob;
+use crate::core::stop::{JobOut, StopJob};
 use crate::wire::config::{DEFAULT_STOP_TIMEOUT, ServiceSpec, StopScope};
 use crate::wire::state_file::StateRecord;
 
@@ -114,11 +114,12 @@ impl Recovery {
         }
     }
 
-    /// Skips what is left of every graceful stop.
-    pub fn escalate(&mut self) {
-        for o in &mut self.owners {
-            o.job.escalate();
-        }
+    /// Skips what is left of every graceful stop; what to perform, by owner.
+    pub fn escalate(&mut self) -> Vec<(String, Vec<JobOut>)> {
+        self.owners
+            .iter_mut()
+            .map(|o| (o.owner.clone(), o.job.escalate()))
+            .collect()
     }
 }
 

@@ -54,7 +54,20 @@ impl Tracking {
 
     /// A child was reaped: it is gone for certain.
     pub fn reaped(&mut self, pid: Pid) {
-        self.touched.retain(|id, _| id.pid != pid);
+        // By range, not by a walk: thousands of children may be reaped one after another.
+        let with_pid: Vec<ProcId> = self
+            .touched
+            .range(
+                ProcId { pid, start: 0 }..=ProcId {
+                    pid,
+                    start: u64::MAX,
+                },
+            )
+            .map(|(id, _)| *id)
+            .collect();
+        for id in with_pid {
+            self.touched.remove(&id);
+        }
         self.roots.spawned.retain(|id, _| id.pid != pid);
     }
 

@@ -142,12 +142,13 @@ impl Edge for SysEdge {
         loop {
             let (pid, status) =
                 match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitStatus::Code(code)),
-                    Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                        (pid.as_raw(), ExitStatus::Signal(sig as i32))
-                    }
-                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Ok(w) => match reaped(w) {
+                        Some(r) => r,
+                        None if w == WaitStatus::StillAlive => break,
+                        None => continue,
+                    },
+                    Err(Errno::ECHILD) => break,
+                    Err(Errno::EINTR) => continue,
                     Err(e) => {
                         error!("waitpid: {e}");
                         break;
@@ -293,6 +294,18 @@ impl SysEdge {
                 c.accept_again(self.poll.registry(), freed);
             }
         }
+    }
+
+    /// A pidfd became readable: the process exited. If it is reapd's child it is collected at
+    /// once, through its pidfd (its exit status is learnt before its end); then it is forgotten.
+    pub(super) fn exited(&mut self, pid: Pid) {
+        if let Some(w) = self.pidfds.get(&pid)
+            && let Some((pid, status)) = w.fd.reap().and_then(reaped)
+        {
+            debug!("reaped pid {pid} ({status})");
+            self.learnt.push(Input::Reaped { pid, status });
+        }
+        self.forget(pid);
     }
 
     /// The process behind a pidfd is gone: close the pidfd and say so.
@@ -523,4 +536,13 @@ fn out_of_fds(open: RawFd) -> bool {
         io::Error::last_os_error().raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE)
     )
+}
+
+/// An exit `waitpid` or `waitid` reported, as reapd records it (`None` for a stop or continue).
+fn reaped(w: WaitStatus) -> Option<(Pid, ExitStatus)> {
+    match w {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), ExitStatus::Code(code))),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), ExitStatus::Signal(sig as i32))),
+        _ => None,
+    }
 }

@@ -227,10 +227,8 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                     }
                     inputs.extend(edge.incoming(got));
                 }
-                Source::Pidfd(pid) => {
-                    edge.forget(pid);
-                    reap = true;
-                }
+                // A child of reapd is collected through its pidfd; SIGCHLD still reaps the others.
+                Source::Pidfd(pid) => edge.exited(pid),
                 // Sporadic events of sources already gone.
                 Source::Unknown => {}
             }

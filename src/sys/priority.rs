@@ -3,8 +3,10 @@
 //! Owns: raising reapd above every ordinary process while a stop is under way, and lowering it
 //! again afterwards. A CPU-bound fork storm of thousands of processes on two cores leaves an
 //! ordinary process a few microseconds per second: reapd would need minutes for one pass over
-//! `/proc`. `SCHED_FIFO` (priority 1, the lowest real-time one) lets it run whenever it has work;
-//! where that is not permitted, the lowest nice value is the fallback.
+//! `/proc`. `SCHED_RR` at priority 1, the lowest real-time one, lets it run whenever it has work;
+//! round-robin rather than FIFO so that two reapds stopping storms at once (or any other task at
+//! that priority) share the CPU instead of one starving the other while it scans. Where that is
+//! not permitted, the lowest nice value is the fallback.
 //! Must never: let a child inherit the raised priority (`SCHED_RESET_ON_FORK` resets both the
 //! policy and a negative nice value in every child), or fail the daemon: an unprivileged reapd
 //! simply keeps its priority.
@@ -44,14 +46,14 @@ impl PriorityControl {
     fn raise(&mut self) {
         let param = libc::sched_param { sched_priority: 1 };
         // SAFETY: sched_setscheduler reads the struct we pass; pid 0 is this process.
-        let fifo = unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+        let rt = unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param)
         };
-        if fifo == 0 {
-            self.note("real-time priority (SCHED_FIFO 1)");
+        if rt == 0 {
+            self.note("real-time priority (SCHED_RR 1)");
             return;
         }
-        let fifo_err = std::io::Error::last_os_error();
+        let rt_err = std::io::Error::last_os_error();
         // SAFETY: getpriority/setpriority take plain integers. errno distinguishes -1 results,
         // but a failed read only means we will not restore it exactly.
         let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
@@ -76,13 +78,11 @@ impl PriorityControl {
         };
         if nice == 0 {
             self.original_nice = Some(before);
-            self.note(&format!(
-                "nice -20 (real-time priority refused: {fifo_err})"
-            ));
+            self.note(&format!("nice -20 (real-time priority refused: {rt_err})"));
         } else if !self.reported {
             self.reported = true;
             info!(
-                "cannot raise reapd's priority while stopping ({fifo_err}); a CPU-bound fork storm \
+                "cannot raise reapd's priority while stopping ({rt_err}); a CPU-bound fork storm \
                  can slow the stop down: give reapd CAP_SYS_NICE to avoid this"
             );
         }

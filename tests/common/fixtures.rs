@@ -24,6 +24,23 @@ pub fn chain_cmd(dir: &TestDir, log: &str, levels: u32, mode: &str) -> Value {
     ])
 }
 
+/// The argv of a `tree.sh` service: a tree `depth` levels deep, each node above the last with
+/// `fanout` children, logging to `log` (times by node path, see [`named_times`]).
+pub fn tree_cmd(dir: &TestDir, log: &str, depth: u32, fanout: u32) -> Value {
+    json!([
+        fixture("tree.sh"),
+        "1",
+        depth.to_string(),
+        fanout.to_string(),
+        dir.join(log)
+    ])
+}
+
+/// Nodes of a `tree.sh` tree: 1 + fanout + fanout² + ... over `depth` levels.
+pub fn tree_size(depth: u32, fanout: u32) -> usize {
+    (0..depth).map(|l| (fanout as usize).pow(l)).sum()
+}
+
 /// The argv of a `slowstop.sh` service `name` that takes `delay` seconds to stop.
 pub fn slowstop_cmd(dir: &TestDir, name: &str, delay: &str, log: &str) -> Value {
     json!([fixture("slowstop.sh"), name, delay, dir.join(log)])

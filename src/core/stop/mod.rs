@@ -50,8 +50,6 @@ use rules::{
     Members, Signalled, born_after_signal, is_due, levels_left, lost_its_signal, next_level,
 };
 
-/// Freeze passes before reapd gives up on reaching a fixpoint and kills what it has.
-pub const MAX_FREEZE_ROUNDS: u32 = 64;
 /// Checks of one level's states before reapd gives up waiting for it to show stopped (a process
 /// in uninterruptible sleep does not until it wakes) and goes on.
 pub const MAX_HOLD_CHECKS: u32 = 16;
@@ -59,6 +57,10 @@ pub const MAX_HOLD_CHECKS: u32 = 16;
 pub const IMMEDIATE_CHECKS: u32 = 3;
 /// Pause between later checks of a level.
 pub const CHECK_PAUSE: Duration = Duration::from_millis(2);
+/// The longest the level-by-level hold may take; a fraction of the stop timeout, this at most.
+/// Past it, what is not held yet is held at once, top-down: in a fork storm a stop lands only
+/// when its target gets the CPU, and thousands of runnable processes would make each level wait.
+pub const MAX_HOLD: Duration = Duration::from_millis(500);
 /// How soon to look again while reapd cannot see or watch every member (the process table could
 /// not be read completely, or no pidfd could be opened): there is no exit event to wait for.
 pub const RETRY: Duration = Duration::from_millis(100);
@@ -132,9 +134,8 @@ enum Stage {
     },
     /// Bottom-up: a process gets the signal as soon as everything below it is gone.
     Graceful,
-    Freezing {
-        round: u32,
-    },
+    /// The graceful part is over: at the next look, everything is frozen and killed.
+    Freezing,
     Killing,
     Done(StopHow),
 }
@@ -168,8 +169,12 @@ pub struct StopJob {
     checks: Vec<ProcId>,
     /// The checks wait until then.
     check_at: Option<Instant>,
+    /// When the level-by-level hold gives way to holding everything left at once.
+    hold_by: Option<Instant>,
     /// No process was held since the last full scan: the tree it showed is the whole tree.
     tree_confirmed: bool,
+    /// Members SIGKILLed and not seen gone yet: the confirming look waits for none of them.
+    killed_alive: usize,
     /// The boot clock, in ticks, at the last scan or check (when the edge reads it).
     tick: Option<u64>,
     /// While blind (an incomplete scan, unwatched members), when to scan again.
@@ -208,6 +213,8 @@ impl StopJob {
             settle_at: None,
             checks: Vec::new(),
             check_at: None,
+            hold_by: None,
+            killed_alive: 0,
             tick: None,
             tree_confirmed: false,
             retry_at: None,
@@ -233,7 +240,7 @@ impl StopJob {
     /// A stop that skips the graceful part: freeze and kill at once.
     pub fn kill_now(now: Instant) -> Self {
         let mut job = StopJob::new(Signal::SIGKILL, StopScope::Tree, None, Duration::ZERO, now);
-        job.stage = Stage::Freezing { round: 0 };
+        job.stage = Stage::Freezing;
         job
     }
 
@@ -305,7 +312,7 @@ impl StopJob {
 
     /// True once the graceful part is over.
     pub fn is_killing(&self) -> bool {
-        matches!(self.stage, Stage::Freezing { .. } | Stage::Killing)
+        matches!(self.stage, Stage::Freezing | Stage::Killing)
     }
 
     /// Every process this job has sent a signal to.
@@ -339,14 +346,38 @@ impl StopJob {
         }
     }
 
-    /// Skips what is left of the graceful part.
-    pub fn escalate(&mut self) {
-        if !self.is_killing() && !self.is_done() {
-            self.checks.clear();
-            self.check_at = None;
-            self.stage = Stage::Freezing { round: 0 };
-            self.scan_wanted = true;
+    /// Skips what is left of the graceful part: every process the job knows alive is frozen
+    /// and killed at once, from its records, without waiting for a scan (in a storm a scan
+    /// takes a good part of a second); the look that follows finds what was forked since.
+    pub fn escalate(&mut self) -> Vec<JobOut> {
+        let mut out = Vec::new();
+        if self.is_killing() || self.is_done() {
+            return out;
         }
+        self.checks.clear();
+        self.check_at = None;
+        self.stage = Stage::Freezing;
+        self.scan_wanted = true;
+        let mut known: Vec<(usize, ProcId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.gone)
+            .map(|(id, m)| (m.depth, *id))
+            .collect();
+        if known.is_empty() {
+            return out;
+        }
+        known.sort_unstable_by_key(|&(depth, id)| (depth, id.pid));
+        let top_down: Vec<ProcId> = known
+            .iter()
+            .filter(|(_, id)| self.members.get(id).is_some_and(|m| !m.stopped))
+            .map(|&(_, id)| id)
+            .collect();
+        self.stop_ids(&top_down, &mut out);
+        let deepest_first: Vec<ProcId> = known.iter().rev().map(|&(_, id)| id).collect();
+        self.kill_ids(&deepest_first, &mut out);
+        self.stage = Stage::Killing;
+        out
     }
 
     /// From now on no exit will be announced: the job rescans until it is done.
@@ -357,8 +388,9 @@ impl StopJob {
         }
     }
 
-    /// Time has passed: end `main-first`'s time alone, a level's share, or the graceful part.
-    pub fn on_tick(&mut self, now: Instant) {
+    /// Time has passed: end `main-first`'s time alone, a level's share, or the graceful part
+    /// (whose end freezes and kills what is known at once: perform what it answers).
+    pub fn on_tick(&mut self, now: Instant) -> Vec<JobOut> {
         if self.check_at.is_some_and(|c| now >= c) {
             self.check_at = None;
         }
@@ -367,11 +399,10 @@ impl StopJob {
             self.scan_wanted = true;
         }
         if self.is_killing() || self.is_done() {
-            return;
+            return Vec::new();
         }
         if now >= self.deadline {
-            self.escalate();
-            return;
+            return self.escalate();
         }
         if let Stage::MainAlone { until } = self.stage
             && now >= until
@@ -387,6 +418,7 @@ impl StopJob {
             self.settle_at = None;
             self.scan_wanted = true;
         }
+        Vec::new()
     }
 
     /// No pidfd could be opened for a member (out of descriptors, ...): it is alive as far as
@@ -412,6 +444,9 @@ impl StopJob {
             return out;
         }
         m.gone = true;
+        if m.killed {
+            self.killed_alive = self.killed_alive.saturating_sub(1);
+        }
         let parent = m.parent;
         self.in_play.remove(&id);
         match self.stage {
@@ -430,7 +465,7 @@ impl StopJob {
             Stage::MainAlone { .. } if Some(id) == self.main => self.leave_main_alone(),
             Stage::Killing => {
                 // One confirming scan once every killed process is gone, not one per death.
-                if self.members.values().all(|m| !m.killed || m.gone) {
+                if self.killed_alive == 0 {
                     self.scan_wanted = true;
                 }
             }
@@ -439,7 +474,7 @@ impl StopJob {
                     self.scan_wanted = true;
                 }
             }
-            Stage::MainAlone { .. } | Stage::Freezing { .. } | Stage::Done(_) => {}
+            Stage::MainAlone { .. } | Stage::Freezing | Stage::Done(_) => {}
         }
         out
     }
@@ -475,6 +510,9 @@ impl StopJob {
             for (id, m) in self.members.iter_mut() {
                 if !m.gone && !live.contains(id) {
                     m.gone = true;
+                    if m.killed {
+                        self.killed_alive = self.killed_alive.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -513,7 +551,7 @@ impl StopJob {
                 self.advance_hold_records(now, &mut out);
             }
             Stage::Graceful => self.graceful(snap, &forest, now, &mut out),
-            Stage::Freezing { round } => self.freeze(snap, &forest, round, &mut out),
+            Stage::Freezing => self.freeze_and_kill(snap, &forest, &mut out),
             Stage::Killing => self.kill_stragglers(snap, &forest, &mut out),
             Stage::Done(_) => {}
         }
@@ -620,6 +658,9 @@ impl StopJob {
                 // Read completely and not there: it exited (its pidfd will say so too).
                 None if !snap.incomplete => {
                     m.gone = true;
+                    if m.killed {
+                        self.killed_alive = self.killed_alive.saturating_sub(1);
+                    }
                     self.in_play.remove(&id);
                 }
                 None => {}
@@ -647,6 +688,10 @@ impl StopJob {
         };
         self.checks.clear();
         self.check_at = None;
+        let hold_by = *self.hold_by.get_or_insert_with(|| {
+            now + (self.deadline.saturating_duration_since(now) / 8).min(MAX_HOLD)
+        });
+        let out_of_time = now >= hold_by;
         let mut in_play: Vec<(ProcId, usize, bool, bool)> = self
             .in_play
             .iter()
@@ -675,8 +720,23 @@ impl StopJob {
             (Some(w), None) => Some(w),
             _ => None,
         };
+        if out_of_time && unheld.is_some() {
+            // Everything left at once, top-down (in_play is in pid order; depth decides).
+            let mut rest: Vec<(usize, ProcId)> = in_play
+                .iter()
+                .filter(|(_, _, stopped, _)| !*stopped)
+                .map(|&(id, d, ..)| (d, id))
+                .collect();
+            rest.sort_unstable_by_key(|&(d, id)| (d, id.pid));
+            let ids: Vec<ProcId> = rest.into_iter().map(|(_, id)| id).collect();
+            self.stop_ids(&ids, out);
+            self.tree_confirmed = false;
+            self.scan_wanted = true;
+            return;
+        }
         if let Some(depth) = waiting_on
             && checks < MAX_HOLD_CHECKS
+            && !out_of_time
         {
             self.checks = in_play
                 .iter()
@@ -902,33 +962,33 @@ impl StopJob {
         }
     }
 
-    fn freeze(&mut self, snap: &Snapshot, forest: &Forest, round: u32, out: &mut Vec<JobOut>) {
-        let new: Vec<Pid> = forest
+    /// The stop timeout has passed: every member is held (SIGSTOP, top-down) and killed
+    /// (SIGKILL, deepest first) in one pass, then looked for again at once. Waiting for each to
+    /// show stopped first would take, in a storm of runnable processes, as long as the scheduler
+    /// needs to run each once; and it is not needed: the kernel links a child under the same
+    /// lock a signal takes, and abandons a fork in flight when SIGKILL arrives, so a look that
+    /// begins after the kill lists every child any of them will ever have. The look after the
+    /// kill catches those ([`StopJob::kill_stragglers`]) until one finds nobody new.
+    fn freeze_and_kill(&mut self, snap: &Snapshot, forest: &Forest, out: &mut Vec<JobOut>) {
+        let unstopped: Vec<Pid> = forest
             .top_down()
             .into_iter()
             .filter(|&p| {
                 snap.procs
                     .get(&p)
                     .and_then(|i| self.members.get(&i.id()))
-                    .is_some_and(|m| !m.stopped)
+                    .is_some_and(|m| !m.stopped && !m.killed)
             })
             .collect();
-        self.stop_procs(&new, snap, out);
-        let all_stopped = forest
-            .members()
-            .iter()
-            .all(|p| snap.procs.get(p).is_some_and(|i| i.is_stopped()));
-        if (new.is_empty() && all_stopped && !snap.incomplete) || round >= MAX_FREEZE_ROUNDS {
-            self.kill(forest, snap, out);
-            self.stage = Stage::Killing;
-        } else {
-            self.stage = Stage::Freezing { round: round + 1 };
-            self.scan_wanted = true;
-        }
+        self.stop_procs(&unstopped, snap, out);
+        self.kill(forest, snap, out);
+        self.stage = Stage::Killing;
+        self.scan_wanted = true;
     }
 
-    /// Anything alive after the kill escaped the freeze (forked while the fixpoint search gave
-    /// up), or the SIGKILL could not be sent (no descriptor for a pidfd): stop and kill it again.
+    /// A look after the kill: a process not killed yet was forked just before its parent's
+    /// signal, and is frozen and killed in turn, and looked for again (it may have forked too).
+    /// One whose SIGKILL could not be sent (no pidfd) gets it again.
     fn kill_stragglers(&mut self, snap: &Snapshot, forest: &Forest, out: &mut Vec<JobOut>) {
         let fresh: Vec<Pid> = forest
             .members()
@@ -943,24 +1003,14 @@ impl StopJob {
             .collect();
         if !fresh.is_empty() {
             let sub = Forest::new(snap, fresh.iter().copied());
-            let unstopped: Vec<Pid> = sub
-                .top_down()
-                .into_iter()
-                .filter(|&p| {
-                    snap.procs
-                        .get(&p)
-                        .and_then(|i| self.members.get(&i.id()))
-                        .is_some_and(|m| !m.stopped)
-                })
-                .collect();
-            self.stop_procs(&unstopped, snap, out);
-            self.kill(&sub, snap, out);
+            self.freeze_and_kill(snap, &sub, out);
         }
         for p in forest.deepest_first() {
             if let Some(i) = snap.procs.get(&p)
                 && let Some(m) = self.members.get(&i.id())
                 && m.killed
-                && !fresh.contains(&p)
+                && m.unwatchable
+                && !m.gone
             {
                 out.push(JobOut::Signal {
                     proc: i.id(),
@@ -972,21 +1022,29 @@ impl StopJob {
     }
 
     fn kill(&mut self, forest: &Forest, snap: &Snapshot, out: &mut Vec<JobOut>) {
+        let ids: Vec<ProcId> = forest
+            .deepest_first()
+            .into_iter()
+            .filter_map(|p| snap.procs.get(&p).map(|i| i.id()))
+            .collect();
+        self.kill_ids(&ids, out);
+    }
+
+    /// SIGKILLs these members, in this order, each once.
+    fn kill_ids(&mut self, ids: &[ProcId], out: &mut Vec<JobOut>) {
         let mut pids = Vec::new();
-        for p in forest.deepest_first() {
-            let Some(info) = snap.procs.get(&p) else {
-                continue;
-            };
-            if let Some(m) = self.members.get_mut(&info.id())
+        for id in ids {
+            if let Some(m) = self.members.get_mut(id)
                 && !m.killed
             {
                 m.killed = true;
+                self.killed_alive += 1;
                 out.push(JobOut::Signal {
-                    proc: info.id(),
+                    proc: *id,
                     signal: Signal::SIGKILL,
                     what: m.comm.clone(),
                 });
-                pids.push(p);
+                pids.push(id.pid);
             }
         }
         if !pids.is_empty() {

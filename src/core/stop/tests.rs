@@ -272,10 +272,12 @@ fn children_born_after_their_parent_got_the_signal_are_left_to_it() {
         );
         assert_eq!(sent(&out, Signal::SIGSTOP), Vec::<Pid>::new());
     }
-    // If it lingers past the timeout, it is frozen and killed with the rest, as systemd does.
-    job.on_tick(t0 + Duration::from_secs(10));
-    let out = job.on_scan(&snap, &members(&snap), t0 + Duration::from_secs(10));
+    // If it lingers past the timeout, it is frozen and killed with the rest, as systemd does:
+    // at once, from what the job knows, without waiting for a scan.
+    let out = job.on_tick(t0 + Duration::from_secs(10));
     assert_eq!(sent(&out, Signal::SIGSTOP), [100, 101]);
+    assert_eq!(sent(&out, Signal::SIGKILL), [101, 100]);
+    assert!(job.wants_scan(), "then a look for what forked since");
 }
 
 #[test]
@@ -338,24 +340,39 @@ fn a_child_of_an_unheld_parent_is_judged_by_its_start_time() {
 }
 
 #[test]
-fn timeout_freezes_top_down_then_kills_deepest_first() {
+fn timeout_freezes_top_down_then_kills_deepest_first_in_one_pass() {
     let t0 = epoch();
     let mut snap = chain(3);
     let mut job = StopJob::kill_now(t0);
     let out = job.on_scan(&snap, &members(&snap), t0);
-    assert_eq!(sent(&out, Signal::SIGSTOP), [100, 101, 102]);
-    assert!(job.wants_scan(), "not all stopped yet: rescan");
-    obey_stops(&mut snap, &out);
-    // A fork slipped through before the parent stopped.
+    assert_eq!(
+        signals(&out),
+        [
+            (100, Signal::SIGSTOP),
+            (101, Signal::SIGSTOP),
+            (102, Signal::SIGSTOP),
+            (102, Signal::SIGKILL),
+            (101, Signal::SIGKILL),
+            (100, Signal::SIGKILL),
+        ],
+        "no wait for them to show stopped"
+    );
+    assert!(out.contains(&JobOut::Killed {
+        pids: vec![102, 101, 100]
+    }));
+    assert!(job.wants_scan(), "one look at once for stragglers");
+    // A fork slipped through just before its parent's signal.
     snap.procs.insert(103, proc(103, 102, 100));
     let out = job.on_scan(&snap, &members(&snap), t0);
-    assert_eq!(sent(&out, Signal::SIGSTOP), [103]);
-    obey_stops(&mut snap, &out);
+    assert_eq!(
+        signals(&out),
+        [(103, Signal::SIGSTOP), (103, Signal::SIGKILL)],
+        "the killed are not signalled again"
+    );
+    assert!(job.wants_scan(), "it may have forked too");
     let out = job.on_scan(&snap, &members(&snap), t0);
-    assert_eq!(sent(&out, Signal::SIGKILL), [103, 102, 101, 100]);
-    assert!(out.contains(&JobOut::Killed {
-        pids: vec![103, 102, 101, 100]
-    }));
+    assert!(signals(&out).is_empty(), "nobody new: wait for the deaths");
+    assert!(!job.wants_scan());
     for p in [100, 101, 102] {
         let id = remove(&mut snap, p);
         job.on_gone(id, t0);
@@ -368,17 +385,24 @@ fn timeout_freezes_top_down_then_kills_deepest_first() {
 }
 
 #[test]
-fn freezing_gives_up_on_a_fixpoint_after_bounded_rounds() {
+fn a_storm_that_outruns_each_look_is_chased_until_a_look_finds_nobody_new() {
     let t0 = epoch();
-    let snap = chain(1); // never reaches state T (e.g. uninterruptible sleep)
+    let mut snap = chain(1);
     let mut job = StopJob::kill_now(t0);
-    let mut rounds = 0;
-    while job.wants_scan() && rounds < 1000 {
-        job.on_scan(&snap, &members(&snap), t0);
-        rounds += 1;
+    let mut killed = Vec::new();
+    for next in 101..111 {
+        let out = job.on_scan(&snap, &members(&snap), t0);
+        killed.extend(sent(&out, Signal::SIGKILL));
+        assert!(job.wants_scan());
+        // Each look finds one more, forked before the last kill reached its parent.
+        snap.procs.insert(next, proc(next, next - 1, 100));
     }
-    assert_eq!(rounds, MAX_FREEZE_ROUNDS as usize + 1);
-    assert!(job.is_killing() && !job.is_done());
+    let out = job.on_scan(&snap, &members(&snap), t0);
+    killed.extend(sent(&out, Signal::SIGKILL));
+    let out = job.on_scan(&snap, &members(&snap), t0);
+    assert!(signals(&out).is_empty());
+    assert!(!job.wants_scan(), "settled");
+    assert_eq!(killed, (100..111).collect::<Vec<_>>(), "each killed once");
 }
 
 #[test]
@@ -493,9 +517,8 @@ fn a_kill_that_could_not_be_sent_is_sent_again() {
     let mut snap = chain(1);
     snap.procs.get_mut(&100).expect("100").state = 'T';
     let mut job = StopJob::kill_now(t0);
-    job.on_scan(&snap, &members(&snap), t0);
     let out = job.on_scan(&snap, &members(&snap), t0);
-    assert!(sent(&out, Signal::SIGKILL).contains(&100));
+    assert_eq!(sent(&out, Signal::SIGKILL), [100]);
     job.on_unwatchable(snap.procs[&100].id(), t0);
     job.on_tick(t0 + RETRY);
     let out = job.on_scan(&snap, &members(&snap), t0 + RETRY);

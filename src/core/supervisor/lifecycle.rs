@@ -295,8 +295,27 @@ impl Supervisor {
                 self.spawn(&name);
             }
         }
-        for job in self.jobs_mut() {
-            job.on_tick(now);
+        // The end of a graceful part freezes and kills at once: each stop's answer is carried
+        // out under its owner's name.
+        let mut outs = Vec::new();
+        for svc in self.services.iter_mut() {
+            let name = svc.spec.name.clone();
+            if let Some(job) = svc.job_mut() {
+                outs.push((Some(name), job.on_tick(now)));
+            }
+        }
+        if let Some(rec) = self.recovery.as_mut() {
+            for o in &mut rec.owners {
+                outs.push((Some(o.owner.clone()), o.job.on_tick(now)));
+            }
+        }
+        for job in self.teardown.jobs_mut() {
+            outs.push((None, job.on_tick(now)));
+        }
+        for (who, out) in outs {
+            if !out.is_empty() {
+                self.perform(out, who.as_deref());
+            }
         }
         if let Teardown::Hooks(h) = &mut self.teardown {
             h.tick(now, &mut self.out);
