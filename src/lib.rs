@@ -15,6 +15,24 @@
 //!
 //! `unsafe` is denied outside `sys`; `core` and `wire` may not read a clock, a file or the
 //! environment (clippy `disallowed-methods`, see `clippy.toml`).
+//!
+//! # The loop
+//!
+//! One thread. [`core::supervisor::Supervisor`] is a state machine fed [`core::io::Input`]s and
+//! the current time; it queues [`core::io::Action`]s and says what it needs next (a scan of
+//! `/proc`, a deadline). [`core::turn`] fixes the order of one turn, and both the real loop
+//! (`sys::event_loop`) and the simulation (`core::sim`) run it:
+//!
+//! 1. feed each input, performing every queued action before the next input (what performing
+//!    learns, a spawn's pid or a process already gone, is fed next);
+//! 2. while a scan is wanted: reap first, then scan, then feed the snapshot (at most 50 ms of
+//!    scanning, or until a deadline is due, per turn);
+//! 3. while a deadline has passed: feed a tick, then scan again;
+//! 4. write the state file and the service manager's status at most once.
+//!
+//! The loop then polls until the next deadline (at once while a scan is wanted, for ever when
+//! idle). It decides nothing: a failing `poll` is an input, and so is the last look at `/proc`.
+//! `ARCHITECTURE.md` follows one stop request through all of it.
 
 // As PID 1 a panic (with panic = "abort", any panic) takes the whole container down, so the
 // daemon may contain nothing that can panic on input: no unwrap, expect, panic! or unchecked

@@ -180,12 +180,9 @@ fn daemon(args: RunArgs) -> i32 {
         Mode::Single => args.socket.clone().or(env_socket.map(PathBuf::from)),
     };
     if let Some(s) = &socket
-        && s.as_os_str().len() >= 108
+        && let Some(problem) = cli::socket_path_problem(s.as_os_str().len())
     {
-        error!(
-            "socket path {} is too long: a Unix socket path must be shorter than 108 bytes",
-            s.display()
-        );
+        error!("socket path {} is too long: {problem}", s.display());
         return ExitCode::Usage.code();
     }
     if let Some(fd) = args.notify_fd

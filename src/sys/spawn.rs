@@ -136,6 +136,12 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<P
 ///
 /// glibc refuses to touch signals 32 and 33 (its own thread signals), but a parent can still hand
 /// them down ignored, so the kernel's `rt_sigaction` is called directly for every signal.
+///
+/// # Safety
+///
+/// Only in the child between `fork` and `exec` (in `pre_exec`): it replaces every handler of the
+/// process, which would break any part of reapd that relies on one, and must stay
+/// async-signal-safe (no allocation, no lock).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 unsafe fn reset_dispositions() {
     // The kernel's struct sigaction on these architectures: handler, flags, restorer, mask.
@@ -171,6 +177,10 @@ unsafe fn reset_dispositions() {
 }
 
 /// Elsewhere the kernel's layout differs: reset what glibc lets us reset.
+///
+/// # Safety
+///
+/// As above: only between `fork` and `exec`.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 unsafe fn reset_dispositions() {
     // SAFETY: sigaction with a zeroed struct (SIG_DFL) is async-signal-safe.

@@ -292,6 +292,17 @@ pub fn default_socket(euid: u32, xdg_runtime_dir: Option<OsString>) -> PathBuf {
     }
 }
 
+/// The longest path a Unix socket can be bound at: `sun_path` holds 108 bytes, the last a NUL.
+pub const SOCKET_PATH_MAX: usize = 107;
+
+/// Why a control socket path cannot be used, if it cannot (the one check for the command line,
+/// `REAPD_SOCKET` and the config file).
+pub fn socket_path_problem(len: usize) -> Option<String> {
+    (len > SOCKET_PATH_MAX).then(|| {
+        format!("{len} bytes long; a Unix socket path must be at most {SOCKET_PATH_MAX} bytes")
+    })
+}
+
 /// Picks the socket path: command line, then `REAPD_SOCKET`, then the config file, then the
 /// default.
 pub fn resolve_socket(

@@ -212,6 +212,16 @@ pub fn parse_raw_value(raw: &RawValue, path: &str) -> Result<(Value, Vec<String>
     parse_strict(raw.get(), path).map_err(|e| format!("{path}: {e}"))
 }
 
+/// serde_json's message without the " at line X column Y" it appends: reapd puts the position
+/// first, in its own words.
+pub fn without_position(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or_default().to_string(),
+        None => msg,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

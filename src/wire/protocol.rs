@@ -13,7 +13,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::wire::commands::{self, ArgKind, Cmd, CommandSpec};
-use crate::wire::json::{RawObject, join, parse_raw_object, parse_raw_value};
+use crate::wire::json::{RawObject, join, parse_raw_object, parse_raw_value, without_position};
 use crate::wire::replies::ErrorCode;
 use crate::wire::signal_names::parse_signal;
 use crate::wire::text::{clip, did_you_mean, quoted};
@@ -272,7 +272,7 @@ fn invalid_json(e: &serde_json::Error) -> String {
     format!(
         "invalid JSON at column {}: {}",
         e.column().max(1),
-        strip_position(&e.to_string())
+        without_position(e)
     )
 }
 
@@ -283,13 +283,6 @@ fn defined_twice(path: &str) -> String {
 /// A JSON value in an error message, clipped.
 fn shown(v: &Value) -> String {
     clip(&v.to_string()).into_owned()
-}
-
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
 }
 
 /// A line that could not be framed.

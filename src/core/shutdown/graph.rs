@@ -116,8 +116,11 @@ impl StopGraph {
             .iter()
             .map(|s| {
                 // Names that are not (or no longer) services are ignored.
-                let mut deps: Vec<usize> =
-                    s.after.iter().filter_map(|a| index.get(a).copied()).collect();
+                let mut deps: Vec<usize> = s
+                    .after
+                    .iter()
+                    .filter_map(|a| index.get(a).copied())
+                    .collect();
                 deps.sort_unstable();
                 deps.dedup();
                 Node {

@@ -78,17 +78,26 @@ impl Trigger {
     }
 }
 
-/// Time kept back from the graceful stops for killing, sweeping and cleanup: a twelfth of the budget,
-/// at least 200 ms and at most 2.5 s (never more than half the budget).
+/// The least kept back for killing, sweeping and cleanup: a freeze-and-kill pass and one look.
+pub const RESERVE_MIN: Duration = Duration::from_millis(200);
+/// The most kept back: with cleanup hooks they get what killing leaves of it.
+pub const RESERVE_MAX: Duration = Duration::from_millis(2500);
+/// The most kept at the very end: removing a socket and a lock and exiting take microseconds,
+/// but a loaded machine may not run reapd at once.
+pub const EXIT_MARGIN_MAX: Duration = Duration::from_millis(200);
+
+/// Time kept back from the graceful stops for killing, sweeping and cleanup: a twelfth of the
+/// budget, within [`RESERVE_MIN`] and [`RESERVE_MAX`] (never more than half the budget).
 pub fn reserve_for(budget: Duration) -> Duration {
     (budget / 12)
-        .clamp(Duration::from_millis(200), Duration::from_millis(2500))
+        .clamp(RESERVE_MIN, RESERVE_MAX)
         .min(budget / 2)
 }
 
-/// Time kept at the very end to remove the socket and lock, flush and exit.
+/// Time kept at the very end to remove the socket and lock, flush and exit: a twentieth of the
+/// budget, at most [`EXIT_MARGIN_MAX`].
 pub fn exit_margin(budget: Duration) -> Duration {
-    (budget / 20).min(Duration::from_millis(200))
+    (budget / 20).min(EXIT_MARGIN_MAX)
 }
 
 /// What the shutdown machine is told.
@@ -131,11 +140,9 @@ pub enum Step {
     },
     /// In-flight requests are out of time: fail them and close idle connections.
     EndGrace,
-    /// Freeze and kill everything that is left, then sweep; verify by `deadline`.
-    KillEverything {
-        /// When to stop waiting for killed processes to disappear.
-        deadline: Instant,
-    },
+    /// Freeze and kill everything that is left, then sweep. (How long killed processes may take
+    /// to disappear is the machine's own timer: [`Shutdown::next_timer`].)
+    KillEverything,
     /// Run the cleanup hooks; the last one must end by `deadline`.
     RunHooks {
         /// Hard end of the hooks.
@@ -411,7 +418,7 @@ impl Shutdown {
             hard
         };
         self.kill = Some(KillStage::Sweeping { until });
-        steps.push(Step::KillEverything { deadline: until });
+        steps.push(Step::KillEverything);
     }
 
     fn after_sweep(&mut self, now: Instant, steps: &mut Vec<Step>) {

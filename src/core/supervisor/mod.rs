@@ -29,7 +29,7 @@ use crate::core::stop::StopJob;
 use crate::core::teardown::{Reporting, Teardown};
 use crate::core::timers::{Timer, earliest};
 use crate::core::tracking::Tracking;
-use crate::wire::config::{Config, ServiceSpec};
+use crate::wire::config::Config;
 use crate::wire::events::ExitStatus;
 use crate::wire::state_file::Recorded;
 
@@ -352,10 +352,5 @@ impl Supervisor {
     /// Whether `conn` watches events.
     pub fn is_watcher(&self, conn: ConnId) -> bool {
         self.watchers.contains(&conn)
-    }
-
-    /// The service definitions, in start order (for tests and the simulation).
-    pub fn specs(&self) -> impl Iterator<Item = &ServiceSpec> {
-        self.services.iter().map(|s| &s.spec)
     }
 }

@@ -518,11 +518,12 @@ impl Supervisor {
                 }
                 self.out.push(Action::CloseIdle);
             }
-            Step::KillEverything { .. } => {
+            Step::KillEverything => {
                 // Services still stopping (or still running, after a second SIGINT) are killed by
                 // their own stop; everything else left over is the leftovers' kill's. Orphans
                 // still alive are the leftovers' now.
                 let names = self.services.names();
+                let mut outs = Vec::new();
                 for name in names {
                     let Some(s) = self.services.get_mut(&name) else {
                         continue;
@@ -530,7 +531,7 @@ impl Supervisor {
                     match &mut s.state {
                         ServiceState::Stopping { job, .. } => {
                             job.clip(now);
-                            job.escalate();
+                            outs.push((Some(name.clone()), job.escalate()));
                         }
                         ServiceState::Running { main, since } => {
                             let (main, since) = (*main, *since);
@@ -546,12 +547,15 @@ impl Supervisor {
                 }
                 if let Some(rec) = self.recovery.as_mut() {
                     rec.clip(now);
-                    rec.escalate();
+                    outs.extend(rec.escalate().into_iter().map(|(o, out)| (Some(o), out)));
                 }
                 self.teardown = Teardown::Killing {
                     leftovers: StopJob::kill_now(now),
                     swept: None,
                 };
+                for (who, out) in outs {
+                    self.perform(out, who.as_deref());
+                }
             }
             Step::RunHooks { deadline } => {
                 let survivors = self.tracking.touched.keys().copied().collect();

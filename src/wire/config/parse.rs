@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::wire::cli::socket_path_problem;
 pub use crate::wire::json::join;
-use crate::wire::json::parse_strict;
+use crate::wire::json::{parse_strict, without_position};
 use crate::wire::text::{did_you_mean, quoted};
 
 use super::service::check_name;
@@ -23,7 +24,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 "invalid JSON at line {} column {}: {}",
                 e.line(),
                 e.column().max(1),
-                strip_position(&e)
+                without_position(&e)
             ),
         }]
     })?;
@@ -41,15 +42,6 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         Ok(cfg)
     } else {
         Err(cx.errors)
-    }
-}
-
-/// serde_json appends " at line X column Y" to its messages; reapd puts the position first.
-pub(super) fn strip_position(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
     }
 }
 
@@ -91,14 +83,8 @@ impl Cx {
         if let Some(v) = top.get("socket")
             && let Some(s) = self.string("socket", v)
         {
-            if s.len() >= 108 {
-                self.err(
-                    "socket",
-                    format!(
-                        "path is {} bytes long; a Unix socket path must be shorter than 108",
-                        s.len()
-                    ),
-                );
+            if let Some(problem) = socket_path_problem(s.len()) {
+                self.err("socket", format!("path is {problem}"));
             } else {
                 cfg.socket = Some(PathBuf::from(s));
             }
