@@ -4,15 +4,18 @@
 //! Must never: signal a process that still has a child in play (but for a level whose share ran
 //! out), or one born after its ancestor got the signal.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::rules::{Signalled, is_due, levels_left, lost_its_signal, next_level};
+use super::rules::{Signalled, lost_its_signal};
 use super::{JobOut, SETTLE, StopJob};
 use crate::core::proctree::{Forest, Pid, ProcId, Snapshot};
 
 impl StopJob {
+    /// After a full scan (the records are fresh): signals lost on the way are sent again,
+    /// processes found since the hold are held, and the due ones asked.
     pub(super) fn graceful(
         &mut self,
         snap: &Snapshot,
@@ -20,7 +23,6 @@ impl StopJob {
         now: Instant,
         out: &mut Vec<JobOut>,
     ) {
-        let id = |p: Pid| snap.procs.get(&p).map(|i| i.id());
         // Signals lost in a fork-exec window are sent again.
         let lost: Vec<ProcId> = forest
             .members()
@@ -53,36 +55,76 @@ impl StopJob {
             self.scan_wanted = true;
         }
         // Due: everything below is gone, and it was held before this scan, so what it started
-        // is known.
-        let mut due: Vec<ProcId> = forest
-            .deepest_first()
-            .into_iter()
-            .filter(|&p| {
-                !unheld.contains(&p)
-                    && is_due(forest, snap, &self.members, p)
-                    && id(p)
-                        .and_then(|i| self.members.get(&i))
-                        .is_some_and(|m| m.stopped)
-            })
-            .filter_map(id)
+        // is known (the ones just held are not: `stop_procs` marked them, and they wait for a
+        // look that shows them stopped).
+        let just_held: HashSet<ProcId> = unheld
+            .iter()
+            .filter_map(|p| snap.procs.get(p).map(|i| i.id()))
             .collect();
+        let mut due: Vec<ProcId> = self
+            .due_records()
+            .into_iter()
+            .filter(|id| !just_held.contains(id))
+            .collect();
+        let (next, levels) = self.levels();
         if std::mem::take(&mut self.force_level) {
-            for i in next_level(forest, snap, &self.members)
-                .into_iter()
-                .filter_map(id)
-            {
-                if !due.contains(&i) {
-                    due.push(i);
-                }
-            }
+            let already: HashSet<ProcId> = due.iter().copied().collect();
+            due.extend(next.into_iter().filter(|id| !already.contains(id)));
         }
-        let levels = levels_left(forest, snap, &self.members);
         if !due.is_empty() {
             self.signal_procs(due, now, out);
             self.level_share(levels.saturating_sub(1), now);
         } else if self.level_deadline.is_none() && levels > 0 {
             self.level_share(levels, now);
         }
+    }
+
+    /// A level outlived its share of the stop timeout: the next one is asked now, from the
+    /// records, without a scan (with a thousand levels a share is a few milliseconds).
+    pub(super) fn force_next_level(&mut self, now: Instant, out: &mut Vec<JobOut>) {
+        let (next, levels) = self.levels();
+        if !next.is_empty() {
+            self.signal_procs(next, now, out);
+        }
+        self.level_share(levels.saturating_sub(1), now);
+    }
+
+    /// From the records, in one pass deepest first: the next level (processes still to be asked
+    /// all of whose processes below were asked) and the levels left (the longest chain of
+    /// processes still to be asked).
+    pub(super) fn levels(&self) -> (Vec<ProcId>, usize) {
+        let waiting = |id: &ProcId| {
+            self.in_play.contains(id) && self.members.get(id).is_some_and(|m| m.signalled.is_none())
+        };
+        let mut order: Vec<(usize, ProcId)> = self
+            .in_play
+            .iter()
+            .filter_map(|id| self.members.get(id).map(|m| (m.depth, *id)))
+            .collect();
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
+        // Per process: every process below in play was asked; the longest chain still waiting.
+        let mut below: HashMap<ProcId, (bool, usize)> = HashMap::with_capacity(order.len());
+        let mut next = Vec::new();
+        let mut levels = 0;
+        for &(_, id) in &order {
+            let (asked, chain) = self
+                .children
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter(|c| self.in_play.contains(c))
+                .fold((true, 0), |(asked, chain), c| {
+                    let (c_asked, c_chain) = below.get(c).copied().unwrap_or((true, 0));
+                    (asked && c_asked && !waiting(c), chain.max(c_chain))
+                });
+            let me = usize::from(waiting(&id));
+            if me == 1 && asked {
+                next.push(id);
+            }
+            levels = levels.max(chain + me);
+            below.insert(id, (asked, chain + me));
+        }
+        (next, levels)
     }
 
     /// The share of what is left of the stop timeout the next level may take before the one

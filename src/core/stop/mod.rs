@@ -414,16 +414,21 @@ impl StopJob {
         {
             self.leave_main_alone();
         }
+        let mut out = Vec::new();
         if self.level_deadline.is_some_and(|l| now >= l) {
             self.level_deadline = None;
-            self.force_level = true;
-            self.scan_wanted = true;
+            if self.stage == Stage::Graceful {
+                self.force_next_level(now, &mut out);
+            } else {
+                self.force_level = true;
+                self.scan_wanted = true;
+            }
         }
         if self.settle_at.is_some_and(|t| now >= t) {
             self.settle_at = None;
             self.scan_wanted = true;
         }
-        Vec::new()
+        out
     }
 
     /// No pidfd could be opened for a member (out of descriptors, ...): it is alive as far as

@@ -1,16 +1,14 @@
-//! The rules of a graceful stop, as named functions over the members and a tree view built once
-//! per scan.
+//! The rules of a graceful stop, as named functions over a member's record.
 //!
-//! Owns: who is left to an ancestor (born after it got the signal), who may get the signal now
-//! (every process below it is gone), which processes form the next level when a level's share of
-//! the stop timeout is used up, how many levels are left, and who may have lost its signal in a
-//! fork-exec window.
-//! Must never: look at anything but the member records, the tree view and the snapshot they were
-//! built from.
+//! Owns: what a stop knows about each process ([`Member`], [`Signalled`]), who is left to an
+//! ancestor (born after it got the signal), and who may have lost its signal in a fork-exec
+//! window. (Who is due and the levels left are read from the records in one pass, in
+//! `graceful`.)
+//! Must never: look at anything but a member's record and what a scan shows of it.
 
 use std::collections::HashMap;
 
-use crate::core::proctree::{Forest, Pid, ProcId, Snapshot};
+use crate::core::proctree::ProcId;
 
 /// What a stop knows about one process.
 #[derive(Clone, Debug, Default)]
@@ -62,15 +60,6 @@ pub struct Signalled {
 /// Member records by process.
 pub type Members = HashMap<ProcId, Member>;
 
-/// The record of the process with this pid in `snap`.
-pub fn record<'a>(snap: &Snapshot, members: &'a Members, pid: Pid) -> Option<&'a Member> {
-    snap.procs.get(&pid).and_then(|p| members.get(&p.id()))
-}
-
-fn is_signalled(snap: &Snapshot, members: &Members, pid: Pid) -> bool {
-    record(snap, members, pid).is_some_and(|m| m.signalled.is_some())
-}
-
 /// Born after its nearest signalled ancestor got the stop signal, judged for a process first
 /// seen after that signal: a trap's cleanup command, say, which is that ancestor's business until
 /// the stop timeout. The process's own start time decides: a start in a tick later than the last
@@ -86,52 +75,6 @@ pub fn born_after_signal(ancestor: Option<&Signalled>, start: u64, killing: bool
     sig.held || sig.tick.is_some_and(|t| start > t)
 }
 
-/// Counts as live for the order: not gone, not left to an ancestor.
-fn in_play(snap: &Snapshot, members: &Members, pid: Pid) -> bool {
-    record(snap, members, pid).is_some_and(|m| !m.gone && !m.spared)
-}
-
-/// May get the stop signal now: not signalled, not spared, and every process below it is gone
-/// (or left to a signalled ancestor).
-pub fn is_due(forest: &Forest, snap: &Snapshot, members: &Members, pid: Pid) -> bool {
-    in_play(snap, members, pid)
-        && !is_signalled(snap, members, pid)
-        && forest
-            .children_of(pid)
-            .iter()
-            .all(|&c| !in_play(snap, members, c))
-}
-
-/// The next level, when the current one outlived its share: every process not yet signalled
-/// whose processes below are all signalled (or left to someone), so every process is asked before
-/// the stop timeout even if a level below refuses to go.
-pub fn next_level(forest: &Forest, snap: &Snapshot, members: &Members) -> Vec<Pid> {
-    forest
-        .deepest_first()
-        .into_iter()
-        .filter(|&p| {
-            in_play(snap, members, p)
-                && !is_signalled(snap, members, p)
-                && forest
-                    .below(p)
-                    .iter()
-                    .all(|&q| !in_play(snap, members, q) || is_signalled(snap, members, q))
-        })
-        .collect()
-}
-
-/// The longest chain of processes still to be signalled: the levels left to share the rest of
-/// the stop timeout among.
-pub fn levels_left(forest: &Forest, snap: &Snapshot, members: &Members) -> usize {
-    let waiting = |p: Pid| in_play(snap, members, p) && !is_signalled(snap, members, p);
-    forest
-        .roots()
-        .into_iter()
-        .map(|r| forest.chain_len(r, &waiting))
-        .max()
-        .unwrap_or(0)
-}
-
 /// Signalled between fork and exec, a child still runs its parent's code and handlers: a trap
 /// handler takes the signal and exec then forgets it. A process whose command name changed since
 /// it was signalled has exec'd since, and gets the signal once more.
@@ -145,57 +88,6 @@ pub fn lost_its_signal(member: &Member, comm_now: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::proctree::tests::proc;
-
-    fn chain(n: i32) -> Snapshot {
-        Snapshot::new(
-            1,
-            (0..n).map(|i| proc(100 + i, if i == 0 { 1 } else { 99 + i }, 100)),
-        )
-    }
-
-    fn members_of(snap: &Snapshot) -> Members {
-        snap.procs
-            .values()
-            .filter(|p| p.pid != 1)
-            .map(|p| (p.id(), Member::default()))
-            .collect()
-    }
-
-    #[test]
-    fn only_the_deepest_is_due_until_it_is_gone() {
-        let snap = chain(3);
-        let forest = Forest::new(&snap, [100, 101, 102]);
-        let mut m = members_of(&snap);
-        let due = |m: &Members| {
-            [100, 101, 102]
-                .into_iter()
-                .filter(|&p| is_due(&forest, &snap, m, p))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(due(&m), [102]);
-        assert_eq!(levels_left(&forest, &snap, &m), 3);
-        if let Some(r) = m.get_mut(&snap.procs[&102].id()) {
-            r.gone = true;
-        }
-        assert_eq!(due(&m), [101]);
-        assert_eq!(levels_left(&forest, &snap, &m), 2);
-    }
-
-    #[test]
-    fn a_level_that_outlives_its_share_lets_the_next_one_be_asked() {
-        let snap = chain(3);
-        let forest = Forest::new(&snap, [100, 101, 102]);
-        let mut m = members_of(&snap);
-        if let Some(r) = m.get_mut(&snap.procs[&102].id()) {
-            r.signalled = Some(Signalled::default());
-        }
-        assert_eq!(next_level(&forest, &snap, &m), [101]);
-        assert!(
-            !is_due(&forest, &snap, &m, 101),
-            "not due: its child still runs"
-        );
-    }
 
     #[test]
     fn born_after_the_signal_is_read_from_the_start_time_or_the_hold() {

@@ -223,6 +223,44 @@ fn a_held_shell_cannot_respawn_so_the_next_level_goes_without_a_chase() {
 }
 
 #[test]
+fn the_next_level_and_the_levels_left_come_from_the_records() {
+    let t0 = epoch();
+    // 100 → 101 → 102, and 100 → 103 (a leaf beside the chain).
+    let mut snap = Snapshot::new(
+        ME,
+        [
+            proc(100, ME, 100),
+            proc(101, 100, 100),
+            proc(102, 101, 100),
+            proc(103, 100, 100),
+        ],
+    );
+    let mut job = tree_job(9, t0);
+    let out = held(&mut job, &mut snap, t0);
+    assert_eq!(sent(&out, Signal::SIGTERM), [102, 103], "the leaves first");
+    let (next, levels) = job.levels();
+    let pids: Vec<Pid> = next.iter().map(|id| id.pid).collect();
+    assert_eq!(pids, [101], "101's only child was asked; 100 waits for 101");
+    assert_eq!(levels, 2, "101 and 100 are still to be asked");
+}
+
+#[test]
+fn a_thousand_levels_sharing_four_seconds_give_way_without_a_scan() {
+    let t0 = epoch();
+    let mut snap = chain(1000);
+    let mut job = tree_job(4, t0);
+    let out = held(&mut job, &mut snap, t0);
+    assert_eq!(sent(&out, Signal::SIGTERM), [1099]);
+    // The deepest level refuses to go: at the end of its share the next is asked, from the
+    // records, without a scan.
+    let share = job.deadline().expect("a level's share");
+    assert!(share < t0 + Duration::from_millis(10), "{:?}", share - t0);
+    let out = job.on_tick(share);
+    assert_eq!(sent(&out, Signal::SIGTERM), [1098]);
+    assert!(!job.wants_scan(), "no scan for a forced level");
+}
+
+#[test]
 fn a_stubborn_level_gives_way_after_its_share() {
     let t0 = epoch();
     let mut snap = chain(2);
@@ -241,11 +279,11 @@ fn a_stubborn_level_gives_way_after_its_share() {
     // Two levels, 10 s: the deepest gets half before its parent is asked anyway.
     let share = job.deadline().expect("level deadline");
     assert_eq!(share, t0 + Duration::from_secs(5));
-    job.on_tick(share - Duration::from_millis(1));
-    assert!(!job.wants_scan(), "an early tick does nothing");
-    job.on_tick(share);
-    assert!(job.wants_scan());
-    let out = job.on_scan(&snap, &members(&snap), share);
+    assert!(
+        job.on_tick(share - Duration::from_millis(1)).is_empty(),
+        "an early tick does nothing"
+    );
+    let out = job.on_tick(share);
     assert_eq!(sent(&out, Signal::SIGTERM), [100]);
 }
 
