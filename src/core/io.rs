@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use nix::sys::signal::Signal;
 
 use crate::core::proctree::{Pid, ProcId, Snapshot};
-use crate::wire::config::{Config, ConfigError};
+use crate::wire::config::{Config, ConfigError, Launch};
 use crate::wire::events::{Event, ExitStatus};
 use crate::wire::protocol::{Request, RequestId};
 use crate::wire::state_file::{Recorded, StateRecord};
@@ -166,6 +166,8 @@ pub enum Action {
         cwd: Option<PathBuf>,
         /// Keep reapd's stdin (single-command mode) instead of `/dev/null`.
         inherit_stdin: bool,
+        /// Output, identity and limits (the default for hooks).
+        launch: Launch,
     },
     /// Send a signal through the process's pidfd (opening one if needed).
     Signal {
@@ -204,6 +206,20 @@ pub enum Action {
     Release {
         /// Keep the state file.
         keep_state: bool,
+    },
+    /// Answer `logs` with the service's tail (held by the edge, which reads the pipes); with
+    /// `follow`, keep sending its new lines to that connection.
+    Logs {
+        /// Who asked.
+        to: ReplyTo,
+        /// The service.
+        name: String,
+        /// Its output goes through reapd.
+        captured: bool,
+        /// How many of the last lines.
+        lines: usize,
+        /// Keep sending new lines.
+        follow: bool,
     },
     /// Flush what clients are owed and the log, and exit with this status.
     Exit {

@@ -26,6 +26,7 @@ use crate::wire::cli::CtlArgs;
 use crate::wire::commands::Cmd;
 use crate::wire::events::Event;
 use crate::wire::exit::ExitCode;
+use crate::wire::loglines::FollowedLine;
 use crate::wire::replies::{ErrorReply, Reply};
 
 /// Longest wait for a reply. The daemon bounds every stop by 30 s, so this only fires when it is
@@ -34,7 +35,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs one ctl command against `socket`.
 pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
-    let watch = args.cmd == Cmd::Watch;
+    let logs = args.cmd == Cmd::Logs && args.request.contains("\"follow\":true");
+    let watch = args.cmd == Cmd::Watch || logs;
     let (mut reader, line) = match request(socket, &args.request, watch) {
         Ok(r) => r,
         Err(message) => {
@@ -73,7 +75,7 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
     if shown.is_err() || !watch {
         return ExitCode::Success;
     }
-    follow(&mut reader, args.json, &style)
+    follow(&mut reader, args.json, logs, &style)
 }
 
 /// Connects, sends the request line and reads the reply line.
@@ -135,8 +137,8 @@ fn read_event(line: &str) -> Option<(Event, u64)> {
     Event::deserialize(&v).ok().map(|ev| (ev, ts_ms))
 }
 
-/// Prints watched events until the daemon closes the stream.
-fn follow(reader: &mut impl BufRead, json: bool, style: &Style) -> ExitCode {
+/// Prints watched events, or followed output lines, until the daemon closes the stream.
+fn follow(reader: &mut impl BufRead, json: bool, logs: bool, style: &Style) -> ExitCode {
     let mut progress = Progress::default();
     loop {
         let line = match read_line(reader) {
@@ -149,6 +151,11 @@ fn follow(reader: &mut impl BufRead, json: bool, style: &Style) -> ExitCode {
         };
         let text = if json {
             format!("{line}\n")
+        } else if logs {
+            match serde_json::from_str::<FollowedLine>(&line) {
+                Ok(f) => render::log_line(&f.log, &f.line, style),
+                Err(_) => format!("{line}\n"),
+            }
         } else {
             show_event(&line, &mut progress, style)
         };

@@ -21,13 +21,14 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
-use crate::core::io::{Action, Input, ScanRequest};
+use crate::core::io::{Action, Input, ScanRequest, Spawnee};
 use crate::core::proctree::{Pid, ProcId, Snapshot};
 use crate::core::turn::Edge;
 use crate::sys::config_file;
 use crate::sys::control::{Control, Incoming, Lock};
 use crate::sys::logging;
 use crate::sys::notify::Notifier;
+use crate::sys::output::Outputs;
 use crate::sys::pidfd::PidFd;
 use crate::sys::priority::{Priority, PriorityControl};
 use crate::sys::procfs;
@@ -37,6 +38,7 @@ use crate::sys::state_file;
 use crate::sys::tokens::{self};
 use crate::wire::config::ConfigError;
 use crate::wire::events::{ExitStatus, event_line};
+use crate::wire::replies::{Reply, ok_line};
 use crate::wire::state_file::{Recorded, StateRecord};
 
 /// How long exiting may spend delivering the last lines to clients.
@@ -83,6 +85,8 @@ pub struct SysEdge {
     priority: PriorityControl,
     /// A descriptor was closed this turn: connections waiting for one may be accepted.
     pub(super) fds_freed: bool,
+    /// Services' output read through pipes (`log: prefix`).
+    pub(super) outputs: Outputs,
 }
 
 /// What the edge is built from, prepared by the event loop's start-up.
@@ -120,6 +124,7 @@ impl SysEdge {
             warned_fds: false,
             priority: PriorityControl::default(),
             fds_freed: false,
+            outputs: Outputs::default(),
         }
     }
 }
@@ -169,18 +174,26 @@ impl Edge for SysEdge {
                 env,
                 cwd,
                 inherit_stdin,
+                launch,
             } => {
                 let spec = SpawnSpec {
                     cmd: &cmd,
                     env: &env,
                     cwd: cwd.as_ref(),
                     inherit_stdin,
+                    launch: &launch,
                 };
                 let input = match self.spawner.spawn(&spec) {
-                    Ok(pid) => match self.adopt_child(pid) {
-                        Ok(proc) => Input::Spawned { who, proc },
-                        Err(e) => Input::SpawnFailed { who, error: e },
-                    },
+                    Ok(spawned) => {
+                        if let (Some(read), Spawnee::Service(name)) = (spawned.output, &who) {
+                            self.outputs
+                                .adopt(name, launch.log, read, self.poll.registry());
+                        }
+                        match self.adopt_child(spawned.pid) {
+                            Ok(proc) => Input::Spawned { who, proc },
+                            Err(e) => Input::SpawnFailed { who, error: e },
+                        }
+                    }
                     Err(e) => Input::SpawnFailed { who, error: e },
                 };
                 self.learnt.push(input);
@@ -242,6 +255,30 @@ impl Edge for SysEdge {
             Action::Release { keep_state } => {
                 let failures = self.release(keep_state);
                 self.learnt.push(Input::Released { failures });
+            }
+            Action::Logs {
+                to: (conn, id),
+                name,
+                captured,
+                lines,
+                follow,
+            } => {
+                let reply = Reply::Logs {
+                    lines: self.outputs.tail(&name, lines),
+                    logs: name.clone(),
+                    captured,
+                };
+                let line = ok_line(id.as_ref(), &reply);
+                let mut got = Vec::new();
+                if let Some(c) = self.control.as_mut() {
+                    got = c.reply(conn, &line, self.poll.registry());
+                    if follow {
+                        c.follow(conn);
+                        self.outputs.follow(conn, &name);
+                    }
+                }
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
             }
             Action::Exit { code } => self.exit_code = Some(code),
         }
@@ -320,12 +357,26 @@ impl SysEdge {
         }
     }
 
+    /// Hands the lines read for `logs -f` followers to the control socket.
+    pub(super) fn pass_to_followers(&mut self) {
+        let lines = std::mem::take(&mut self.outputs.to_followers);
+        let mut got = Vec::new();
+        if let Some(c) = self.control.as_mut() {
+            for (conn, line) in lines {
+                got.extend(c.send(conn, &line, self.poll.registry()));
+            }
+        }
+        let inputs = self.incoming(got);
+        self.learnt.extend(inputs);
+    }
+
     pub(super) fn incoming(&mut self, got: Vec<Incoming>) -> Vec<Input> {
         got.into_iter()
             .map(|i| match i {
                 Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
                 Incoming::Closed(conn) => {
                     self.fds_freed = true;
+                    self.outputs.unfollow(conn);
                     Input::ConnClosed(conn)
                 }
             })
@@ -514,6 +565,9 @@ impl SysEdge {
     }
 
     pub(super) fn exit(&mut self, code: i32) -> i32 {
+        // Everything the services wrote goes out before reapd does (bounded by FINAL_DRAIN).
+        self.outputs.finish(self.poll.registry());
+        self.pass_to_followers();
         if let Some(c) = self.control.as_mut() {
             c.flush_all(Instant::now() + FINAL_FLUSH);
         }

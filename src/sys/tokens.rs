@@ -15,6 +15,8 @@ const KIND_BITS: u32 = 2;
 const FIXED: usize = 0;
 const CONN: usize = 1;
 const PIDFD: usize = 2;
+/// Services' output: reapd's stdout and stderr (numbers 0 and 1) and the pipes (2 up).
+const OUTPUT: usize = 3;
 
 /// The signal self-pipe.
 pub const SIGNALS: Token = Token(FIXED);
@@ -32,6 +34,10 @@ pub enum Source {
     Conn(ConnId),
     /// A process's pidfd.
     Pidfd(Pid),
+    /// A service's output pipe, by its number.
+    Pipe(u64),
+    /// reapd's stdout (0) or stderr (1), waited on while full.
+    Sink(usize),
     /// Nothing reapd registered (a stale event).
     Unknown,
 }
@@ -48,6 +54,19 @@ pub fn pidfd(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | PIDFD)
 }
 
+/// The token of an output pipe; pipe numbers are allocated from 0 and stay far below 2^29.
+pub fn pipe(id: u64) -> Token {
+    let value = usize::try_from(id)
+        .unwrap_or(usize::MAX >> KIND_BITS)
+        .saturating_add(2);
+    Token((value << KIND_BITS) | OUTPUT)
+}
+
+/// The token of reapd's stdout (0) or stderr (1).
+pub fn sink(which: usize) -> Token {
+    Token((which << KIND_BITS) | OUTPUT)
+}
+
 /// What a token stands for.
 pub fn source(t: Token) -> Source {
     let value = t.0 >> KIND_BITS;
@@ -56,6 +75,8 @@ pub fn source(t: Token) -> Source {
         FIXED if t == LISTENER => Source::Listener,
         CONN => Source::Conn(value as ConnId),
         PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
+        OUTPUT if value < 2 => Source::Sink(value),
+        OUTPUT => Source::Pipe((value - 2) as u64),
         _ => Source::Unknown,
     }
 }
@@ -75,6 +96,9 @@ mod tests {
             assert_eq!(source(pidfd(pid)), Source::Pidfd(pid));
             assert_ne!(Some(pidfd(pid)), conn(pid as ConnId));
         }
-        assert_eq!(source(Token(3)), Source::Unknown);
+        assert_eq!(source(sink(1)), Source::Sink(1));
+        assert_eq!(source(pipe(0)), Source::Pipe(0));
+        assert_eq!(source(pipe(77)), Source::Pipe(77));
+        assert_ne!(pipe(0), sink(1));
     }
 }

@@ -218,12 +218,16 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut socket = None;
     let mut json = false;
     let mut words: Vec<String> = Vec::new();
+    // Command options (`logs -f -n 50`), checked against the command once it is known.
+    let mut options: Vec<(char, Option<String>)> = Vec::new();
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('s') | Long("socket") => {
                 socket = Some(p.value().map_err(|e| e.to_string())?.into())
             }
             Long("json") => json = true,
+            Short('f') | Long("follow") => options.push(('f', None)),
+            Short('n') | Long("lines") => options.push(('n', Some(text(&mut p)?))),
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) => words.push(
                 v.into_string()
@@ -259,6 +263,19 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
             ArgKind::Signal => parse_signal(value)?.as_str().to_string(),
         };
         request.insert(arg.kind.field().into(), value.into());
+    }
+    for (short, value) in options {
+        let Some(o) = spec.options().iter().find(|o| o.short == short) else {
+            return Err(format!("{word} takes no option -{short}"));
+        };
+        let v: serde_json::Value = match value {
+            None => true.into(),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| format!("-{short}: expected a number of lines, found {v:?}"))?
+                .into(),
+        };
+        request.insert(o.field.into(), v);
     }
     Ok(Command::Ctl(CtlArgs {
         socket,

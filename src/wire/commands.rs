@@ -29,6 +29,8 @@ pub enum Cmd {
     Shutdown,
     /// Stream events.
     Watch,
+    /// A service's recent output, optionally followed.
+    Logs,
 }
 
 /// What an argument holds, which decides its JSON key, its placeholder and how it is read.
@@ -166,9 +168,42 @@ const WATCH: CommandSpec = CommandSpec {
     about: "follow events as they happen, until the shutdown is done",
 };
 
+const LOGS: CommandSpec = CommandSpec {
+    cmd: Cmd::Logs,
+    name: "logs",
+    args: &[service("the service whose output to show")],
+    mutates: false,
+    about: "a service's last lines (log \"prefix\"); -f follows",
+};
+
+/// A flag a command takes besides its arguments (`ctl logs NAME -n 50 -f`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdOption {
+    /// Its request field.
+    pub field: &'static str,
+    /// Its `ctl` flag.
+    pub short: char,
+    /// Its value's placeholder; `None` for a switch (`true` when given).
+    pub value: Option<&'static str>,
+}
+
+/// The options of `logs`.
+pub const LOGS_OPTIONS: &[CmdOption] = &[
+    CmdOption {
+        field: "follow",
+        short: 'f',
+        value: None,
+    },
+    CmdOption {
+        field: "lines",
+        short: 'n',
+        value: Some("N"),
+    },
+];
+
 /// Every command, in the order replies and docs list them.
 pub const COMMANDS: &[CommandSpec] = &[
-    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH,
+    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH, LOGS,
 ];
 
 impl Cmd {
@@ -185,6 +220,7 @@ impl Cmd {
             Cmd::Reload => &RELOAD,
             Cmd::Shutdown => &SHUTDOWN,
             Cmd::Watch => &WATCH,
+            Cmd::Logs => &LOGS,
         }
     }
 
@@ -205,12 +241,26 @@ impl CommandSpec {
         self.args.iter().find(|a| a.kind == kind)
     }
 
-    /// `stop NAME`, `signal NAME SIGNAL`.
+    /// Its options besides the arguments.
+    pub fn options(&self) -> &'static [CmdOption] {
+        match self.cmd {
+            Cmd::Logs => LOGS_OPTIONS,
+            _ => &[],
+        }
+    }
+
+    /// `stop NAME`, `signal NAME SIGNAL`, `logs NAME [-f] [-n N]`.
     pub fn usage(&self) -> String {
         let mut out = self.name.to_string();
         for a in self.args {
             out.push(' ');
             out.push_str(a.kind.placeholder());
+        }
+        for o in self.options() {
+            match o.value {
+                Some(v) => out.push_str(&format!(" [-{} {v}]", o.short)),
+                None => out.push_str(&format!(" [-{}]", o.short)),
+            }
         }
         out
     }
@@ -230,7 +280,7 @@ pub fn name_list() -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Cmd; 10] = [
+    const ALL: [Cmd; 11] = [
         Cmd::Ping,
         Cmd::Status,
         Cmd::List,
@@ -241,6 +291,7 @@ mod tests {
         Cmd::Reload,
         Cmd::Shutdown,
         Cmd::Watch,
+        Cmd::Logs,
     ];
 
     #[test]
@@ -278,12 +329,13 @@ mod tests {
                 "signal NAME SIGNAL",
                 "reload",
                 "shutdown",
-                "watch"
+                "watch",
+                "logs NAME [-f] [-n N]"
             ]
         );
         assert_eq!(
             name_list(),
-            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch"
+            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch, logs"
         );
     }
 

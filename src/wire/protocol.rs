@@ -59,6 +59,15 @@ pub enum Request {
     Shutdown,
     /// Turn this connection into an event stream.
     Watch,
+    /// A service's last lines of output; with `follow`, its new lines as they come.
+    Logs {
+        /// Service name.
+        name: String,
+        /// How many of the last lines (`None`: the default).
+        lines: Option<usize>,
+        /// Keep sending new lines until the client leaves or reapd exits.
+        follow: bool,
+    },
 }
 
 impl Request {
@@ -75,6 +84,7 @@ impl Request {
             Request::Reload => Cmd::Reload,
             Request::Shutdown => Cmd::Shutdown,
             Request::Watch => Cmd::Watch,
+            Request::Logs { .. } => Cmd::Logs,
         }
     }
 
@@ -205,7 +215,12 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
             ),
         });
     };
-    let accepted = || spec.args.iter().map(|a| a.kind.field());
+    let accepted = || {
+        spec.args
+            .iter()
+            .map(|a| a.kind.field())
+            .chain(spec.options().iter().map(|o| o.field))
+    };
     for (key, _) in &fields {
         if *key != "cmd" && *key != "id" && !accepted().any(|f| f == *key) {
             let hint = did_you_mean(key, accepted());
@@ -256,6 +271,35 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
         Cmd::Reload => Request::Reload,
         Cmd::Shutdown => Request::Shutdown,
         Cmd::Watch => Request::Watch,
+        Cmd::Logs => Request::Logs {
+            name: name()?,
+            lines: match get("lines") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| {
+                            bad(
+                                id.clone(),
+                                format!(
+                                    "\"lines\" must be a non-negative integer, found {}",
+                                    shown(v)
+                                ),
+                            )
+                        })?,
+                ),
+            },
+            follow: match get("follow") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => {
+                    return Err(bad(
+                        id.clone(),
+                        format!("\"follow\" must be true or false, found {}", shown(v)),
+                    ));
+                }
+            },
+        },
         Cmd::Start => Request::Start { name: name()? },
         Cmd::Stop => Request::Stop { name: name()? },
         Cmd::Restart => Request::Restart { name: name()? },
@@ -431,7 +475,13 @@ mod tests {
         assert_eq!(err("[1]").0, ErrorCode::BadRequest);
         assert_eq!(
             err(r#"{"cmd":"lst"}"#),
-            (ErrorCode::UnknownCommand, "unknown command \"lst\" (did you mean \"list\"?); commands: ping, status, list, start, stop, restart, signal, reload, shutdown, watch".into())
+            (
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command \"lst\" (did you mean \"list\"?); commands: {}",
+                    commands::name_list()
+                )
+            )
         );
         assert_eq!(
             err(r#"{"cmd":"stop"}"#).1,
@@ -447,7 +497,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"id":3}"#).1,
-            "missing \"cmd\"; one of: ping, status, list, start, stop, restart, signal, reload, shutdown, watch"
+            format!("missing \"cmd\"; one of: {}", commands::name_list())
         );
         let e = parse_request(b"{\"id\":3,\"cmd\":5}").expect_err("bad");
         assert_eq!(e.id, RequestId::from_json("3"));

@@ -102,6 +102,7 @@ impl Supervisor {
             env,
             cwd: s.spec.cwd.clone(),
             inherit_stdin,
+            launch: s.spec.launch.clone(),
         });
     }
 

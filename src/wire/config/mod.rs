@@ -54,6 +54,13 @@ pub const SERVICE_KEYS: &[&str] = &[
     "leftovers",
     "ports",
     "match",
+    "log",
+    "user",
+    "group",
+    "groups",
+    "umask",
+    "limits",
+    "env_file",
 ];
 
 /// When a service is started again after its main process exits.
@@ -139,6 +146,8 @@ pub struct ServiceSpec {
     pub ports: Vec<u16>,
     /// Command-line substrings whose processes are swept at shutdown.
     pub matches: Vec<String>,
+    /// Output, identity and limits of its process.
+    pub launch: Launch,
 }
 
 impl ServiceSpec {
@@ -165,6 +174,7 @@ impl ServiceSpec {
             leftovers: Leftovers::Stop,
             ports: Vec::new(),
             matches: Vec::new(),
+            launch: Launch::default(),
         }
     }
 }
@@ -274,10 +284,12 @@ pub fn stop_signal_name(sig: Signal) -> String {
     signal_name(sig as i32)
 }
 
+mod launch;
 mod order;
 mod parse;
 mod service;
 #[cfg(test)]
 mod tests;
 
+pub use launch::{Launch, Limit, LogMode, RESOURCES, Resource};
 pub use parse::parse;

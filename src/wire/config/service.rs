@@ -166,6 +166,7 @@ impl Cx {
                 }
             }
         }
+        spec.launch = self.launch(path, obj);
         (self.errors.len() == before).then_some(spec)
     }
 }

@@ -1,0 +1,210 @@
+//! Services' output through reapd (`"log": "prefix"`), on the real binary: whole, prefixed lines
+//! under a flood on both streams, nothing lost when the flood comes during the shutdown, a
+//! partial last line flushed at exit, and `ctl logs` with `-n` and `-f`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const LINES: usize = 20_000;
+
+/// An awk program printing `LINES` numbered lines `<tag> N <padding>` to `to`.
+fn numbered(tag: &str, to: &str) -> String {
+    format!(
+        "awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) printf \"{tag} %d abcdefghijklmnopqrstuvwxyz0123456789\\n\", i > \"{to}\" }}'"
+    )
+}
+
+/// Checks that `text` holds, for `service`, the lines `<tag> 1..=LINES` exactly once each, every
+/// one whole and correctly prefixed; other lines must belong to reapd or `service` as well.
+fn assert_every_line_once(text: &str, service: &str, tag: &str) {
+    let prefix = format!("{service} | {tag} ");
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (n, pad) = rest.split_once(' ').unwrap_or((rest, ""));
+        assert_eq!(
+            pad, "abcdefghijklmnopqrstuvwxyz0123456789",
+            "torn line {line:?}"
+        );
+        let n: usize = n.parse().unwrap_or_else(|_| panic!("torn line {line:?}"));
+        *seen.entry(n).or_default() += 1;
+    }
+    let missing: Vec<usize> = (1..=LINES).filter(|n| !seen.contains_key(n)).collect();
+    let twice: Vec<(&usize, &usize)> = seen.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty() && seen.len() == LINES,
+        "{tag}: {} missing (first {:?}), {} more than once",
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        twice.len()
+    );
+}
+
+#[test]
+fn a_flood_on_both_streams_arrives_whole_and_prefixed_and_the_partial_last_line_at_exit() {
+    let dir = TestDir::new("logs-flood");
+    let script = dir.script(
+        "flood.sh",
+        &format!(
+            "{} &\n{}\nwait\nprintf 'partial without newline'\nprintf 'stderr partial' >&2\n",
+            numbered("out", "/dev/stdout"),
+            numbered("err", "/dev/stderr")
+        ),
+    );
+    let mut d = Daemon::builder_in(dir)
+        .config(json!({"services": {"flood": {
+            "cmd": [script], "log": "prefix", "restart": "never"
+        }}}))
+        .start();
+    d.wait_for("stdout.log", "flood | partial without newline\n");
+    // The tail has the last lines, oldest first.
+    let r = d.request(r#"{"cmd":"logs","name":"flood","lines":2}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["captured"], true, "{r}");
+    let lines = r["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 2, "{r}");
+    let texts: Vec<&str> = lines.iter().filter_map(|l| l["line"].as_str()).collect();
+    assert!(
+        texts.contains(&"partial without newline") || texts.contains(&"stderr partial"),
+        "{r}"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+    let out = d.dir.read("stdout.log");
+    assert_every_line_once(&out, "flood", "out");
+    assert!(!out.contains("flood | err "), "stderr lines go to stderr");
+    for line in out.lines() {
+        assert!(
+            line.starts_with("flood | "),
+            "stdout holds only flood's lines: {line:?}"
+        );
+    }
+    let log = d.log();
+    assert_every_line_once(&log, "flood", "err");
+    assert!(
+        log.contains("\nflood | stderr partial\n"),
+        "partial stderr line flushed"
+    );
+}
+
+#[test]
+fn what_a_service_writes_while_it_stops_is_all_written_before_reapd_exits() {
+    let dir = TestDir::new("logs-at-exit");
+    // On SIGTERM the service floods both streams, then exits: the whole flood happens during
+    // the shutdown, and reapd must write all of it before it exits.
+    let script = dir.script(
+        "late.sh",
+        &format!(
+            "trap '{} & {}; wait; printf last; exit 0' TERM\necho up\nwhile :; do sleep 0.05; done\n",
+            numbered("out", "/dev/stdout").replace('\'', "'\\''"),
+            numbered("err", "/dev/stderr").replace('\'', "'\\''")
+        ),
+    );
+    let mut d = Daemon::builder_in(dir)
+        .config(json!({"services": {"late": {
+            "cmd": [script], "log": "prefix", "stop_scope": "main", "stop_timeout_ms": 20000
+        }}}))
+        .start();
+    d.wait_for("stdout.log", "late | up\n");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+    let out = d.dir.read("stdout.log");
+    assert_every_line_once(&out, "late", "out");
+    assert!(
+        out.ends_with("late | last\n"),
+        "partial last line at the end: {:?}",
+        out.get(out.len().saturating_sub(80)..)
+    );
+    assert_every_line_once(&d.log(), "late", "err");
+}
+
+#[test]
+fn ctl_logs_shows_the_last_lines_and_follows_new_ones() {
+    let dir = TestDir::new("logs-follow");
+    let script = dir.script(
+        "tick.sh",
+        "n=0\ntrap 'n=$((n+1)); echo \"hup $n\"; echo \"warn $n\" >&2' HUP\necho one\necho two\nwhile :; do sleep 0.05; done\n",
+    );
+    let mut d = Daemon::builder_in(dir)
+        .config(json!({"services": {
+            "tick": {"cmd": [script], "log": "prefix-time"},
+            "plain": {"cmd": ["sleep", "60"]}
+        }}))
+        .start();
+    d.wait_for("stdout.log", "tick | two\n");
+    let out = d.dir.read("stdout.log");
+    let first = out.lines().next().unwrap_or_default();
+    // prefix-time: `HH:MM:SS.mmm tick | one`.
+    assert_eq!(first.len(), "12:00:00.000 tick | one".len(), "{first:?}");
+    assert!(
+        first.ends_with(" tick | one") && first.as_bytes()[2] == b':',
+        "{first:?}"
+    );
+
+    let mut w = Watcher::connect(&d.socket).expect("connect");
+    w.send(r#"{"cmd":"logs","name":"tick","lines":1,"follow":true,"id":3}"#);
+    let reply = w.next_line(SOON).expect("reply");
+    assert_eq!(reply["id"], 3, "{reply}");
+    assert_eq!(reply["lines"][0]["line"], "two", "{reply}");
+    assert_eq!(reply["lines"].as_array().map(Vec::len), Some(1), "{reply}");
+    d.request(r#"{"cmd":"signal","name":"tick","signal":"HUP"}"#);
+    let a = w.next_line(SOON).expect("followed line");
+    let b = w.next_line(SOON).expect("followed line");
+    let mut got = [
+        (a["log"].clone(), a["stream"].clone(), a["line"].clone()),
+        (b["log"].clone(), b["stream"].clone(), b["line"].clone()),
+    ];
+    got.sort_by_key(|g| g.1.to_string());
+    assert_eq!(
+        got[0],
+        (json!("tick"), json!("stderr"), json!("warn 1")),
+        "{a} {b}"
+    );
+    assert_eq!(
+        got[1],
+        (json!("tick"), json!("stdout"), json!("hup 1")),
+        "{a} {b}"
+    );
+
+    // `reapd ctl logs` for people, and its errors.
+    let run = run_reapd([
+        "ctl",
+        "--socket",
+        d.socket.to_str().expect("utf-8"),
+        "logs",
+        "tick",
+        "-n",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let shown = run.stdout.trim_end();
+    assert!(
+        shown.ends_with(" tick | warn 1") || shown.ends_with(" tick | hup 1"),
+        "{run:?}"
+    );
+    let r = d.request(r#"{"cmd":"logs","name":"plain"}"#);
+    assert_eq!(
+        (&r["captured"], &r["lines"]),
+        (&json!(false), &json!([])),
+        "{r}"
+    );
+    let r = d.request(r#"{"cmd":"logs","name":"nope"}"#);
+    assert_eq!(r["code"], "no_such_service", "{r}");
+    let r = d.request(r#"{"cmd":"logs","name":"tick","lines":-1}"#);
+    assert_eq!(r["code"], "bad_request", "{r}");
+
+    // The follower stays through the shutdown and is closed when reapd exits.
+    d.signal(libc::SIGTERM);
+    assert!(
+        w.closed_within(Duration::from_secs(40)),
+        "follower closed at exit"
+    );
+    d.assert_clean_exit();
+}
