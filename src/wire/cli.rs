@@ -56,6 +56,8 @@ const USAGE_TAIL: &str = "\
 ctl options:
   -s, --socket PATH           socket to connect to (same default as above)
       --json                  print the daemon's JSON lines unchanged
+  -n, --lines N               logs: how many of the last lines (default 20)
+  -f, --follow                logs: then print new lines as they come
 
 Exit status: 0 clean shutdown; 1 shutdown finished but not clean; 2 usage or config error;
 3 could not start. With -- CMD: the command's own status when it exits by itself.
