@@ -6,10 +6,12 @@
 //! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
 //! perl fork bomb against its bound, three stubborn services in a row inside a 6 s bound, a
 //! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
-//! window in which a SIGTERM still kills reapd.
+//! window in which a SIGTERM still kills reapd; prefixed logs' throughput and CPU cost.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "sections/logs.rs"]
+mod logs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -531,4 +533,5 @@ const SECTIONS: &[(&str, fn())] = &[
     ("budget", budget),
     ("ten_thousand", ten_thousand),
     ("startup", startup_window),
+    ("logs", logs::prefixed_logs),
 ];
