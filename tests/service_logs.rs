@@ -208,3 +208,61 @@ fn ctl_logs_shows_the_last_lines_and_follows_new_ones() {
     );
     d.assert_clean_exit();
 }
+
+#[test]
+fn a_stdout_nobody_reads_holds_back_the_service_never_the_loop() {
+    if !require_tool("perl") {
+        return;
+    }
+    let dir = TestDir::new("logs-full-stdout");
+    let flood = dir.script(
+        "flood.sh",
+        "exec awk 'BEGIN { for (i = 0; i < 100000; i++) printf \"%07d abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\\n\", i }'\n",
+    );
+    let talker = dir.script(
+        "talker.sh",
+        "trap 'echo \"hup on stderr\" >&2' HUP\nwhile :; do sleep 0.05; done\n",
+    );
+    // reapd's stdout is a pipe whose read end reapd itself holds (inherited) and never reads.
+    let mut d = Daemon::builder_in(dir)
+        .wrapper([
+            "perl",
+            "-e",
+            "use Fcntl; pipe(my $r, my $w) or die; fcntl($r, F_SETFD, 0); \
+             open(STDOUT, '>&', $w) or die; close $w; exec @ARGV or die",
+        ])
+        .config(json!({"services": {
+            "flood": {"cmd": [flood], "log": "prefix"},
+            "talker": {"cmd": [talker], "log": "prefix"}
+        }}))
+        .start();
+    // The flood fills the pipe and reapd's buffer, then waits in write(2).
+    let awk = d.pid_of("flood").expect("flood runs");
+    let blocked = wait_until(SOON, || {
+        std::fs::read_to_string(format!("/proc/{awk}/wchan"))
+            .is_ok_and(|w| w.contains("pipe_write"))
+    });
+    assert!(
+        blocked,
+        "the flooding service never blocked; log:\n{}",
+        d.log()
+    );
+    // The loop still answers, the tail is there, and stderr still flows.
+    let r = d.request(r#"{"cmd":"logs","name":"flood","lines":1}"#);
+    assert_eq!(r["lines"].as_array().map(Vec::len), Some(1), "{r}");
+    d.request(r#"{"cmd":"signal","name":"talker","signal":"HUP"}"#);
+    d.wait_for("reapd.log", "talker | hup on stderr\n");
+    let rss = status_number(d.pid(), "VmRSS");
+    assert!(rss < 64 * 1024, "reapd holds {rss} KiB");
+    d.signal(libc::SIGTERM);
+    let code = d.exit_code(std::time::Duration::from_secs(20));
+    assert_eq!(code, 0, "{}", d.log());
+    assert!(
+        d.log().contains(
+            "bytes of services' output were not written: reapd's stdout is not being read"
+        ),
+        "{}",
+        d.log()
+    );
+    d.assert_nothing_left();
+}

@@ -37,7 +37,7 @@ use crate::sys::spawn::{SpawnSpec, Spawner};
 use crate::sys::state_file;
 use crate::sys::tokens::{self};
 use crate::wire::config::ConfigError;
-use crate::wire::events::{ExitStatus, event_line};
+use crate::wire::events::{Event, ExitStatus, event_line};
 use crate::wire::replies::{Reply, ok_line};
 use crate::wire::state_file::{Recorded, StateRecord};
 
@@ -217,6 +217,10 @@ impl Edge for SysEdge {
             }
             Action::Event(ev) => {
                 logging::event(&ev);
+                // A service gone from the config takes its tail with it (once its pipes end).
+                if let Event::Removed { service } = &ev {
+                    self.outputs.forget_tail(service);
+                }
                 let line = event_line(&ev, logging::unix_ms(SystemTime::now()));
                 let got = self
                     .control

@@ -71,6 +71,8 @@ pub struct Outputs {
     pending: BTreeSet<u64>,
     /// Lines for followers, to be handed to the control socket.
     pub to_followers: Vec<(ConnId, String)>,
+    /// Services removed from the config whose pipes have not ended yet: their tails go then.
+    removed: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -97,6 +99,7 @@ impl Default for Outputs {
             sinks: [sink(libc::STDOUT_FILENO), sink(libc::STDERR_FILENO)],
             pending: BTreeSet::new(),
             to_followers: Vec::new(),
+            removed: BTreeSet::new(),
         }
     }
 }
@@ -159,6 +162,7 @@ impl Outputs {
             self.pending.insert(id);
         }
         self.tails.entry(service.to_string()).or_default();
+        self.removed.remove(service);
     }
 
     /// Some pipe has more to read than its budget allowed: the next turn should not wait.
@@ -276,6 +280,9 @@ impl Outputs {
             self.line(&p.service, p.stream, p.mode, piece);
         }
         self.flush(sink_of(p.stream), None, registry);
+        if self.removed.contains(&p.service) {
+            self.forget_tail(&p.service);
+        }
     }
 
     /// One line: into the tail, to followers, and to the sink.
@@ -460,8 +467,11 @@ impl Outputs {
 
     /// Forgets the tail of a service removed from the config.
     pub fn forget_tail(&mut self, service: &str) {
-        if !self.pipes.values().any(|p| p.service == service) {
+        if self.pipes.values().any(|p| p.service == service) {
+            self.removed.insert(service.to_string());
+        } else {
             self.tails.remove(service);
+            self.removed.remove(service);
         }
     }
 }
