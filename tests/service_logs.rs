@@ -12,16 +12,16 @@ use serde_json::json;
 
 const LINES: usize = 20_000;
 
-/// An awk program printing `LINES` numbered lines `<tag> N <padding>` to `to`.
-fn numbered(tag: &str, to: &str) -> String {
+/// An awk program printing `lines` numbered lines `<tag> N <padding>` to `to`.
+fn numbered(tag: &str, to: &str, lines: usize) -> String {
     format!(
-        "awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) printf \"{tag} %d abcdefghijklmnopqrstuvwxyz0123456789\\n\", i > \"{to}\" }}'"
+        "awk 'BEGIN {{ for (i = 1; i <= {lines}; i++) printf \"{tag} %d abcdefghijklmnopqrstuvwxyz0123456789\\n\", i > \"{to}\" }}'"
     )
 }
 
-/// Checks that `text` holds, for `service`, the lines `<tag> 1..=LINES` exactly once each, every
+/// Checks that `text` holds, for `service`, the lines `<tag> 1..=lines` exactly once each, every
 /// one whole and correctly prefixed; other lines must belong to reapd or `service` as well.
-fn assert_every_line_once(text: &str, service: &str, tag: &str) {
+fn assert_every_line_once(text: &str, service: &str, tag: &str, lines: usize) {
     let prefix = format!("{service} | {tag} ");
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
     for line in text.lines() {
@@ -36,10 +36,10 @@ fn assert_every_line_once(text: &str, service: &str, tag: &str) {
         let n: usize = n.parse().unwrap_or_else(|_| panic!("torn line {line:?}"));
         *seen.entry(n).or_default() += 1;
     }
-    let missing: Vec<usize> = (1..=LINES).filter(|n| !seen.contains_key(n)).collect();
+    let missing: Vec<usize> = (1..=lines).filter(|n| !seen.contains_key(n)).collect();
     let twice: Vec<(&usize, &usize)> = seen.iter().filter(|(_, c)| **c != 1).collect();
     assert!(
-        missing.is_empty() && twice.is_empty() && seen.len() == LINES,
+        missing.is_empty() && twice.is_empty() && seen.len() == lines,
         "{tag}: {} missing (first {:?}), {} more than once",
         missing.len(),
         missing.iter().take(5).collect::<Vec<_>>(),
@@ -54,8 +54,8 @@ fn a_flood_on_both_streams_arrives_whole_and_prefixed_and_the_partial_last_line_
         "flood.sh",
         &format!(
             "{} &\n{}\nwait\nprintf 'partial without newline'\nprintf 'stderr partial' >&2\n",
-            numbered("out", "/dev/stdout"),
-            numbered("err", "/dev/stderr")
+            numbered("out", "/dev/stdout", LINES),
+            numbered("err", "/dev/stderr", LINES)
         ),
     );
     let mut d = Daemon::builder_in(dir)
@@ -78,7 +78,7 @@ fn a_flood_on_both_streams_arrives_whole_and_prefixed_and_the_partial_last_line_
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
     let out = d.dir.read("stdout.log");
-    assert_every_line_once(&out, "flood", "out");
+    assert_every_line_once(&out, "flood", "out", LINES);
     assert!(!out.contains("flood | err "), "stderr lines go to stderr");
     for line in out.lines() {
         assert!(
@@ -87,7 +87,7 @@ fn a_flood_on_both_streams_arrives_whole_and_prefixed_and_the_partial_last_line_
         );
     }
     let log = d.log();
-    assert_every_line_once(&log, "flood", "err");
+    assert_every_line_once(&log, "flood", "err", LINES);
     assert!(
         log.contains("\nflood | stderr partial\n"),
         "partial stderr line flushed"
@@ -103,8 +103,8 @@ fn what_a_service_writes_while_it_stops_is_all_written_before_reapd_exits() {
         "late.sh",
         &format!(
             "trap '{} & {}; wait; printf last; exit 0' TERM\necho up\nwhile :; do sleep 0.05; done\n",
-            numbered("out", "/dev/stdout").replace('\'', "'\\''"),
-            numbered("err", "/dev/stderr").replace('\'', "'\\''")
+            numbered("out", "/dev/stdout", LINES).replace('\'', "'\\''"),
+            numbered("err", "/dev/stderr", LINES).replace('\'', "'\\''")
         ),
     );
     let mut d = Daemon::builder_in(dir)
@@ -116,13 +116,13 @@ fn what_a_service_writes_while_it_stops_is_all_written_before_reapd_exits() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
     let out = d.dir.read("stdout.log");
-    assert_every_line_once(&out, "late", "out");
+    assert_every_line_once(&out, "late", "out", LINES);
     assert!(
         out.ends_with("late | last\n"),
         "partial last line at the end: {:?}",
         out.get(out.len().saturating_sub(80)..)
     );
-    assert_every_line_once(&d.log(), "late", "err");
+    assert_every_line_once(&d.log(), "late", "err", LINES);
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn a_stdout_nobody_reads_holds_back_the_service_never_the_loop() {
     let rss = status_number(d.pid(), "VmRSS");
     assert!(rss < 64 * 1024, "reapd holds {rss} KiB");
     d.signal(libc::SIGTERM);
-    let code = d.exit_code(std::time::Duration::from_secs(20));
+    let code = d.exit_code(Duration::from_secs(20));
     assert_eq!(code, 0, "{}", d.log());
     assert!(
         d.log().contains(
@@ -265,4 +265,52 @@ fn a_stdout_nobody_reads_holds_back_the_service_never_the_loop() {
         d.log()
     );
     d.assert_nothing_left();
+}
+
+#[test]
+fn a_slow_reader_of_stdout_gets_every_line_once_it_reads() {
+    if !require_tool("perl") {
+        return;
+    }
+    let dir = TestDir::new("logs-slow-reader");
+    let lines = 60_000;
+    let flood = dir.script(
+        "flood.sh",
+        &format!("exec {}\n", numbered("out", "/dev/stdout", lines)),
+    );
+    // reapd's stdout is a pipe to a reader that starts reading only once `go` exists.
+    let mut d = Daemon::builder_in(dir)
+        .wrapper([
+            "perl",
+            "-e",
+            "pipe(my $r, my $w) or die; my $pid = fork() // die; \
+             if ($pid == 0) { close $w; \
+               until (-e \"$ENV{TEST_DIR}/go\") { select(undef, undef, undef, 0.01) } \
+               open(my $o, '>', \"$ENV{TEST_DIR}/out.log\") or die; \
+               while (sysread($r, my $buf, 65536)) { syswrite($o, $buf) } exit 0 } \
+             close $r; open(STDOUT, '>&', $w) or die; close $w; exec @ARGV or die",
+        ])
+        .config(
+            json!({"services": {"flood": {"cmd": [flood], "log": "prefix", "restart": "never"}}}),
+        )
+        .start();
+    let awk = d.pid_of("flood").expect("flood runs");
+    let blocked = wait_until(SOON, || {
+        std::fs::read_to_string(format!("/proc/{awk}/wchan"))
+            .is_ok_and(|w| w.contains("pipe_write"))
+    });
+    assert!(blocked, "the flood never blocked; log:\n{}", d.log());
+    d.dir.write("go", "");
+    let last = format!("flood | out {lines} ");
+    let all = wait_until(SOON, || d.dir.read("out.log").contains(&last));
+    assert!(all, "the held-back lines never came; log:\n{}", d.log());
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.exit_code(Duration::from_secs(40)), 0, "{}", d.log());
+    // The reader ends at the end of the pipe, once reapd has exited.
+    assert!(
+        wait_until(SOON, || d.services_procs().is_empty()),
+        "reader left"
+    );
+    d.assert_nothing_left();
+    assert_every_line_once(&d.dir.read("out.log"), "flood", "out", lines);
 }

@@ -58,6 +58,8 @@ struct Sink {
     waiting: bool,
     /// Its reader is gone (`EPIPE`) or it failed: lines are dropped (they stay in the tails).
     broken: bool,
+    /// Pipes feeding it were held back because it was full.
+    held: bool,
 }
 
 /// Every pipe, tail, follower and sink.
@@ -90,6 +92,7 @@ impl Default for Outputs {
             buf: VecDeque::new(),
             waiting: false,
             broken: false,
+            held: false,
         };
         Outputs {
             pipes: HashMap::new(),
@@ -193,25 +196,17 @@ impl Outputs {
             let _ = registry.deregister(&mut SourceFd(&s.fd));
         }
         self.flush(which, None, registry);
-        // Pipes held back by a full sink are read again.
-        if self
-            .sinks
-            .get(which)
-            .is_some_and(|s| s.buf.len() < SINK_LOW)
-        {
-            let stream = if which == 0 {
-                Stream::Stdout
-            } else {
-                Stream::Stderr
-            };
-            let held: Vec<u64> = self
-                .pipes
-                .iter()
-                .filter(|(_, p)| p.stream == stream)
-                .map(|(id, _)| *id)
-                .collect();
-            self.pending.extend(held);
-        }
+    }
+
+    /// The pipes a full sink held back are read again (it drained, or broke).
+    fn resume(&mut self, which: usize) {
+        let held: Vec<u64> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| sink_of(p.stream) == which)
+            .map(|(id, _)| *id)
+            .collect();
+        self.pending.extend(held);
     }
 
     /// Reads one pipe: up to `budget` bytes, to end of file, or until it would block.
@@ -225,7 +220,8 @@ impl Outputs {
             };
             let which = sink_of(stream);
             if self.full(which) {
-                // Backpressure: left in the pipe until the sink drains (see `writable`).
+                // Backpressure: left in the pipe until the sink drains (see `flush`).
+                self.sink_mut(which).held = true;
                 self.pending.remove(&id);
                 return;
             }
@@ -324,79 +320,32 @@ impl Outputs {
     }
 
     /// Writes what a sink holds while it can take it without blocking, or, with a deadline,
-    /// waiting for it until then. Registers it for writability when it is full.
+    /// waiting for it until then. Without a deadline, a sink that cannot take more is watched
+    /// for writability (see [`Outputs::writable`]).
     fn flush(&mut self, which: usize, until: Option<Instant>, registry: &Registry) {
-        let Some(sink) = self.sinks.get_mut(which) else {
-            return;
-        };
-        while !sink.buf.is_empty() && !sink.broken {
-            let wait_ms = until.map_or(0, |t| {
-                i32::try_from(t.saturating_duration_since(Instant::now()).as_millis())
-                    .unwrap_or(i32::MAX)
-            });
-            if !ready_for_write(sink.fd, wait_ms) {
-                if until.is_none() && !sink.waiting {
-                    sink.waiting = registry
-                        .register(
-                            &mut SourceFd(&sink.fd),
-                            tokens::sink(which),
-                            Interest::WRITABLE,
-                        )
-                        .is_ok();
-                }
-                return;
-            }
-            // Whole lines only, up to one atomic write (every rendered line fits in one).
-            let (a, b) = sink.buf.as_slices();
-            let mut out: Vec<u8> = Vec::with_capacity(ATOMIC_WRITE);
-            out.extend(a.iter().chain(b).take(ATOMIC_WRITE));
-            let cut = match out.iter().rposition(|&c| c == b'\n') {
-                Some(i) => i + 1,
-                None => out.len(),
-            };
-            // SAFETY: writing from a live buffer of at least `cut` bytes to a descriptor number.
-            let n = unsafe { libc::write(sink.fd, out.as_ptr().cast(), cut) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => {
-                        // Someone made it non-blocking: wait like for a full pipe.
-                        if until.is_some() {
-                            std::thread::sleep(Duration::from_millis(1));
-                            if until.is_some_and(|t| Instant::now() >= t) {
-                                return;
-                            }
-                            continue;
-                        }
-                        if !sink.waiting {
-                            sink.waiting = registry
-                                .register(
-                                    &mut SourceFd(&sink.fd),
-                                    tokens::sink(which),
-                                    Interest::WRITABLE,
-                                )
-                                .is_ok();
-                        }
-                        return;
-                    }
-                    _ => {
-                        warn!(
-                            "cannot write services' output to {}: {e}; their lines are dropped \
-                             from now on (`reapd ctl logs` still has them)",
-                            if which == 0 { "stdout" } else { "stderr" }
-                        );
-                        sink.broken = true;
-                        sink.buf.clear();
-                        return;
-                    }
-                }
-            }
-            sink.buf
-                .drain(..usize::try_from(n).unwrap_or(0).min(sink.buf.len()));
-            if sink.buf.is_empty() && sink.buf.capacity() > 64 * 1024 {
-                sink.buf = VecDeque::new();
-            }
+        let sink = self.sink_mut(which);
+        let outcome = sink.write_out(until);
+        if let Err(e) = &outcome {
+            warn!(
+                "cannot write services' output to {}: {e}; their lines are dropped from now on \
+                 (`reapd ctl logs` still has them)",
+                if which == 0 { "stdout" } else { "stderr" }
+            );
+            sink.broken = true;
+            sink.buf = VecDeque::new();
+        }
+        if matches!(outcome, Ok(false)) && until.is_none() && !sink.waiting {
+            sink.waiting = registry
+                .register(
+                    &mut SourceFd(&sink.fd),
+                    tokens::sink(which),
+                    Interest::WRITABLE,
+                )
+                .is_ok();
+        }
+        if sink.held && (sink.broken || sink.buf.len() < SINK_LOW) {
+            sink.held = false;
+            self.resume(which);
         }
     }
 
@@ -499,6 +448,52 @@ fn sink_of(stream: Stream) -> usize {
     match stream {
         Stream::Stdout => 0,
         Stream::Stderr => 1,
+    }
+}
+
+impl Sink {
+    /// Writes what it holds while the descriptor takes it: true when all is written, false when
+    /// it cannot take more now (or by `until`), an error when it failed for good.
+    fn write_out(&mut self, until: Option<Instant>) -> io::Result<bool> {
+        while !self.buf.is_empty() && !self.broken {
+            let wait_ms = until.map_or(0, |t| {
+                i32::try_from(t.saturating_duration_since(Instant::now()).as_millis())
+                    .unwrap_or(i32::MAX)
+            });
+            if !ready_for_write(self.fd, wait_ms) {
+                return Ok(false);
+            }
+            // Whole lines only, up to one atomic write (every rendered line fits in one).
+            let (a, b) = self.buf.as_slices();
+            let mut out: Vec<u8> = Vec::with_capacity(ATOMIC_WRITE);
+            out.extend(a.iter().chain(b).take(ATOMIC_WRITE));
+            let cut = out
+                .iter()
+                .rposition(|&c| c == b'\n')
+                .map_or(out.len(), |i| i + 1);
+            // SAFETY: writing from a live buffer of at least `cut` bytes to a descriptor number.
+            let n = unsafe { libc::write(self.fd, out.as_ptr().cast(), cut) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    // Someone else made the description non-blocking: as full as a full pipe.
+                    io::ErrorKind::WouldBlock if until.is_some_and(|t| Instant::now() < t) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    io::ErrorKind::WouldBlock => return Ok(false),
+                    _ => return Err(e),
+                }
+            }
+            self.buf
+                .drain(..usize::try_from(n).unwrap_or(0).min(self.buf.len()));
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+            // Give a flood's memory back.
+            self.buf = VecDeque::new();
+        }
+        Ok(true)
     }
 }
 
