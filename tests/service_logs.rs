@@ -47,6 +47,20 @@ fn assert_every_line_once(text: &str, service: &str, tag: &str, lines: usize) {
     );
 }
 
+/// Waits until the main process of `service` waits in `write(2)` on its full output pipe.
+fn assert_blocked_in_write(d: &Daemon, service: &str) {
+    let pid = d.pid_of(service).expect("the service runs");
+    let blocked = wait_until(SOON, || {
+        std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .is_ok_and(|w| w.contains("pipe_write"))
+    });
+    assert!(
+        blocked,
+        "{service} never blocked in write; log:\n{}",
+        d.log()
+    );
+}
+
 #[test]
 fn a_flood_on_both_streams_arrives_whole_and_prefixed_and_the_partial_last_line_at_exit() {
     let dir = TestDir::new("logs-flood");
@@ -217,7 +231,7 @@ fn a_stdout_nobody_reads_holds_back_the_service_never_the_loop() {
     let dir = TestDir::new("logs-full-stdout");
     let flood = dir.script(
         "flood.sh",
-        "exec awk 'BEGIN { for (i = 0; i < 100000; i++) printf \"%07d abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\\n\", i }'\n",
+        &format!("exec {}\n", numbered("out", "/dev/stdout", 100_000)),
     );
     let talker = dir.script(
         "talker.sh",
@@ -237,16 +251,7 @@ fn a_stdout_nobody_reads_holds_back_the_service_never_the_loop() {
         }}))
         .start();
     // The flood fills the pipe and reapd's buffer, then waits in write(2).
-    let awk = d.pid_of("flood").expect("flood runs");
-    let blocked = wait_until(SOON, || {
-        std::fs::read_to_string(format!("/proc/{awk}/wchan"))
-            .is_ok_and(|w| w.contains("pipe_write"))
-    });
-    assert!(
-        blocked,
-        "the flooding service never blocked; log:\n{}",
-        d.log()
-    );
+    assert_blocked_in_write(&d, "flood");
     // The loop still answers, the tail is there, and stderr still flows.
     let r = d.request(r#"{"cmd":"logs","name":"flood","lines":1}"#);
     assert_eq!(r["lines"].as_array().map(Vec::len), Some(1), "{r}");
@@ -294,12 +299,7 @@ fn a_slow_reader_of_stdout_gets_every_line_once_it_reads() {
             json!({"services": {"flood": {"cmd": [flood], "log": "prefix", "restart": "never"}}}),
         )
         .start();
-    let awk = d.pid_of("flood").expect("flood runs");
-    let blocked = wait_until(SOON, || {
-        std::fs::read_to_string(format!("/proc/{awk}/wchan"))
-            .is_ok_and(|w| w.contains("pipe_write"))
-    });
-    assert!(blocked, "the flood never blocked; log:\n{}", d.log());
+    assert_blocked_in_write(&d, "flood");
     d.dir.write("go", "");
     let last = format!("flood | out {lines} ");
     let all = wait_until(SOON, || d.dir.read("out.log").contains(&last));
