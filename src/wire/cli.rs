@@ -411,6 +411,31 @@ mod tests {
     }
 
     #[test]
+    fn ctl_logs_takes_its_options_anywhere_and_only_logs_does() {
+        let Ok(Command::Ctl(c)) = p(&["ctl", "-f", "logs", "web", "-n", "5"]) else {
+            panic!()
+        };
+        assert_eq!(c.cmd, Cmd::Logs);
+        let v: serde_json::Value = serde_json::from_str(&c.request).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"cmd": "logs", "name": "web", "follow": true, "lines": 5})
+        );
+        assert_eq!(
+            p(&["ctl", "stop", "web", "-f"]),
+            Err("stop takes no option -f".into())
+        );
+        assert_eq!(
+            p(&["ctl", "logs", "web", "-n", "lots"]),
+            Err("-n: expected a number of lines, found \"lots\"".into())
+        );
+        assert_eq!(
+            p(&["ctl", "logs"]),
+            Err("usage: reapd ctl logs NAME [-f] [-n N]".into())
+        );
+    }
+
+    #[test]
     fn check_and_ctl() {
         assert_eq!(
             p(&["check", "--config", "a.json"]),

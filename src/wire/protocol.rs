@@ -433,6 +433,47 @@ mod tests {
     }
 
     #[test]
+    fn logs_takes_optional_lines_and_follow() {
+        let p = |s: &str| parse_request(s.as_bytes()).expect("parses").request;
+        assert_eq!(
+            p(r#"{"cmd":"logs","name":"web"}"#),
+            Request::Logs {
+                name: "web".into(),
+                lines: None,
+                follow: false
+            }
+        );
+        assert_eq!(
+            p(r#"{"cmd":"logs","name":"web","lines":0,"follow":true}"#),
+            Request::Logs {
+                name: "web".into(),
+                lines: Some(0),
+                follow: true
+            }
+        );
+        assert_eq!(
+            err(r#"{"cmd":"logs","name":"web","lines":"5"}"#).1,
+            "\"lines\" must be a non-negative integer, found \"5\""
+        );
+        assert_eq!(
+            err(r#"{"cmd":"logs","name":"web","follow":1}"#).1,
+            "\"follow\" must be true or false, found 1"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"stop","name":"web","follow":true}"#).1,
+            "unknown field \"follow\" for \"stop\""
+        );
+        assert!(
+            !Request::Logs {
+                name: "web".into(),
+                lines: None,
+                follow: true
+            }
+            .is_mutating()
+        );
+    }
+
+    #[test]
     fn parses_every_command() {
         let p = |s: &str| parse_request(s.as_bytes()).expect("parses").request;
         assert_eq!(p(r#"{"cmd":"ping"}"#), Request::Ping);
