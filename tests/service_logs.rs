@@ -203,6 +203,21 @@ fn ctl_logs_shows_the_last_lines_and_follows_new_ones() {
         shown.ends_with(" tick | warn 1") || shown.ends_with(" tick | hup 1"),
         "{run:?}"
     );
+    // `reapd ctl logs -f` prints the tail, then follows.
+    let out = std::fs::File::create(d.dir.join("ctl-follow.txt")).expect("file");
+    let follower = Marked::spawn(
+        std::process::Command::new(BIN)
+            .args(["ctl", "--socket"])
+            .arg(&d.socket)
+            .args(["logs", "tick", "-f", "-n", "1"])
+            .stdout(out),
+        // Its own marker: dropping it kills only the client.
+        &unique("ctl-follow"),
+    );
+    d.wait_for("ctl-follow.txt", "tick | ");
+    d.request(r#"{"cmd":"signal","name":"tick","signal":"HUP"}"#);
+    d.wait_for("ctl-follow.txt", " tick | hup 2\n");
+    drop(follower);
     let r = d.request(r#"{"cmd":"logs","name":"plain"}"#);
     assert_eq!(
         (&r["captured"], &r["lines"]),

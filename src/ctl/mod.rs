@@ -35,7 +35,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs one ctl command against `socket`.
 pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
-    let logs = args.cmd == Cmd::Logs && args.request.contains("\"follow\":true");
+    // `logs -f` streams like `watch`, its lines in their own shape.
+    let logs = args.cmd == Cmd::Logs
+        && serde_json::from_str::<Value>(&args.request)
+            .is_ok_and(|r| r.get("follow") == Some(&Value::Bool(true)));
     let watch = args.cmd == Cmd::Watch || logs;
     let (mut reader, line) = match request(socket, &args.request, watch) {
         Ok(r) => r,

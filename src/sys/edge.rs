@@ -275,11 +275,13 @@ impl Edge for SysEdge {
                 let line = ok_line(id.as_ref(), &reply);
                 let mut got = Vec::new();
                 if let Some(c) = self.control.as_mut() {
-                    got = c.reply(conn, &line, self.poll.registry());
+                    // A follower first: a client that already closed its sending side is kept
+                    // for the lines to come instead of being done with its reply.
                     if follow {
                         c.follow(conn);
                         self.outputs.follow(conn, &name);
                     }
+                    got = c.reply(conn, &line, self.poll.registry());
                 }
                 let inputs = self.incoming(got);
                 self.learnt.extend(inputs);
