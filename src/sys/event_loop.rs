@@ -230,7 +230,7 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                 }
                 // A child of reapd is collected through its pidfd; SIGCHLD still reaps the others.
                 Source::Pidfd(pid) => edge.exited(pid),
-                Source::Pipe(id) => edge.outputs.readable(id, edge.poll.registry()),
+                Source::Pipe(id) => edge.outputs.readable(id),
                 Source::Sink(which) => edge.outputs.writable(which, edge.poll.registry()),
                 // Sporadic events of sources already gone.
                 Source::Unknown => {}
@@ -239,8 +239,8 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
         if broken {
             inputs.extend(edge.read_signals().1);
         }
-        // Output a pipe's budget left for later is read before the turn's inputs are told, so
-        // a service's last lines come before the news of its exit.
+        // Services' output is read (each pipe within its budget) before the turn's inputs are
+        // told, so a service's last lines come before the news of its exit.
         edge.outputs.read_pending(edge.poll.registry());
         edge.pass_to_followers();
         if reap {

@@ -173,10 +173,9 @@ impl Outputs {
         !self.pending.is_empty()
     }
 
-    /// A pipe became readable.
-    pub fn readable(&mut self, id: u64, registry: &Registry) {
+    /// A pipe became readable: it is read with the others (`read_pending`), once per turn.
+    pub fn readable(&mut self, id: u64) {
         self.pending.insert(id);
-        self.read_one(id, PIPE_BUDGET, registry);
     }
 
     /// Reads every pipe with more to read, each within its budget.
