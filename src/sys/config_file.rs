@@ -1,4 +1,5 @@
-//! Reading the config file: the one way start-up, `reapd check` and every reload get its text.
+//! Reading the config file: the one way start-up, `reapd check` and every reload get its text,
+//! and the text of the env files it names (`env_file`), under the same rules.
 //!
 //! Owns: opening the path (symlinks followed, close-on-exec, non-blocking, never becoming a
 //! controlling terminal), refusing anything that is not a regular file, and the size limit.

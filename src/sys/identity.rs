@@ -153,9 +153,13 @@ pub fn explain(e: &io::Error, launch: &Launch) -> Option<String> {
             launch.group.unwrap_or(0)
         ),
         4 => format!(
-            "cannot switch to user {}: {errno} (setuid; only root may, and the user's process \
-             limit, nproc, may be reached)",
-            launch.user.unwrap_or(0)
+            "cannot switch to user {}: {errno} (setuid; {})",
+            launch.user.unwrap_or(0),
+            if errno.raw_os_error() == Some(libc::EAGAIN) {
+                "the user has reached its process limit, nproc"
+            } else {
+                "only root may"
+            }
         ),
         _ => return None,
     };
