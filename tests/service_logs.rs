@@ -329,3 +329,37 @@ fn a_slow_reader_of_stdout_gets_every_line_once_it_reads() {
     d.assert_nothing_left();
     assert_every_line_once(&d.dir.read("out.log"), "flood", "out", lines);
 }
+
+#[test]
+fn a_line_longer_than_the_cap_is_cut_into_marked_pieces() {
+    let dir = TestDir::new("logs-long-line");
+    // 10 000 bytes and a newline, then a short line: pieces of 3968, 3968 and 2064 bytes.
+    let script = dir.script(
+        "long.sh",
+        "awk 'BEGIN { s = \"\"; for (i = 0; i < 10000; i++) s = s \"y\"; print s; print \"short\" }'\nexec sleep 60\n",
+    );
+    let mut d = Daemon::builder_in(dir)
+        .config(json!({"services": {"long": {"cmd": [script], "log": "prefix"}}}))
+        .start();
+    let out = d.wait_for("stdout.log", "long | short\n");
+    let lines: Vec<(&str, usize)> = out
+        .lines()
+        .map(|l| (l.get(..7).unwrap_or(l), l.len().saturating_sub(7)))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("long | ", 3968),
+            ("long + ", 3968),
+            ("long + ", 2064),
+            ("long | ", 5)
+        ],
+        "{out:.200}"
+    );
+    let r = d.request(r#"{"cmd":"logs","name":"long","lines":3}"#);
+    assert_eq!(r["lines"][0]["continued"], true, "{r:.300}");
+    assert_eq!(r["lines"][2]["line"], "short", "{r:.300}");
+    assert!(r["lines"][2].get("continued").is_none(), "{r:.300}");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
