@@ -363,3 +363,42 @@ fn a_line_longer_than_the_cap_is_cut_into_marked_pieces() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
+
+#[test]
+fn out_of_descriptors_a_service_writes_to_reapds_output_instead_and_the_stop_path_keeps_its_reserve()
+ {
+    if !require_tool("prlimit") {
+        return;
+    }
+    let dir = TestDir::new("logs-few-fds");
+    let services: serde_json::Map<String, serde_json::Value> = (0..20)
+        .map(|i| {
+            (
+                format!("s{i:02}"),
+                json!({"cmd": ["sh", "-c", format!("echo hello from {i}; exec sleep 60")], "log": "prefix"}),
+            )
+        })
+        .collect();
+    let mut d = Daemon::builder_in(dir)
+        .wrapper(["prlimit", "--nofile=64:64", "--"])
+        .config(json!({ "services": services }))
+        .start();
+    let log = d.wait_for("reapd.log", "no descriptor left for its output pipes");
+    assert!(log.contains("raise ulimit -n"), "{log}");
+    // Every service runs and says hello, through a pipe or directly.
+    assert!(
+        wait_until(SOON, || d
+            .dir
+            .read("stdout.log")
+            .matches("hello from")
+            .count()
+            == 20),
+        "{}",
+        d.dir.read("stdout.log")
+    );
+    let out = d.dir.read("stdout.log");
+    assert!(out.contains("s00 | hello from 0\n"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("hello from ")), "{out}");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}

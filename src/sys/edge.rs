@@ -36,7 +36,7 @@ use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
 use crate::sys::state_file;
 use crate::sys::tokens::{self};
-use crate::wire::config::ConfigError;
+use crate::wire::config::{ConfigError, LogMode};
 use crate::wire::events::{Event, ExitStatus, event_line};
 use crate::wire::replies::{Reply, ok_line};
 use crate::wire::state_file::{Recorded, StateRecord};
@@ -174,8 +174,23 @@ impl Edge for SysEdge {
                 env,
                 cwd,
                 inherit_stdin,
-                launch,
+                mut launch,
             } => {
+                // Two descriptors more must fit in the pidfds' share, or the stop path's
+                // reserve would pay for them: the service then writes to reapd's own output.
+                if launch.log.piped()
+                    && self.pidfds.len() + self.outputs.open_pipes() + 2 > self.watch_cap
+                {
+                    let name = match &who {
+                        Spawnee::Service(name) => name.as_str(),
+                        Spawnee::Hook(_) => "cleanup hook",
+                    };
+                    warn!(
+                        "{name}: no descriptor left for its output pipes (the open-file limit); \
+                         it writes to reapd's own output this time; raise ulimit -n to avoid this"
+                    );
+                    launch.log = LogMode::Inherit;
+                }
                 let spec = SpawnSpec {
                     cmd: &cmd,
                     env: &env,
@@ -416,7 +431,7 @@ impl SysEdge {
         let proc = ProcId { pid, start };
         // Beyond the pidfd cap a child of ours is still seen to exit, through SIGCHLD; the
         // descriptors stay for clients and the stop path.
-        if self.pidfds.len() >= self.watch_cap {
+        if self.watch_full() {
             self.short_of_fds("the pidfd cap (the open-file limit) is reached");
             return Ok(proc);
         }
@@ -425,6 +440,12 @@ impl SysEdge {
             Err(e) => warn!("pidfd_open({pid}): {e}; relying on SIGCHLD for it"),
         }
         Ok(proc)
+    }
+
+    /// The pidfds' share of descriptors is used up. Services' output pipes count against it,
+    /// so that they never eat into the stop path's reserve.
+    fn watch_full(&self) -> bool {
+        self.pidfds.len() + self.outputs.open_pipes() >= self.watch_cap
     }
 
     fn reached(&mut self, proc: ProcId, reach: Reach) {
@@ -460,7 +481,7 @@ impl SysEdge {
             None => {}
         }
         // Keep descriptors for sockets and spawning: beyond the cap, fall back on rescans.
-        if self.pidfds.len() >= self.watch_cap {
+        if self.watch_full() {
             self.short_of_fds("the pidfd cap (the open-file limit) is reached");
             return Reach::Blind;
         }

@@ -168,6 +168,11 @@ impl Outputs {
         self.removed.remove(service);
     }
 
+    /// Pipe read ends held (descriptors).
+    pub fn open_pipes(&self) -> usize {
+        self.pipes.len()
+    }
+
     /// Some pipe has more to read than its budget allowed: the next turn should not wait.
     pub fn has_work(&self) -> bool {
         !self.pending.is_empty()
