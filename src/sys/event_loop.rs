@@ -229,6 +229,7 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                 }
                 // A child of reapd is collected through its pidfd; SIGCHLD still reaps the others.
                 Source::Pidfd(pid) => edge.exited(pid),
+                Source::Notify(pid) => edge.notified(pid),
                 // Sporadic events of sources already gone.
                 Source::Unknown => {}
             }

@@ -6,6 +6,7 @@
 //! close-on-exec), or run anything but async-signal-safe calls between fork and exec.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,6 +25,9 @@ pub struct SpawnSpec<'a> {
     pub cwd: Option<&'a PathBuf>,
     /// Keep reapd's stdin instead of `/dev/null`.
     pub inherit_stdin: bool,
+    /// Hand this descriptor (reapd's, close-on-exec) to the child as the given number: the write
+    /// end of a notification pipe.
+    pub notify: Option<(RawFd, i32)>,
 }
 
 /// What every child receives from reapd besides its spec: the open-file limit reapd found (it
@@ -93,8 +97,10 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<P
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
+    let notify = spec.notify;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (setsid, sigprocmask, sigaction, setrlimit) on stack data; it allocates nothing.
+    // (setsid, sigprocmask, sigaction, setrlimit, dup2, fcntl) on stack data; it allocates
+    // nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -108,6 +114,17 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<P
                 return Err(io::Error::last_os_error());
             }
             reset_dispositions();
+            if let Some((from, to)) = notify {
+                // dup2 leaves the new descriptor open across exec; onto itself it changes
+                // nothing, so the close-on-exec flag is cleared by hand.
+                if from == to {
+                    if libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if let Some(Nofile { soft, hard }) = nofile {
                 let lim = libc::rlimit {
                     rlim_cur: soft as libc::rlim_t,

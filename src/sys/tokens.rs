@@ -15,6 +15,7 @@ const KIND_BITS: u32 = 2;
 const FIXED: usize = 0;
 const CONN: usize = 1;
 const PIDFD: usize = 2;
+const NOTIFY: usize = 3;
 
 /// The signal self-pipe.
 pub const SIGNALS: Token = Token(FIXED);
@@ -32,6 +33,8 @@ pub enum Source {
     Conn(ConnId),
     /// A process's pidfd.
     Pidfd(Pid),
+    /// The notification pipe of a service's main process, by its pid.
+    Notify(Pid),
     /// Nothing reapd registered (a stale event).
     Unknown,
 }
@@ -48,6 +51,11 @@ pub fn pidfd(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | PIDFD)
 }
 
+/// The token of a notification pipe.
+pub fn notify(pid: Pid) -> Token {
+    Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | NOTIFY)
+}
+
 /// What a token stands for.
 pub fn source(t: Token) -> Source {
     let value = t.0 >> KIND_BITS;
@@ -56,6 +64,7 @@ pub fn source(t: Token) -> Source {
         FIXED if t == LISTENER => Source::Listener,
         CONN => Source::Conn(value as ConnId),
         PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
+        NOTIFY => Pid::try_from(value).map_or(Source::Unknown, Source::Notify),
         _ => Source::Unknown,
     }
 }
@@ -73,8 +82,9 @@ mod tests {
         }
         for pid in [1, 2, 4_194_304] {
             assert_eq!(source(pidfd(pid)), Source::Pidfd(pid));
+            assert_eq!(source(notify(pid)), Source::Notify(pid));
+            assert_ne!(notify(pid), pidfd(pid));
             assert_ne!(Some(pidfd(pid)), conn(pid as ConnId));
         }
-        assert_eq!(source(Token(3)), Source::Unknown);
     }
 }

@@ -29,6 +29,10 @@ pub enum Cmd {
     Shutdown,
     /// Stream events.
     Watch,
+    /// Whether every service that should run is ready.
+    Ready,
+    /// Answer once every service that should run is ready.
+    Wait,
 }
 
 /// What an argument holds, which decides its JSON key, its placeholder and how it is read.
@@ -166,9 +170,24 @@ const WATCH: CommandSpec = CommandSpec {
     about: "follow events as they happen, until the shutdown is done",
 };
 
+const READY: CommandSpec = CommandSpec {
+    cmd: Cmd::Ready,
+    name: "ready",
+    args: &[],
+    mutates: false,
+    about: "whether every service that should run is ready",
+};
+const WAIT: CommandSpec = CommandSpec {
+    cmd: Cmd::Wait,
+    name: "wait",
+    args: &[],
+    mutates: false,
+    about: "answer once every service that should run is ready",
+};
+
 /// Every command, in the order replies and docs list them.
 pub const COMMANDS: &[CommandSpec] = &[
-    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH,
+    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH, READY, WAIT,
 ];
 
 impl Cmd {
@@ -185,6 +204,8 @@ impl Cmd {
             Cmd::Reload => &RELOAD,
             Cmd::Shutdown => &SHUTDOWN,
             Cmd::Watch => &WATCH,
+            Cmd::Ready => &READY,
+            Cmd::Wait => &WAIT,
         }
     }
 
@@ -230,7 +251,7 @@ pub fn name_list() -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Cmd; 10] = [
+    const ALL: [Cmd; 12] = [
         Cmd::Ping,
         Cmd::Status,
         Cmd::List,
@@ -241,6 +262,8 @@ mod tests {
         Cmd::Reload,
         Cmd::Shutdown,
         Cmd::Watch,
+        Cmd::Ready,
+        Cmd::Wait,
     ];
 
     #[test]
@@ -278,12 +301,14 @@ mod tests {
                 "signal NAME SIGNAL",
                 "reload",
                 "shutdown",
-                "watch"
+                "watch",
+                "ready",
+                "wait"
             ]
         );
         assert_eq!(
             name_list(),
-            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch"
+            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch, ready, wait"
         );
     }
 

@@ -186,6 +186,61 @@ pub enum Event {
         /// Restarts so far.
         restarts: u32,
     },
+    /// A service waits to start until the services it is `after` are ready (or, one-shots,
+    /// done).
+    Waiting {
+        /// Service.
+        service: String,
+        /// The services it still waits for.
+        on: Vec<String>,
+    },
+    /// A service's readiness check passed.
+    Ready {
+        /// Service.
+        service: String,
+        /// Milliseconds since its main process started.
+        after_ms: u64,
+        /// The check that passed.
+        check: String,
+    },
+    /// A service did not become ready within `ready_timeout_ms`: a failed start.
+    NotReady {
+        /// Service.
+        service: String,
+        /// What the last attempt said.
+        why: String,
+        /// Milliseconds since its main process started.
+        after_ms: u64,
+    },
+    /// A one-shot exited 0: it is `done` and its dependents may start.
+    Completed {
+        /// Service.
+        service: String,
+        /// Milliseconds it ran.
+        after_ms: u64,
+    },
+    /// A service is given up on (`failed`): restart limit reached, a one-shot failed, or it
+    /// never became ready and is not restarted. Only `ctl start` starts it again.
+    Failed {
+        /// Service.
+        service: String,
+        /// Why.
+        why: String,
+        /// It is `essential`: reapd shuts down.
+        essential: bool,
+    },
+    /// A health check result that changed the verdict (`healthy`, `failing`, `unhealthy`), and
+    /// every failure counted.
+    Health {
+        /// Service.
+        service: String,
+        /// `healthy`, `failing` or `unhealthy` (restarted).
+        status: String,
+        /// Failures in a row.
+        failures: u32,
+        /// What the attempt said (`ok`, or why it failed).
+        detail: String,
+    },
     /// A service's main process exited and its restart policy keeps it down.
     KeptDown {
         /// Service.
@@ -380,6 +435,12 @@ impl Event {
             Event::SpawnFailed { .. } => "spawn_failed",
             Event::Exited { .. } => "exited",
             Event::Restarting { .. } => "restarting",
+            Event::Waiting { .. } => "waiting",
+            Event::Ready { .. } => "ready",
+            Event::NotReady { .. } => "not_ready",
+            Event::Completed { .. } => "completed",
+            Event::Failed { .. } => "failed",
+            Event::Health { .. } => "health",
             Event::KeptDown { .. } => "kept_down",
             Event::Stopping { .. } => "stopping",
             Event::Signalled { .. } => "signalled",
@@ -415,6 +476,12 @@ pub const EVENTS: &[&str] = &[
     "spawn_failed",
     "exited",
     "restarting",
+    "waiting",
+    "ready",
+    "not_ready",
+    "completed",
+    "failed",
+    "health",
     "kept_down",
     "stopping",
     "signalled",
@@ -493,6 +560,35 @@ pub(crate) mod tests {
                 service: s(),
                 delay_ms: 100,
                 restarts: 1,
+            },
+            Event::Waiting {
+                service: s(),
+                on: vec![s()],
+            },
+            Event::Ready {
+                service: s(),
+                after_ms: 5,
+                check: s(),
+            },
+            Event::NotReady {
+                service: s(),
+                why: s(),
+                after_ms: 5,
+            },
+            Event::Completed {
+                service: s(),
+                after_ms: 5,
+            },
+            Event::Failed {
+                service: s(),
+                why: s(),
+                essential: true,
+            },
+            Event::Health {
+                service: s(),
+                status: "failing".into(),
+                failures: 1,
+                detail: s(),
             },
             Event::KeptDown {
                 service: s(),

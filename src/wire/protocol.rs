@@ -59,6 +59,10 @@ pub enum Request {
     Shutdown,
     /// Turn this connection into an event stream.
     Watch,
+    /// Whether every service that should run is ready.
+    Ready,
+    /// Answer once every service that should run is ready.
+    Wait,
 }
 
 impl Request {
@@ -75,6 +79,8 @@ impl Request {
             Request::Reload => Cmd::Reload,
             Request::Shutdown => Cmd::Shutdown,
             Request::Watch => Cmd::Watch,
+            Request::Ready => Cmd::Ready,
+            Request::Wait => Cmd::Wait,
         }
     }
 
@@ -256,6 +262,8 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
         Cmd::Reload => Request::Reload,
         Cmd::Shutdown => Request::Shutdown,
         Cmd::Watch => Request::Watch,
+        Cmd::Ready => Request::Ready,
+        Cmd::Wait => Request::Wait,
         Cmd::Start => Request::Start { name: name()? },
         Cmd::Stop => Request::Stop { name: name()? },
         Cmd::Restart => Request::Restart { name: name()? },
@@ -431,7 +439,7 @@ mod tests {
         assert_eq!(err("[1]").0, ErrorCode::BadRequest);
         assert_eq!(
             err(r#"{"cmd":"lst"}"#),
-            (ErrorCode::UnknownCommand, "unknown command \"lst\" (did you mean \"list\"?); commands: ping, status, list, start, stop, restart, signal, reload, shutdown, watch".into())
+            (ErrorCode::UnknownCommand, "unknown command \"lst\" (did you mean \"list\"?); commands: ping, status, list, start, stop, restart, signal, reload, shutdown, watch, ready, wait".into())
         );
         assert_eq!(
             err(r#"{"cmd":"stop"}"#).1,
@@ -447,7 +455,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"id":3}"#).1,
-            "missing \"cmd\"; one of: ping, status, list, start, stop, restart, signal, reload, shutdown, watch"
+            "missing \"cmd\"; one of: ping, status, list, start, stop, restart, signal, reload, shutdown, watch, ready, wait"
         );
         let e = parse_request(b"{\"id\":3,\"cmd\":5}").expect_err("bad");
         assert_eq!(e.id, RequestId::from_json("3"));
