@@ -228,3 +228,70 @@ fn autostart_false_waits_for_ctl_start_and_ctl_wait_times_out_honestly() {
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
+
+#[test]
+fn a_dependency_that_restarts_is_waited_for_again_without_duplicating_its_dependents() {
+    let b = Daemon::builder("dep-restart");
+    let dir = b.dir().path.clone();
+    let cfg = json!({ "services": {
+        "db": { "cmd": ["sh", "-c", format!("echo up >> {}; sleep 0.2; echo >&3; exec sleep 1000", dir.join("db.log").display())],
+                "ready": { "notify_fd": 3 } },
+        "web": { "cmd": logger_cmd(&dir, "web.log"), "after": ["db"] },
+    }});
+    let mut d = b.config(cfg).start();
+    d.wait_for("web.log", "started");
+    let web = d.pid_of("web").expect("web runs");
+    let db = d.pid_of("db").expect("db runs");
+    assert!(d.runs(db));
+    // SAFETY: kill(2) on a pid this test's reapd started and `runs` just confirmed.
+    unsafe { libc::kill(db, libc::SIGKILL) };
+    let again = wait_until(SOON, || {
+        d.dir.read("db.log").lines().count() == 2
+            && d.service("db").is_some_and(|s| s["ready"] == true)
+    });
+    assert!(
+        again,
+        "db never came back ready: {:?}\n{}",
+        d.service("db"),
+        d.log()
+    );
+    assert_eq!(d.pid_of("web"), Some(web), "web kept running");
+    assert_eq!(d.dir.read("web.log").lines().count(), 1, "web started once");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn an_exec_check_that_hangs_is_killed_at_its_timeout_and_never_left_behind() {
+    let b = Daemon::builder("check-hangs");
+    let dir = b.dir().path.clone();
+    let check = format!(
+        "echo $$ >> {}; exec sleep 1000",
+        dir.join("checks.log").display()
+    );
+    let cfg = json!({ "services": {
+        "web": { "cmd": ["sleep", "1000"],
+                 "health": { "exec": ["sh", "-c", check], "interval_ms": 100, "timeout_ms": 300, "retries": 100 } },
+    }});
+    let mut d = b.config(cfg).start();
+    let ran = wait_until(SOON, || d.dir.read("checks.log").lines().count() >= 3);
+    assert!(ran, "checks never ran:\n{}", d.log());
+    let first: i32 = d
+        .dir
+        .read("checks.log")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a pid");
+    assert!(!d.runs(first), "the first check outlived its timeout");
+    let web = d.service("web").expect("web");
+    assert_eq!(web["health"], "failing", "{web}");
+    assert!(
+        web["last_check"]
+            .as_str()
+            .is_some_and(|c| c.contains("no answer within")),
+        "{web}"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}

@@ -234,6 +234,7 @@ impl Service {
             restarts: self.restarts,
             last_exit: self.last_exit,
             uptime_ms: since.map(|t| ms(now.saturating_duration_since(t))),
+            ready: self.is_ready(),
             why: match &self.state {
                 ServiceState::Failed { why } => Some(why.clone()),
                 _ => None,

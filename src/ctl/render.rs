@@ -275,6 +275,7 @@ mod tests {
 
     fn row(name: &str, state: &str, pid: Option<i32>) -> ServiceRow {
         ServiceRow {
+            ready: false,
             why: None,
             health: None,
             last_check: None,

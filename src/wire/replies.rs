@@ -139,7 +139,10 @@ pub struct ServiceRow {
     pub last_exit: Option<ExitStatus>,
     /// Since the main process started, while it runs.
     pub uptime_ms: Option<u64>,
-    /// Why it is `failed`, or what it is `waiting` for.
+    /// It runs and its readiness check passed (a one-shot: it is done).
+    #[serde(default)]
+    pub ready: bool,
+    /// Why it is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
     /// Its health check's verdict (`starting`, `healthy`, `failing`, `unhealthy`), when it has one

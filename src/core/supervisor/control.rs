@@ -314,6 +314,8 @@ impl Supervisor {
                 self.request_start(name);
             }
         }
+        // A changed `after` may have released a waiting service.
+        self.start_waiting();
         self.readiness_changed();
         if let Some(to) = reply {
             self.out.answer(

@@ -439,6 +439,15 @@ impl Supervisor {
     pub(super) fn trigger(&mut self, t: Trigger, now: Instant) {
         // Whoever still waits for reapd to be ready must not wait through its shutdown.
         self.announce_ready();
+        for to in self.waiters.take(&Waiter::Ready) {
+            self.out.answer(
+                &to,
+                Err(ErrorReply::new(
+                    ErrorCode::ShuttingDown,
+                    "reapd began to shut down before every service was ready",
+                )),
+            );
+        }
         self.shutdown_input(ShutdownInput::Trigger(t), now);
     }
 
