@@ -22,9 +22,9 @@ use crate::core::proctree::Pid;
 use crate::sys::tokens;
 use crate::wire::config::Probe;
 
-/// Most bytes read from a notification pipe per event: a service that writes without end
-/// cannot hold the loop.
-const NOTIFY_READ_BUDGET: usize = 4096;
+/// Most bytes a notification pipe may carry before its newline: a service that writes without
+/// end cannot hold the loop.
+const NOTIFY_READ_BUDGET: usize = 64 * 1024;
 
 /// A pipe for `ready: {"notify_fd": N}`: reapd keeps the read end, the child gets the write end
 /// as descriptor N.
@@ -85,40 +85,35 @@ impl NotifyPipes {
     }
 
     /// The pipe of `pid` is readable: a newline makes its service ready; the pipe is closed then,
-    /// or at end of file (s6 does the same: readiness is said once).
+    /// or at end of file (s6 does the same: readiness is said once). The loop's events are
+    /// edge-triggered, so the pipe is read until it is empty, but never past
+    /// [`NOTIFY_READ_BUDGET`]: a service that writes that much without a newline has its pipe
+    /// closed (it will not become ready by it).
     pub fn readable(&mut self, registry: &Registry, pid: Pid) -> Notification {
-        let Some((_, file)) = self.open.get_mut(&pid) else {
+        let Some((name, file)) = self.open.get_mut(&pid) else {
             return Notification::Nothing;
         };
         let mut buf = [0u8; 512];
         let mut read = 0;
-        let mut done = false;
-        let mut ready = false;
-        while read < NOTIFY_READ_BUDGET {
+        let ready = loop {
             match file.read(&mut buf) {
-                Ok(0) => {
-                    done = true;
-                    break;
-                }
+                Ok(0) => break false,
+                Ok(n) if buf.get(..n).is_some_and(|b| b.contains(&b'\n')) => break true,
                 Ok(n) => {
                     read += n;
-                    if buf.get(..n).is_some_and(|b| b.contains(&b'\n')) {
-                        ready = true;
-                        done = true;
-                        break;
+                    if read >= NOTIFY_READ_BUDGET {
+                        log::warn!(
+                            "{name}: {read} bytes on its notification pipe without a newline; \
+                             the pipe is closed, so it cannot become ready by it (ready_timeout_ms decides)"
+                        );
+                        break false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    done = true;
-                    break;
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Notification::Nothing,
+                Err(_) => break false,
             }
-        }
-        if !done {
-            return Notification::Nothing;
-        }
+        };
         match self.close(registry, pid) {
             Some(name) if ready => Notification::Ready(name),
             _ => Notification::Nothing,
