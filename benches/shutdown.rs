@@ -6,7 +6,9 @@
 //! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
 //! perl fork bomb against its bound, three stubborn services in a row inside a 6 s bound, a
 //! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
-//! window in which a SIGTERM still kills reapd; prefixed logs' throughput and CPU cost.
+//! window in which a SIGTERM still kills reapd; the run side: what health checks cost an idle
+//! reapd and the time from a dependency's readiness to its dependent running; prefixed logs'
+//! throughput and CPU cost.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -100,6 +102,119 @@ fn idle_and_memory() {
             std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .map(|d| d.count())
                 .unwrap_or(0)
+        ),
+    );
+}
+
+/// Context switches and CPU ticks of reapd over `secs` seconds of idling.
+fn idle_cost(pid: i32, secs: u64) -> (u64, u64) {
+    let sample = || {
+        (
+            status_number(pid, "voluntary_ctxt_switches")
+                + status_number(pid, "nonvoluntary_ctxt_switches"),
+            cpu_ticks(pid),
+        )
+    };
+    let before = sample();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = sample();
+    (after.0 - before.0, after.1 - before.1)
+}
+
+/// The run side: what health checks cost an idle reapd, and how soon a dependent runs once its
+/// dependency is ready.
+fn run_side() {
+    // Ten services checked every second by connecting to reapd's own control socket (always
+    // accepting), beside forty unchecked ones.
+    let b = Daemon::builder("bench-health");
+    let socket = b.dir().join("s.sock");
+    let mut cfg = sleepers(50);
+    if let Some(services) = cfg["services"].as_object_mut() {
+        for svc in services.values_mut().take(10) {
+            svc["health"] = json!({ "unix": socket, "interval_ms": 1000 });
+        }
+    }
+    let d = b.config(cfg).start();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (wakeups, ticks) = idle_cost(d.pid(), 5);
+    row(
+        "idle 5 s, 50 services, 10 health checks at 1 s: wake-ups",
+        format!("{wakeups} ({ticks} CPU ticks)"),
+    );
+    drop(d);
+    // A chain of 20 services, each ready by a newline on fd 3 and after the one before: the
+    // time from one service's newline to the next one's first instruction (reapd's readiness
+    // handling, its spawn, and bash's own start).
+    let b = Daemon::builder("bench-ready").env("REAPD_LOG", "info");
+    let log = b.dir().join("ready.log");
+    let n = 20;
+    let services: serde_json::Map<String, Value> = (0..n)
+        .map(|i| {
+            let body = format!(
+                "echo start {i} $EPOCHREALTIME >> {log}; echo ready {i} $EPOCHREALTIME >> {log}; echo >&3; exec sleep 1000",
+                log = log.display()
+            );
+            let mut svc = json!({ "cmd": ["bash", "-c", body], "ready": { "notify_fd": 3 } });
+            if i > 0 {
+                svc["after"] = json!([format!("r{:02}", i - 1)]);
+            }
+            (format!("r{i:02}"), svc)
+        })
+        .collect();
+    let d = b.config(json!({ "services": services })).start();
+    let up = wait_until(Duration::from_secs(60), || {
+        d.dir
+            .read("ready.log")
+            .lines()
+            .filter(|l| l.starts_with("start"))
+            .count()
+            >= n
+    });
+    assert!(up, "the chain never became ready:\n{}", d.log());
+    let text = d.dir.read("ready.log");
+    let at = |word: &str, i: usize| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(word) && w.next() == Some(&i.to_string()))
+                    .then(|| w.next().and_then(|t| t.parse().ok()))
+                    .flatten()
+            })
+            .unwrap_or(0.0)
+    };
+    let mut gaps: Vec<f64> = (1..n)
+        .map(|i| (at("start", i) - at("ready", i - 1)) * 1000.0)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    // The same fork, exec and bash start-up without reapd: spawned from here.
+    let mut direct: Vec<f64> = (0..n)
+        .map(|_| {
+            let before = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let out = std::process::Command::new("bash")
+                .args(["-c", "echo $EPOCHREALTIME"])
+                .output()
+                .expect("bash");
+            let at: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(before);
+            (at - before) * 1000.0
+        })
+        .collect();
+    direct.sort_by(f64::total_cmp);
+    row(
+        "bash spawned directly to its first instruction (baseline)",
+        format!("median {:.2} ms", direct[direct.len() / 2]),
+    );
+    row(
+        "dependency's readiness newline to its dependent running",
+        format!(
+            "median {:.2} ms, max {:.2} ms over {} (incl. fork+exec of bash)",
+            gaps[gaps.len() / 2],
+            gaps[gaps.len() - 1],
+            gaps.len()
         ),
     );
 }
@@ -522,6 +637,7 @@ fn main() {
 const SECTIONS: &[(&str, fn())] = &[
     ("sizes", sizes),
     ("idle", idle_and_memory),
+    ("run", run_side),
     ("throughput", throughput),
     ("hostile", hostile_clients),
     ("services", many_services),

@@ -124,6 +124,7 @@ impl Hooks {
             cwd: None,
             inherit_stdin: false,
             launch: Default::default(),
+            notify_fd: None,
         });
         false
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use nix::sys::signal::Signal;
 
 use crate::core::proctree::{Pid, ProcId, Snapshot};
-use crate::wire::config::{Config, ConfigError, Launch};
+use crate::wire::config::{Config, ConfigError, Launch, Probe};
 use crate::wire::events::{Event, ExitStatus};
 use crate::wire::protocol::{Request, RequestId};
 use crate::wire::state_file::{Recorded, StateRecord};
@@ -38,6 +38,13 @@ pub enum Spawnee {
     Service(String),
     /// A cleanup hook, by index.
     Hook(usize),
+    /// A service's exec check (readiness or health), by attempt number.
+    Check {
+        /// The service checked.
+        service: String,
+        /// The attempt.
+        seq: u64,
+    },
 }
 
 /// What a scan must read beyond every process's `stat`.
@@ -107,6 +114,22 @@ pub enum Input {
         /// The new process.
         proc: ProcId,
     },
+    /// A service wrote a newline to its notification fd (`ready: {"notify_fd": N}`).
+    Notified {
+        /// The service.
+        service: String,
+        /// Its main process, whose pipe it was.
+        pid: Pid,
+    },
+    /// A connection check ([`Action::Probe`]) was made.
+    Probed {
+        /// The service checked.
+        service: String,
+        /// The attempt.
+        seq: u64,
+        /// Accepted, or why not.
+        result: Result<(), String>,
+    },
     /// A spawn failed.
     SpawnFailed {
         /// For whom.
@@ -166,8 +189,20 @@ pub enum Action {
         cwd: Option<PathBuf>,
         /// Keep reapd's stdin (single-command mode) instead of `/dev/null`.
         inherit_stdin: bool,
+        /// Give the process the write end of a pipe as this descriptor, and announce a newline
+        /// written to it as [`Input::Notified`].
+        notify_fd: Option<i32>,
         /// Output, identity and limits (the default for hooks).
         launch: Launch,
+    },
+    /// Try a connection check (`tcp`, `unix`) without blocking; answer with [`Input::Probed`].
+    Probe {
+        /// The service checked.
+        service: String,
+        /// The attempt.
+        seq: u64,
+        /// The check.
+        probe: Probe,
     },
     /// Send a signal through the process's pidfd (opening one if needed).
     Signal {

@@ -8,6 +8,7 @@
 //! is denied for the whole crate outside `sys`.
 #![deny(clippy::disallowed_methods)]
 
+pub mod checks;
 pub mod hooks;
 pub mod io;
 pub mod outbox;

@@ -28,7 +28,7 @@ fn effective(s: &Service) -> Option<&ServiceSpec> {
     match &s.then {
         AfterStop::Remove => None,
         AfterStop::Replace(spec) => Some(spec),
-        AfterStop::Stay | AfterStop::Start => Some(&s.spec),
+        AfterStop::Stay | AfterStop::Start | AfterStop::Retry | AfterStop::Fail(_) => Some(&s.spec),
     }
 }
 
@@ -90,7 +90,11 @@ pub fn apply(services: &mut Services, new: &Config, plan: &ReloadPlan) -> Vec<St
                     to_stop.push(spec.name.clone());
                     AfterStop::Replace(Box::new(spec.clone()))
                 }
-                ServiceState::Down | ServiceState::Backoff { .. } => {
+                ServiceState::Down
+                | ServiceState::Backoff { .. }
+                | ServiceState::Waiting
+                | ServiceState::Done
+                | ServiceState::Failed { .. } => {
                     s.spec = spec.clone();
                     AfterStop::Stay
                 }

@@ -22,6 +22,8 @@ pub enum Waiter {
     Stopped(String),
     /// The service to run (`start`, `restart`).
     Running(String),
+    /// Every service that should run to be ready (`ready` with `wait`).
+    Ready,
 }
 
 /// Requests whose replies wait.

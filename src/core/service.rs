@@ -7,12 +7,13 @@
 //! Must never: decide about other services or the daemon: the supervisor sequences services
 //! against each other and against the shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::core::checks::Checks;
 use crate::core::proctree::ProcId;
 use crate::core::stop::StopJob;
-use crate::wire::config::{RestartPolicy, ServiceSpec, StopScope};
+use crate::wire::config::{RestartPolicy, ServiceKind, ServiceSpec, StopScope};
 use crate::wire::events::ExitStatus;
 use crate::wire::replies::ServiceRow;
 use crate::wire::text::ms;
@@ -29,6 +30,8 @@ pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 pub enum ServiceState {
     /// Not running and not about to: never started, stopped, or kept down by its restart policy.
     Down,
+    /// To start once every service it is `after` is ready (or, for a one-shot, done).
+    Waiting,
     /// Its spawn was asked for; the outcome comes back within the same turn.
     Starting,
     /// Its main process runs.
@@ -37,6 +40,16 @@ pub enum ServiceState {
         main: ProcId,
         /// When it started.
         since: Instant,
+        /// Its readiness check passed (at once when it has none).
+        ready: bool,
+    },
+    /// A one-shot that exited 0: its dependents may start; it is not run again.
+    Done,
+    /// Given up on (restart limit, a failed one-shot, not ready in time): not started again
+    /// until `ctl start`.
+    Failed {
+        /// Why, for `list` and the log.
+        why: String,
     },
     /// Waiting out its restart delay.
     Backoff {
@@ -67,6 +80,10 @@ pub enum AfterStop {
     Replace(Box<ServiceSpec>),
     /// It leaves the table (a reload removed it).
     Remove,
+    /// Its restart policy decides, as after a failure (it did not become ready in time).
+    Retry,
+    /// It is `failed` (an unhealthy service reached its restart limit).
+    Fail(String),
 }
 
 /// One supervised service.
@@ -89,20 +106,58 @@ pub struct Service {
     /// The stop in progress is of what the main process left running when it exited like this;
     /// the restart policy is applied once it is over.
     pub leftovers_of: Option<ExitStatus>,
+    /// Its readiness and health checks.
+    pub checks: Checks,
+    /// How long its main process ran, the last time it ended on its own.
+    pub ran_for: Option<Duration>,
+    /// Its start failed (it did not become ready in time): the restart policy treats the end of
+    /// its stop as a failure.
+    pub start_failure: Option<String>,
+    /// When it was restarted within its `restart_window`, oldest first (at most
+    /// `max_restarts` + 1 kept).
+    pub recent_restarts: VecDeque<Instant>,
+}
+
+/// What the restart policy and limits decided after the main process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// It starts again after this delay.
+    After(Duration),
+    /// Its policy (or a client) keeps it down.
+    KeptDown,
+    /// It reached `max_restarts` within `restart_window`: it is `failed`.
+    Failed(String),
 }
 
 impl Service {
     /// A service that has not run yet.
     pub fn new(spec: ServiceSpec) -> Self {
+        let autostart = spec.run.autostart;
         Service {
             spec,
             state: ServiceState::Down,
             restarts: 0,
             backoff: BACKOFF_MIN,
             last_exit: None,
-            wanted: true,
+            // A service that does not start with reapd waits for `ctl start`.
+            wanted: autostart,
             then: AfterStop::Stay,
             leftovers_of: None,
+            checks: Checks::default(),
+            ran_for: None,
+            start_failure: None,
+            recent_restarts: VecDeque::new(),
+        }
+    }
+
+    /// Its main process runs and its readiness check passed; a one-shot: it completed.
+    pub fn is_ready(&self) -> bool {
+        match self.state {
+            ServiceState::Running { ready, .. } => {
+                ready && self.spec.run.kind == ServiceKind::Longrun
+            }
+            ServiceState::Done => true,
+            _ => false,
         }
     }
 
@@ -116,7 +171,7 @@ impl Service {
         match &self.state {
             ServiceState::Running { main, .. } => Some(*main),
             ServiceState::Stopping { main, .. } => *main,
-            ServiceState::Down | ServiceState::Starting | ServiceState::Backoff { .. } => None,
+            _ => None,
         }
     }
 
@@ -144,10 +199,19 @@ impl Service {
         }
     }
 
-    /// The state's wire name: `running`, `backoff`, `stopping`, `stopped`, `exited`, `starting`.
+    /// The state's wire name: `waiting`, `starting`, `running`, `backoff`, `stopping`,
+    /// `stopped`, `exited`, `done`, `failed`.
     pub fn state_name(&self) -> &'static str {
         match self.state {
+            ServiceState::Running { ready: false, .. }
+                if self.spec.run.kind == ServiceKind::Longrun =>
+            {
+                "starting"
+            }
             ServiceState::Running { .. } => "running",
+            ServiceState::Waiting => "waiting",
+            ServiceState::Done => "done",
+            ServiceState::Failed { .. } => "failed",
             ServiceState::Backoff { .. } => "backoff",
             ServiceState::Stopping { .. } => "stopping",
             ServiceState::Starting => "starting",
@@ -170,6 +234,13 @@ impl Service {
             restarts: self.restarts,
             last_exit: self.last_exit,
             uptime_ms: since.map(|t| ms(now.saturating_duration_since(t))),
+            ready: self.is_ready(),
+            why: match &self.state {
+                ServiceState::Failed { why } => Some(why.clone()),
+                _ => None,
+            },
+            health: self.checks.health.map(|h| h.as_str().to_string()),
+            last_check: self.checks.last.clone(),
         }
     }
 
@@ -186,17 +257,28 @@ impl Service {
                 *m = Some(main);
                 *since = Some(now);
             }
-            _ => self.state = ServiceState::Running { main, since: now },
+            _ => {
+                // Ready when spawned, unless a readiness check says when (a one-shot: when done).
+                let ready = self.spec.run.ready.is_none();
+                self.checks.spawned(&self.spec.run, now);
+                self.state = ServiceState::Running {
+                    main,
+                    since: now,
+                    ready,
+                };
+            }
         }
     }
 
     /// The main process exited (or could not be started) while nothing was stopping it: the
     /// back-off resets after a healthy run.
     pub fn ended(&mut self, status: ExitStatus, now: Instant) {
-        if let ServiceState::Running { since, .. } = self.state
-            && now.saturating_duration_since(since) >= HEALTHY_RUN
-        {
-            self.backoff = BACKOFF_MIN;
+        if let ServiceState::Running { since, .. } = self.state {
+            let ran = now.saturating_duration_since(since);
+            self.ran_for = Some(ran);
+            if ran >= HEALTHY_RUN {
+                self.backoff = BACKOFF_MIN;
+            }
         }
         self.last_exit = Some(status);
         self.state = ServiceState::Down;
@@ -204,7 +286,7 @@ impl Service {
 
     /// Applies the restart policy after the main process ended with `status`: the delay before
     /// it starts again, or `None` when the policy (or a client) keeps it down.
-    pub fn schedule_restart(&mut self, status: ExitStatus, now: Instant) -> Option<Duration> {
+    pub fn schedule_restart(&mut self, status: ExitStatus, now: Instant) -> Restart {
         let restart = self.wanted
             && match self.spec.restart {
                 RestartPolicy::Always => true,
@@ -212,13 +294,40 @@ impl Service {
                 RestartPolicy::Never => false,
             };
         if !restart {
-            return None;
+            return Restart::KeptDown;
+        }
+        if let Some(why) = self.count_restart(now) {
+            self.state = ServiceState::Failed { why: why.clone() };
+            return Restart::Failed(why);
         }
         let delay = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         self.restarts += 1;
         self.state = ServiceState::Backoff { until: now + delay };
-        Some(delay)
+        Restart::After(delay)
+    }
+
+    /// Counts a restart against `max_restarts` within `restart_window`: why it may not restart
+    /// any more, if it reached the limit.
+    pub fn count_restart(&mut self, now: Instant) -> Option<String> {
+        let max = self.spec.run.max_restarts?;
+        let window = self.spec.run.restart_window;
+        while self
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            self.recent_restarts.pop_front();
+        }
+        if self.recent_restarts.len() >= max as usize {
+            return Some(format!(
+                "{max} restart{} within {} ms (max_restarts)",
+                if max == 1 { "" } else { "s" },
+                ms(window)
+            ));
+        }
+        self.recent_restarts.push_back(now);
+        None
     }
 
     /// Starts the stop procedure, or tightens the one in progress to `deadline`. Returns the
@@ -240,7 +349,7 @@ impl Service {
             None => self.spec.stop_timeout,
         };
         let (main, since) = match self.state {
-            ServiceState::Running { main, since } => (Some(main), Some(since)),
+            ServiceState::Running { main, since, .. } => (Some(main), Some(since)),
             _ => (None, None),
         };
         let job = Box::new(StopJob::new(
@@ -359,10 +468,10 @@ mod tests {
         for _ in 0..12 {
             s.started(ProcId { pid: 2, start: 1 }, t0);
             s.ended(ExitStatus::Code(1), t0);
-            delays.push(
-                s.schedule_restart(ExitStatus::Code(1), t0)
-                    .expect("restarts"),
-            );
+            let Restart::After(delay) = s.schedule_restart(ExitStatus::Code(1), t0) else {
+                panic!("restarts");
+            };
+            delays.push(delay);
         }
         assert_eq!(delays[..4], [100, 200, 400, 800].map(Duration::from_millis));
         assert_eq!(delays.last(), Some(&BACKOFF_MAX));
@@ -371,7 +480,7 @@ mod tests {
         s.ended(ExitStatus::Code(1), t0 + HEALTHY_RUN);
         assert_eq!(
             s.schedule_restart(ExitStatus::Code(1), t0),
-            Some(BACKOFF_MIN)
+            Restart::After(BACKOFF_MIN)
         );
     }
 
@@ -380,24 +489,35 @@ mod tests {
         let t0 = epoch();
         let ok = ExitStatus::Code(0);
         let bad = ExitStatus::Signal(9);
-        assert!(
-            svc(RestartPolicy::Never)
-                .schedule_restart(bad, t0)
-                .is_none()
-        );
-        assert!(
-            svc(RestartPolicy::OnFailure)
-                .schedule_restart(ok, t0)
-                .is_none()
-        );
-        assert!(
-            svc(RestartPolicy::OnFailure)
-                .schedule_restart(bad, t0)
-                .is_some()
-        );
+        assert!(svc(RestartPolicy::Never).schedule_restart(bad, t0) == Restart::KeptDown);
+        assert!(svc(RestartPolicy::OnFailure).schedule_restart(ok, t0) == Restart::KeptDown);
+        assert!(svc(RestartPolicy::OnFailure).schedule_restart(bad, t0) != Restart::KeptDown);
         let mut stopped = svc(RestartPolicy::Always);
         stopped.wanted = false;
-        assert!(stopped.schedule_restart(bad, t0).is_none());
+        assert_eq!(stopped.schedule_restart(bad, t0), Restart::KeptDown);
+    }
+
+    #[test]
+    fn max_restarts_within_the_window_fails_the_service_and_the_window_forgets() {
+        let t0 = epoch();
+        let mut s = svc(RestartPolicy::Always);
+        s.spec.run.max_restarts = Some(2);
+        s.spec.run.restart_window = Duration::from_secs(10);
+        let bad = ExitStatus::Code(1);
+        assert!(matches!(s.schedule_restart(bad, t0), Restart::After(_)));
+        assert!(matches!(s.schedule_restart(bad, t0), Restart::After(_)));
+        let Restart::Failed(why) = s.schedule_restart(bad, t0) else {
+            panic!("the third restart within the window is refused");
+        };
+        assert_eq!(why, "2 restarts within 10000 ms (max_restarts)");
+        assert_eq!(s.state_name(), "failed");
+        assert!(
+            matches!(
+                s.schedule_restart(bad, t0 + Duration::from_secs(10)),
+                Restart::After(_)
+            ),
+            "restarts older than the window no longer count"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum Timer {
     Stop,
     /// A cleanup hook's share of the bound is used up: it gets killed.
     Hook,
+    /// A readiness or health check: an attempt is due or out of time, or a service must be ready
+    /// by now.
+    Check,
 }
 
 /// The earliest of `timers`.

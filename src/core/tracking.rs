@@ -47,6 +47,13 @@ impl Tracking {
         self.roots.sessions.insert(proc.pid, name.to_string());
     }
 
+    /// An exec check of a service started: it belongs to the service (its stop takes it along).
+    pub fn spawned_check(&mut self, proc: ProcId, name: &str) {
+        self.roots
+            .spawned
+            .insert(proc, Owner::Service(name.to_string()));
+    }
+
     /// A cleanup hook started.
     pub fn spawned_hook(&mut self, proc: ProcId, index: usize) {
         self.roots.spawned.insert(proc, Owner::Hook(index));

@@ -35,13 +35,36 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs one ctl command against `socket`.
 pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
+    // `shutdown --wait` watches first, so not one event of the shutdown is missed.
+    let mut watcher = None;
+    if args.wait {
+        match request(socket, r#"{"cmd":"watch"}"#, None) {
+            Ok((reader, _)) => watcher = Some(reader),
+            Err(message) => {
+                eprintln!("reapd ctl: {message}");
+                return ExitCode::Unreachable;
+            }
+        }
+    }
     // `logs -f` streams like `watch`, its lines in their own shape.
     let logs = args.cmd == Cmd::Logs
         && serde_json::from_str::<Value>(&args.request)
             .is_ok_and(|r| r.get("follow") == Some(&Value::Bool(true)));
     let watch = args.cmd == Cmd::Watch || logs;
-    let (mut reader, line) = match request(socket, &args.request, watch) {
+    let limit = match args.cmd {
+        _ if watch => None,
+        Cmd::Wait => args.timeout_ms.map(Duration::from_millis),
+        _ => Some(REPLY_TIMEOUT),
+    };
+    let (mut reader, line) = match request(socket, &args.request, limit) {
         Ok(r) => r,
+        Err(message) if args.cmd == Cmd::Wait && message.starts_with(TIMED_OUT) => {
+            eprintln!(
+                "reapd ctl: not every service was ready within {} ms (reapd ctl ready names them)",
+                args.timeout_ms.unwrap_or(0)
+            );
+            return ExitCode::ErrorReply;
+        }
         Err(message) => {
             eprintln!("reapd ctl: {message}");
             return ExitCode::Unreachable;
@@ -73,19 +96,55 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
             );
             return ExitCode::ErrorReply;
         }
+        // A probe: "not ready" is a failure.
+        Answer::Ok(Reply::Ready { ready: false, .. }) => return ExitCode::ErrorReply,
         Answer::Ok(_) | Answer::Unknown => {}
+    }
+    if let Some(mut w) = watcher {
+        return match follow(&mut w, args.json, false, &style) {
+            Followed::Done { clean: true } => ExitCode::Clean,
+            Followed::Done { clean: false } => ExitCode::NotClean,
+            Followed::Ended => {
+                eprintln!("reapd ctl: the stream ended before reapd said it was done");
+                ExitCode::Unreachable
+            }
+            Followed::ReaderLeft => ExitCode::Success,
+            Followed::Broken => ExitCode::Unreachable,
+        };
     }
     if shown.is_err() || !watch {
         return ExitCode::Success;
     }
-    follow(&mut reader, args.json, logs, &style)
+    match follow(&mut reader, args.json, logs, &style) {
+        Followed::Broken => ExitCode::Unreachable,
+        _ => ExitCode::Success,
+    }
 }
+
+/// How following a watch stream ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Followed {
+    /// reapd said `done`, then closed the stream.
+    Done {
+        /// Its verdict.
+        clean: bool,
+    },
+    /// The stream ended without `done`.
+    Ended,
+    /// Whoever reads our output went away.
+    ReaderLeft,
+    /// The stream broke.
+    Broken,
+}
+
+/// The start of the error of a wait that timed out.
+const TIMED_OUT: &str = "timed out";
 
 /// Connects, sends the request line and reads the reply line.
 fn request(
     socket: &Path,
     request: &str,
-    watch: bool,
+    limit: Option<Duration>,
 ) -> Result<(BufReader<UnixStream>, String), String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
@@ -94,9 +153,10 @@ fn request(
             socket.display()
         )
     })?;
-    // `watch` waits as long as reapd runs; its reply is the first line all the same.
+    // `watch` waits as long as reapd runs (its reply is the first line all the same), `wait`
+    // as long as asked.
     stream
-        .set_read_timeout(if watch { None } else { Some(REPLY_TIMEOUT) })
+        .set_read_timeout(limit)
         .and_then(|()| stream.write_all(format!("{request}\n").as_bytes()))
         .map_err(|e| format!("cannot send to {}: {e}", socket.display()))?;
     let mut reader = BufReader::new(stream);
@@ -106,6 +166,14 @@ fn request(
             "{} closed the connection without replying (is it shutting down?)",
             socket.display()
         )),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(format!("{TIMED_OUT}: no reply from {}", socket.display()))
+        }
         Err(e) => Err(format!("no reply from {}: {e}", socket.display())),
     }
 }
@@ -141,17 +209,23 @@ fn read_event(line: &str) -> Option<(Event, u64)> {
 }
 
 /// Prints watched events, or followed output lines, until the daemon closes the stream.
-fn follow(reader: &mut impl BufRead, json: bool, logs: bool, style: &Style) -> ExitCode {
+fn follow(reader: &mut impl BufRead, json: bool, logs: bool, style: &Style) -> Followed {
     let mut progress = Progress::default();
+    let mut verdict = None;
     loop {
         let line = match read_line(reader) {
             Ok(Some(line)) => line,
-            Ok(None) => return ExitCode::Success,
+            Ok(None) => {
+                return verdict.map_or(Followed::Ended, |clean| Followed::Done { clean });
+            }
             Err(e) => {
                 eprintln!("reapd ctl: watch ended: {e}");
-                return ExitCode::Unreachable;
+                return Followed::Broken;
             }
         };
+        if let Some((Event::Done { clean, .. }, _)) = read_event(&line) {
+            verdict = Some(clean);
+        }
         let text = if json {
             format!("{line}\n")
         } else if logs {
@@ -163,7 +237,7 @@ fn follow(reader: &mut impl BufRead, json: bool, logs: bool, style: &Style) -> E
             show_event(&line, &mut progress, style)
         };
         if emit(&text).is_err() {
-            return ExitCode::Success;
+            return Followed::ReaderLeft;
         }
     }
 }

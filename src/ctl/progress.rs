@@ -91,6 +91,12 @@ fn step(ev: &Event) -> Step<'_> {
         | Event::Exited { .. }
         | Event::Restarting { .. }
         | Event::KeptDown { .. }
+        | Event::Waiting { .. }
+        | Event::Ready { .. }
+        | Event::NotReady { .. }
+        | Event::Completed { .. }
+        | Event::Failed { .. }
+        | Event::Health { .. }
         | Event::Signalled { .. }
         | Event::Removed { .. }
         | Event::SignalSent { .. }

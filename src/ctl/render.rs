@@ -112,6 +112,8 @@ pub fn reply(reply: &Reply, style: &Style) -> String {
         ),
         Reply::Watching { state, .. } => format!("watching reapd ({state}); events follow\n"),
         Reply::ShuttingDown { state } => format!("shutting down ({})\n", style.state(state, 0)),
+        Reply::Ready { ready: true, .. } => "ready\n".into(),
+        Reply::Ready { not_ready, .. } => format!("not ready: {}\n", not_ready.join(", ")),
         Reply::Logs {
             logs,
             captured,
@@ -259,6 +261,12 @@ fn accent(ev: &Event) -> Option<Colour> {
         | Event::Exited { .. }
         | Event::Restarting { .. }
         | Event::KeptDown { .. }
+        | Event::Waiting { .. }
+        | Event::Ready { .. }
+        | Event::NotReady { .. }
+        | Event::Completed { .. }
+        | Event::Failed { .. }
+        | Event::Health { .. }
         | Event::Signalled { .. }
         | Event::Stopped { .. }
         | Event::Removed { .. }
@@ -293,6 +301,10 @@ mod tests {
 
     fn row(name: &str, state: &str, pid: Option<i32>) -> ServiceRow {
         ServiceRow {
+            ready: false,
+            why: None,
+            health: None,
+            last_check: None,
             name: name.into(),
             state: state.into(),
             pid,

@@ -24,6 +24,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use crate::core::io::{Action, Input, ScanRequest, Spawnee};
 use crate::core::proctree::{Pid, ProcId, Snapshot};
 use crate::core::turn::Edge;
+use crate::sys::checks::{self, Notification, NotifyPipe, NotifyPipes};
 use crate::sys::config_file;
 use crate::sys::control::{Control, Incoming, Lock};
 use crate::sys::logging;
@@ -67,6 +68,7 @@ pub struct SysEdge {
     pub(super) control: Option<Control>,
     lock: Option<Lock>,
     pidfds: HashMap<Pid, Watched>,
+    notify_pipes: NotifyPipes,
     notifier: Notifier,
     spawner: Spawner,
     config_path: Option<PathBuf>,
@@ -112,6 +114,7 @@ impl SysEdge {
             control: r.control,
             lock: r.lock,
             pidfds: HashMap::new(),
+            notify_pipes: NotifyPipes::default(),
             notifier: r.notifier,
             spawner: r.spawner,
             config_path: r.config_path,
@@ -174,6 +177,7 @@ impl Edge for SysEdge {
                 env,
                 cwd,
                 inherit_stdin,
+                notify_fd,
                 mut launch,
             } => {
                 // Two descriptors more must fit in the pidfds' share, or the stop path's
@@ -182,7 +186,9 @@ impl Edge for SysEdge {
                     && self.pidfds.len() + self.outputs.open_pipes() + 2 > self.watch_cap
                 {
                     let name = match &who {
-                        Spawnee::Service(name) => name.as_str(),
+                        Spawnee::Service(name) | Spawnee::Check { service: name, .. } => {
+                            name.as_str()
+                        }
                         Spawnee::Hook(_) => "cleanup hook",
                     };
                     warn!(
@@ -191,27 +197,70 @@ impl Edge for SysEdge {
                     );
                     launch.log = LogMode::Inherit;
                 }
+                let pipe = match notify_fd.map(|_| NotifyPipe::new()).transpose() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.learnt.push(Input::SpawnFailed {
+                            who,
+                            error: format!("cannot create its notification pipe: {e}"),
+                        });
+                        return std::mem::take(&mut self.learnt);
+                    }
+                };
                 let spec = SpawnSpec {
                     cmd: &cmd,
                     env: &env,
                     cwd: cwd.as_ref(),
                     inherit_stdin,
+                    notify: pipe
+                        .as_ref()
+                        .zip(notify_fd)
+                        .map(|(p, fd)| (p.write.as_raw_fd(), fd)),
                     launch: &launch,
                 };
                 let input = match self.spawner.spawn(&spec) {
                     Ok(spawned) => {
-                        if let (Some(read), Spawnee::Service(name)) = (spawned.output, &who) {
+                        if let (
+                            Some(read),
+                            Spawnee::Service(name) | Spawnee::Check { service: name, .. },
+                        ) = (spawned.output, &who)
+                        {
                             self.outputs
                                 .adopt(name, launch.log, read, self.poll.registry());
                         }
                         match self.adopt_child(spawned.pid) {
-                            Ok(proc) => Input::Spawned { who, proc },
+                            Ok(proc) => {
+                                if let (Some(pipe), Spawnee::Service(name)) = (pipe, &who) {
+                                    // The child holds the write end now; reapd's copy must go,
+                                    // or the pipe would never reach end of file.
+                                    drop(pipe.write);
+                                    self.notify_pipes.watch(
+                                        self.poll.registry(),
+                                        spawned.pid,
+                                        name,
+                                        pipe.read,
+                                    );
+                                }
+                                Input::Spawned { who, proc }
+                            }
                             Err(e) => Input::SpawnFailed { who, error: e },
                         }
                     }
                     Err(e) => Input::SpawnFailed { who, error: e },
                 };
                 self.learnt.push(input);
+            }
+            Action::Probe {
+                service,
+                seq,
+                probe,
+            } => {
+                let result = checks::probe(&probe);
+                self.learnt.push(Input::Probed {
+                    service,
+                    seq,
+                    result,
+                });
             }
             Action::Signal { proc, signal } => {
                 let reach = self.send(proc, signal);
@@ -366,8 +415,19 @@ impl SysEdge {
         self.forget(pid);
     }
 
+    /// A notification pipe is readable: a newline makes its service ready.
+    pub(super) fn notified(&mut self, pid: Pid) {
+        if let Notification::Ready(service) = self.notify_pipes.readable(self.poll.registry(), pid)
+        {
+            self.learnt.push(Input::Notified { service, pid });
+        }
+    }
+
     /// The process behind a pidfd is gone: close the pidfd and say so.
     pub(super) fn forget(&mut self, pid: Pid) {
+        // A newline written just before the exit still counts.
+        self.notified(pid);
+        self.notify_pipes.close(self.poll.registry(), pid);
         if let Some(w) = self.pidfds.remove(&pid) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&w.fd.raw()));
             self.fds_freed = true;

@@ -232,6 +232,7 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                 Source::Pidfd(pid) => edge.exited(pid),
                 Source::Pipe(id) => edge.outputs.readable(id),
                 Source::Sink(which) => edge.outputs.writable(which, edge.poll.registry()),
+                Source::Notify(pid) => edge.notified(pid),
                 // Sporadic events of sources already gone.
                 Source::Unknown => {}
             }

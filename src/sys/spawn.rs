@@ -8,6 +8,7 @@
 //! close-on-exec), or run anything but async-signal-safe calls between fork and exec.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -29,6 +30,9 @@ pub struct SpawnSpec<'a> {
     pub cwd: Option<&'a PathBuf>,
     /// Keep reapd's stdin instead of `/dev/null`.
     pub inherit_stdin: bool,
+    /// Hand this descriptor (reapd's, close-on-exec) to the child as the given number: the write
+    /// end of a notification pipe.
+    pub notify: Option<(RawFd, i32)>,
     /// Output, identity and limits.
     pub launch: &'a Launch,
 }
@@ -121,9 +125,10 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<S
         output = Some(read);
     }
     let prepared = Prepared::new(spec.launch);
+    let notify = spec.notify;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (setsid, sigprocmask, sigaction, setrlimit, umask, setgroups, setgid, setuid) on stack
-    // data and data prepared before the fork; it allocates nothing.
+    // (setsid, sigprocmask, sigaction, dup2, fcntl, setrlimit, umask, setgroups, setgid,
+    // setuid) on stack data and data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -137,6 +142,17 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<S
                 return Err(io::Error::last_os_error());
             }
             reset_dispositions();
+            if let Some((from, to)) = notify {
+                // dup2 leaves the new descriptor open across exec; onto itself it changes
+                // nothing, so the close-on-exec flag is cleared by hand.
+                if from == to {
+                    if libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if let Some(Nofile { soft, hard }) = nofile {
                 let lim = libc::rlimit {
                     rlim_cur: soft as libc::rlim_t,

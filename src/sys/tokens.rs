@@ -1,9 +1,10 @@
 //! Poll tokens: which source a readiness event belongs to.
 //!
-//! Owns: the one layout of `mio::Token` values: the kind of source in the low two bits, its
-//! number above them (the signal pipe and the listener, a connection's id, a pidfd's pid). Pids
-//! are at most 2^22 on Linux and connection ids are allocated from 0, so every value fits a 32-bit
-//! `usize` as well as a 64-bit one.
+//! Owns: the one layout of `mio::Token` values: the kind of source in the low three bits, its
+//! number above them (the signal pipe and the listener, a connection's id, a pidfd's or a
+//! notification pipe's pid, an output pipe's number). Pids are at most 2^22 on Linux and
+//! connection ids and pipe numbers are allocated from 0, so every value fits a 32-bit `usize` as
+//! well as a 64-bit one.
 //! Must never: let two live sources share a token.
 
 use mio::Token;
@@ -11,12 +12,13 @@ use mio::Token;
 use crate::core::io::ConnId;
 use crate::core::proctree::Pid;
 
-const KIND_BITS: u32 = 2;
+const KIND_BITS: u32 = 3;
 const FIXED: usize = 0;
 const CONN: usize = 1;
 const PIDFD: usize = 2;
+const NOTIFY: usize = 3;
 /// Services' output: reapd's stdout and stderr (numbers 0 and 1) and the pipes (2 up).
-const OUTPUT: usize = 3;
+const OUTPUT: usize = 4;
 
 /// The signal self-pipe.
 pub const SIGNALS: Token = Token(FIXED);
@@ -38,6 +40,8 @@ pub enum Source {
     Pipe(u64),
     /// reapd's stdout (0) or stderr (1), waited on while full.
     Sink(usize),
+    /// The notification pipe of a service's main process, by its pid.
+    Notify(Pid),
     /// Nothing reapd registered (a stale event).
     Unknown,
 }
@@ -54,7 +58,7 @@ pub fn pidfd(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | PIDFD)
 }
 
-/// The token of an output pipe; pipe numbers are allocated from 0 and stay far below 2^29.
+/// The token of an output pipe; pipe numbers are allocated from 0 and stay far below 2^28.
 pub fn pipe(id: u64) -> Token {
     let value = usize::try_from(id)
         .unwrap_or(usize::MAX >> KIND_BITS)
@@ -67,6 +71,11 @@ pub fn sink(which: usize) -> Token {
     Token((which << KIND_BITS) | OUTPUT)
 }
 
+/// The token of a notification pipe.
+pub fn notify(pid: Pid) -> Token {
+    Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | NOTIFY)
+}
+
 /// What a token stands for.
 pub fn source(t: Token) -> Source {
     let value = t.0 >> KIND_BITS;
@@ -77,6 +86,7 @@ pub fn source(t: Token) -> Source {
         PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
         OUTPUT if value < 2 => Source::Sink(value),
         OUTPUT => Source::Pipe((value - 2) as u64),
+        NOTIFY => Pid::try_from(value).map_or(Source::Unknown, Source::Notify),
         _ => Source::Unknown,
     }
 }
@@ -94,6 +104,8 @@ mod tests {
         }
         for pid in [1, 2, 4_194_304] {
             assert_eq!(source(pidfd(pid)), Source::Pidfd(pid));
+            assert_eq!(source(notify(pid)), Source::Notify(pid));
+            assert_ne!(notify(pid), pidfd(pid));
             assert_ne!(Some(pidfd(pid)), conn(pid as ConnId));
         }
         assert_eq!(source(sink(1)), Source::Sink(1));

@@ -35,6 +35,9 @@ Usage:
   reapd check --config FILE          validate FILE, print a summary or every error
   reapd ctl [--socket PATH] [--json] COMMAND [ARGS...]
                                      talk to a running reapd
+  reapd ctl shutdown --wait          shut down, follow it, exit 0 only if it was clean
+  reapd ctl wait --ready [--timeout MS]
+                                     return once every service is ready
 
 Options:
   -c, --config FILE           config file (JSON; see reapd.json(5))
@@ -61,7 +64,8 @@ ctl options:
 
 Exit status: 0 clean shutdown; 1 shutdown finished but not clean; 2 usage or config error;
 3 could not start. With -- CMD: the command's own status when it exits by itself.
-ctl: 0 done; 1 the daemon answered with an error; 2 usage error; 3 the daemon cannot be reached.
+ctl: 0 done; 1 the daemon answered with an error, or: ready, not ready; wait, timed out;
+shutdown --wait, not clean; 2 usage error; 3 the daemon cannot be reached.
 See reapd(8) and reapd.json(5).
 ";
 
@@ -115,6 +119,10 @@ pub struct CtlArgs {
     pub request: String,
     /// The command.
     pub cmd: Cmd,
+    /// `shutdown --wait`: follow the shutdown and exit with its verdict.
+    pub wait: bool,
+    /// `wait --timeout MS`: give up after this long.
+    pub timeout_ms: Option<u64>,
 }
 
 /// Parses `argv` (program name first).
@@ -219,6 +227,9 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut p = lexopt::Parser::from_iter(argv);
     let mut socket = None;
     let mut json = false;
+    let mut wait = false;
+    let mut ready = false;
+    let mut timeout_ms = None;
     let mut words: Vec<String> = Vec::new();
     // Command options (`logs -f -n 50`), checked against the command once it is known.
     let mut options: Vec<(char, Option<String>)> = Vec::new();
@@ -228,6 +239,9 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 socket = Some(p.value().map_err(|e| e.to_string())?.into())
             }
             Long("json") => json = true,
+            Long("wait") => wait = true,
+            Long("ready") => ready = true,
+            Long("timeout") => timeout_ms = Some(millis(&mut p, "--timeout")?),
             Short('f') | Long("follow") => options.push(('f', None)),
             Short('n') | Long("lines") => options.push(('n', Some(text(&mut p)?))),
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -255,6 +269,14 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
         } else {
             format!("usage: reapd ctl {}", spec.usage())
         });
+    }
+    if wait && spec.cmd != Cmd::Shutdown {
+        return Err("--wait goes with shutdown: reapd ctl shutdown --wait".into());
+    }
+    if (ready || timeout_ms.is_some()) && spec.cmd != Cmd::Wait {
+        return Err(
+            "--ready and --timeout go with wait: reapd ctl wait --ready [--timeout MS]".into(),
+        );
     }
     let mut request = serde_json::Map::new();
     request.insert("cmd".into(), spec.name.into());
@@ -284,6 +306,8 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
         json,
         request: serde_json::Value::Object(request).to_string(),
         cmd: spec.cmd,
+        wait,
+        timeout_ms,
     }))
 }
 

@@ -29,6 +29,10 @@ pub enum Cmd {
     Shutdown,
     /// Stream events.
     Watch,
+    /// Whether every service that should run is ready.
+    Ready,
+    /// Answer once every service that should run is ready.
+    Wait,
     /// A service's recent output, optionally followed.
     Logs,
 }
@@ -168,6 +172,21 @@ const WATCH: CommandSpec = CommandSpec {
     about: "follow events as they happen, until the shutdown is done",
 };
 
+const READY: CommandSpec = CommandSpec {
+    cmd: Cmd::Ready,
+    name: "ready",
+    args: &[],
+    mutates: false,
+    about: "whether every service that should run is ready",
+};
+const WAIT: CommandSpec = CommandSpec {
+    cmd: Cmd::Wait,
+    name: "wait",
+    args: &[],
+    mutates: false,
+    about: "answer once every service that should run is ready",
+};
+
 const LOGS: CommandSpec = CommandSpec {
     cmd: Cmd::Logs,
     name: "logs",
@@ -203,7 +222,7 @@ pub const LOGS_OPTIONS: &[CmdOption] = &[
 
 /// Every command, in the order replies and docs list them.
 pub const COMMANDS: &[CommandSpec] = &[
-    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH, LOGS,
+    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH, READY, WAIT, LOGS,
 ];
 
 impl Cmd {
@@ -220,6 +239,8 @@ impl Cmd {
             Cmd::Reload => &RELOAD,
             Cmd::Shutdown => &SHUTDOWN,
             Cmd::Watch => &WATCH,
+            Cmd::Ready => &READY,
+            Cmd::Wait => &WAIT,
             Cmd::Logs => &LOGS,
         }
     }
@@ -280,7 +301,7 @@ pub fn name_list() -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Cmd; 11] = [
+    const ALL: [Cmd; 13] = [
         Cmd::Ping,
         Cmd::Status,
         Cmd::List,
@@ -291,6 +312,8 @@ mod tests {
         Cmd::Reload,
         Cmd::Shutdown,
         Cmd::Watch,
+        Cmd::Ready,
+        Cmd::Wait,
         Cmd::Logs,
     ];
 
@@ -330,12 +353,14 @@ mod tests {
                 "reload",
                 "shutdown",
                 "watch",
+                "ready",
+                "wait",
                 "logs NAME [-f] [-n N]"
             ]
         );
         assert_eq!(
             name_list(),
-            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch, logs"
+            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch, ready, wait, logs"
         );
     }
 

@@ -112,6 +112,66 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
             Info,
             format!("{service}: restarting in {}", duration_ms(*delay_ms)),
         ),
+        Event::Waiting { service, on } => one(
+            Info,
+            format!("{service}: waiting for {} to be ready", on.join(", ")),
+        ),
+        Event::Ready {
+            service,
+            after_ms,
+            check,
+        } => one(
+            Info,
+            format!(
+                "{service}: ready after {} ({check})",
+                duration_ms(*after_ms)
+            ),
+        ),
+        Event::NotReady {
+            service,
+            why,
+            after_ms,
+        } => one(
+            Warn,
+            format!(
+                "{service}: not ready after {} ({why}); a failed start",
+                duration_ms(*after_ms)
+            ),
+        ),
+        Event::Completed { service, after_ms } => one(
+            Info,
+            format!("{service}: done after {}", duration_ms(*after_ms)),
+        ),
+        Event::Failed {
+            service,
+            why,
+            essential,
+        } => one(
+            Error,
+            if *essential {
+                format!("{service}: failed ({why}); it is essential: shutting down")
+            } else {
+                format!("{service}: failed ({why}); `reapd ctl start {service}` starts it again")
+            },
+        ),
+        Event::Health {
+            service,
+            status,
+            failures,
+            detail,
+        } => match status.as_str() {
+            "healthy" => one(Info, format!("{service}: healthy")),
+            "unhealthy" => one(
+                Warn,
+                format!(
+                    "{service}: unhealthy after {failures} failed checks ({detail}); restarting"
+                ),
+            ),
+            _ => one(
+                Warn,
+                format!("{service}: health check failed ({detail}), {failures} in a row"),
+            ),
+        },
         Event::KeptDown { service, restart } => one(
             Info,
             format!("{service}: restart policy {restart} keeps it down"),

@@ -59,6 +59,10 @@ pub enum Request {
     Shutdown,
     /// Turn this connection into an event stream.
     Watch,
+    /// Whether every service that should run is ready.
+    Ready,
+    /// Answer once every service that should run is ready.
+    Wait,
     /// A service's last lines of output; with `follow`, its new lines as they come.
     Logs {
         /// Service name.
@@ -84,6 +88,8 @@ impl Request {
             Request::Reload => Cmd::Reload,
             Request::Shutdown => Cmd::Shutdown,
             Request::Watch => Cmd::Watch,
+            Request::Ready => Cmd::Ready,
+            Request::Wait => Cmd::Wait,
             Request::Logs { .. } => Cmd::Logs,
         }
     }
@@ -271,6 +277,8 @@ pub fn parse_request(line: &[u8]) -> Result<Envelope, RequestError> {
         Cmd::Reload => Request::Reload,
         Cmd::Shutdown => Request::Shutdown,
         Cmd::Watch => Request::Watch,
+        Cmd::Ready => Request::Ready,
+        Cmd::Wait => Request::Wait,
         Cmd::Logs => Request::Logs {
             name: name()?,
             lines: match get("lines") {

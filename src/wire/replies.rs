@@ -128,7 +128,8 @@ pub struct StatusReply {
 pub struct ServiceRow {
     /// Service name.
     pub name: String,
-    /// `running`, `backoff`, `stopping`, `stopped`, `exited`.
+    /// `waiting`, `starting`, `running`, `backoff`, `stopping`, `stopped`, `exited`, `done`,
+    /// `failed`.
     pub state: String,
     /// Main process, while there is one.
     pub pid: Option<i32>,
@@ -138,6 +139,19 @@ pub struct ServiceRow {
     pub last_exit: Option<ExitStatus>,
     /// Since the main process started, while it runs.
     pub uptime_ms: Option<u64>,
+    /// It runs and its readiness check passed (a one-shot: it is done).
+    #[serde(default)]
+    pub ready: bool,
+    /// Why it is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// Its health check's verdict (`starting`, `healthy`, `failing`, `unhealthy`), when it has one
+    /// and runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// What the last readiness or health attempt said (`ok`, or why it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
 }
 
 /// Every successful reply. Each serialises as its own fields next to `"ok": true`.
@@ -201,6 +215,13 @@ pub enum Reply {
     ShuttingDown {
         /// The daemon's state now (`draining`, or later).
         state: String,
+    },
+    /// `ready`: whether every service that should run is ready (one-shots: done).
+    Ready {
+        /// All of them are.
+        ready: bool,
+        /// Those that are not, in start order.
+        not_ready: Vec<String>,
     },
     /// `logs`: the service's last lines, oldest first (with `follow`, new lines follow, one
     /// per line, as `wire::loglines::FollowedLine`).

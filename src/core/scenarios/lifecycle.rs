@@ -181,9 +181,27 @@ fn leftovers_keep_leaves_them_running_until_the_shutdown() {
 }
 
 #[test]
+fn ready_waits_for_a_crash_looping_service_but_not_for_one_kept_down() {
+    let mut w = World::new(r#"{"services": {"a": {"cmd": ["a"]}, "b": {"cmd": ["b"]}}}"#);
+    w.k.unspawnable.push("b".into());
+    w.start();
+    w.run_to(secs(5));
+    assert!(
+        !w.k.notices.contains(&Notice::Ready),
+        "b is still on its way (restarting): {:?}",
+        w.k.notices
+    );
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.k.notices.contains(&Notice::Ready),
+        "a shutdown releases whoever waits for readiness"
+    );
+}
+
+#[test]
 fn ready_is_notified_once_every_initial_spawn_is_resolved() {
     let mut w = World::new(
-        r#"{"services": {"a": {"cmd": ["a"]}, "b": {"cmd": ["b"]}, "c": {"cmd": ["c"]}}}"#,
+        r#"{"services": {"a": {"cmd": ["a"]}, "b": {"cmd": ["b"], "restart": "never"}, "c": {"cmd": ["c"]}}}"#,
     );
     w.k.unspawnable.push("b".into());
     w.start();

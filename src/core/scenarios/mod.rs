@@ -10,7 +10,8 @@
 //! share the bound), `hooks` (cleanup commands), `sweeps` (the final sweep), `requests`
 //! (control requests and their waiters), `reload` (reload races), `single` (single-command
 //! mode), `lifecycle` (restarts, leftovers, readiness, the state file, recovery), `liveness`
-//! (processes reapd cannot watch or see, shell loops and traps).
+//! (processes reapd cannot watch or see, shell loops and traps), `running` (start order by
+//! readiness, checks, one-shots, restart limits, essential services).
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ mod lifecycle;
 mod liveness;
 mod reload;
 mod requests;
+mod running;
 mod shutdown;
 mod single;
 mod sweeps;

@@ -64,6 +64,8 @@ pub enum Trigger {
     CommandExited,
     /// The event loop can no longer wait for events: everything is killed at once.
     LoopFailed(String),
+    /// An essential service ended for good.
+    EssentialEnded(String),
 }
 
 impl Trigger {
@@ -74,6 +76,7 @@ impl Trigger {
             Trigger::Request => "shutdown request".into(),
             Trigger::CommandExited => "command exited".into(),
             Trigger::LoopFailed(e) => format!("event loop failure ({e})"),
+            Trigger::EssentialEnded(name) => format!("essential service {name} ended"),
         }
     }
 }

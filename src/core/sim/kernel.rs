@@ -163,6 +163,10 @@ pub(crate) struct Kernel {
     pub shapes: HashMap<String, Shape>,
     /// Services (or `cleanup[i]` hooks) whose spawn fails.
     pub unspawnable: Vec<String>,
+    /// Services whose connection checks (`tcp`, `unix`) are accepted.
+    pub accepting: HashSet<String>,
+    /// Connection checks made, by service, with when.
+    pub probes: Vec<(Instant, String)>,
     /// What the next config load returns.
     pub next_config: Option<Result<Config, Vec<ConfigError>>>,
     /// Processes no pidfd can be opened for (out of descriptors): their exit is never announced.
@@ -231,6 +235,8 @@ impl Kernel {
             next_pid: 2000,
             shapes: HashMap::new(),
             unspawnable: Vec::new(),
+            accepting: HashSet::new(),
+            probes: Vec::new(),
             next_config: None,
             unwatchable: HashSet::new(),
             hidden: HashSet::new(),
@@ -449,6 +455,14 @@ impl Kernel {
         let name = match &who {
             Spawnee::Service(n) => n.clone(),
             Spawnee::Hook(i) => format!("cleanup[{i}]"),
+            // An exec check passes (exits 0) at once unless its shape says otherwise.
+            Spawnee::Check { service, .. } => {
+                let name = format!("{service}.check");
+                self.shapes.entry(name.clone()).or_insert_with(|| {
+                    Shape::lone(Quirks::lives(Duration::from_millis(1), ExitStatus::Code(0)))
+                });
+                name
+            }
         };
         if self.unspawnable.contains(&name) {
             return Input::SpawnFailed {
@@ -512,6 +526,19 @@ impl Edge for Kernel {
     fn perform(&mut self, action: Action) -> Vec<Input> {
         match action {
             Action::Spawn { who, cmd, .. } => vec![self.spawn(who, cmd)],
+            Action::Probe { service, seq, .. } => {
+                self.probes.push((self.now, service.clone()));
+                let result = if self.accepting.contains(&service) {
+                    Ok(())
+                } else {
+                    Err("connection refused".into())
+                };
+                vec![Input::Probed {
+                    service,
+                    seq,
+                    result,
+                }]
+            }
             Action::Signal { proc, signal } => self.deliver(proc, signal),
             Action::Watch(proc) => {
                 if self.id_of(proc.pid) == Some(proc) {

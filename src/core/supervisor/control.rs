@@ -64,6 +64,24 @@ impl Supervisor {
                     return;
                 }
             },
+            Request::Ready => Ok(self.ready_reply()),
+            Request::Wait => {
+                let reply = self.ready_reply();
+                if self.phase() != Phase::Running {
+                    Err(ErrorReply::new(
+                        ErrorCode::ShuttingDown,
+                        format!(
+                            "reapd is {}: its services will not become ready",
+                            self.phase().as_str()
+                        ),
+                    ))
+                } else if matches!(reply, Reply::Ready { ready: true, .. }) {
+                    Ok(reply)
+                } else {
+                    self.waiters.push(to, Waiter::Ready);
+                    return;
+                }
+            }
             Request::Shutdown => {
                 self.trigger(Trigger::Request, now);
                 Ok(Reply::ShuttingDown {
@@ -97,7 +115,10 @@ impl Supervisor {
             Request::Start { name } => match self.services.get_mut(&name) {
                 None => Err(requests::no_such(&name, &self.services)),
                 Some(s) => match s.state {
-                    ServiceState::Running { .. } => Ok(requests::running(&self.services, &name)),
+                    ServiceState::Running { .. } | ServiceState::Waiting => {
+                        s.wanted = true;
+                        Ok(requests::running(&self.services, &name))
+                    }
                     ServiceState::Stopping { .. } => {
                         if s.then == AfterStop::Stay {
                             s.then = AfterStop::Start;
@@ -110,9 +131,21 @@ impl Supervisor {
                         return;
                     }
                     _ => {
-                        self.waiters.push(to, Waiter::Running(name.clone()));
-                        self.spawn(&name);
-                        return;
+                        // A client's start forgives a restart limit reached before.
+                        s.recent_restarts.clear();
+                        s.wanted = true;
+                        self.request_start(&name);
+                        if matches!(
+                            self.services.get(&name).map(|s| &s.state),
+                            Some(ServiceState::Waiting)
+                        ) {
+                            // It waits for its dependencies: say so now rather than hold the
+                            // client until they are ready.
+                            Ok(requests::running(&self.services, &name))
+                        } else {
+                            self.waiters.push(to, Waiter::Running(name.clone()));
+                            return;
+                        }
                     }
                 },
             },
@@ -177,6 +210,19 @@ impl Supervisor {
             },
         };
         self.out.answer(&to, answer);
+    }
+
+    /// The answer to `ready`.
+    fn ready_reply(&self) -> Reply {
+        let not_ready = if self.phase() == Phase::Running {
+            self.not_ready()
+        } else {
+            self.services.names()
+        };
+        Reply::Ready {
+            ready: not_ready.is_empty() && self.phase() == Phase::Running,
+            not_ready,
+        }
     }
 
     /// Answers everyone waiting for `name` to run.
@@ -281,11 +327,14 @@ impl Supervisor {
             if self
                 .services
                 .get(name)
-                .is_some_and(|s| matches!(s.state, ServiceState::Down))
+                .is_some_and(|s| matches!(s.state, ServiceState::Down) && s.wanted)
             {
-                self.spawn(name);
+                self.request_start(name);
             }
         }
+        // A changed `after` may have released a waiting service.
+        self.start_waiting();
+        self.readiness_changed();
         if let Some(to) = reply {
             self.out.answer(
                 &to,

@@ -12,7 +12,7 @@ use crate::core::requests::Waiter;
 use crate::core::service::ServiceState;
 use crate::core::shutdown::{Phase, ShutdownInput, Trigger};
 use crate::core::teardown::Teardown;
-use crate::wire::config::{Leftovers, StopScope};
+use crate::wire::config::{Leftovers, Probe, ServiceKind, StopScope};
 use crate::wire::events::{Event, ExitStatus, Unheeded};
 use crate::wire::replies::{ErrorCode, ErrorReply};
 use crate::wire::state_file::StateRecord;
@@ -51,35 +51,28 @@ impl Supervisor {
         if self.phase() != Phase::Running {
             // Asked to stop before anything started: start nothing, and say ready so whoever
             // waits for readiness is not left hanging.
-            self.initial_spawn_resolved();
+            self.announce_ready();
             return;
         }
         let names = self.services.names();
-        self.starting = names.len();
         if names.is_empty() && self.mode == Mode::Config {
             self.out.event(Event::NoServices);
         }
         for name in names {
-            self.spawn(&name);
+            if self.services.get(&name).is_some_and(|s| s.wanted) {
+                self.request_start(&name);
+            }
         }
-        if self.starting == 0 {
-            self.initial_spawn_resolved();
-        }
+        self.readiness_changed();
     }
 
-    /// Readiness means every initial service was spawned (or failed to be): counted down as the
-    /// edge reports each spawn's outcome, so the first status already counts them.
-    pub(super) fn initial_spawn_resolved(&mut self) {
-        if self.ready_sent {
-            return;
+    /// Tells the service manager reapd is ready, once.
+    pub(super) fn announce_ready(&mut self) {
+        if !self.ready_sent {
+            self.ready_sent = true;
+            self.out.push(Action::Notify(Notice::Ready));
+            self.status_due = true;
         }
-        self.starting = self.starting.saturating_sub(1);
-        if self.starting > 0 {
-            return;
-        }
-        self.ready_sent = true;
-        self.out.push(Action::Notify(Notice::Ready));
-        self.status_due = true;
     }
 
     pub(super) fn spawn(&mut self, name: &str) {
@@ -103,6 +96,10 @@ impl Supervisor {
             cwd: s.spec.cwd.clone(),
             inherit_stdin,
             launch: s.spec.launch.clone(),
+            notify_fd: match s.spec.run.ready.as_ref().map(|r| &r.probe) {
+                Some(Probe::NotifyFd(fd)) => Some(*fd),
+                _ => None,
+            },
         });
     }
 
@@ -113,17 +110,25 @@ impl Supervisor {
                     return;
                 };
                 s.started(proc, now);
+                let ready = matches!(s.state, ServiceState::Running { ready: true, .. })
+                    && s.spec.run.kind == ServiceKind::Longrun;
                 self.tracking.spawned_service(proc, &name);
                 self.out.event(Event::Spawned {
                     service: name.clone(),
                     pid: proc.pid,
                 });
-                if !self.ready_sent {
-                    self.initial_spawn_resolved();
-                }
                 self.answer_running(&name);
                 self.status_due = true;
+                if ready {
+                    // No readiness check: ready as soon as it runs; its dependents start now.
+                    if let Some(s) = self.services.get_mut(&name) {
+                        s.checks.became_ready(&s.spec.run, now);
+                    }
+                    self.start_waiting();
+                }
+                self.readiness_changed();
             }
+            Spawnee::Check { service, seq } => self.check_spawned(&service, seq, proc),
             Spawnee::Hook(index) => {
                 if let Teardown::Hooks(h) = &mut self.teardown
                     && h.spawned(index, proc)
@@ -141,9 +146,6 @@ impl Supervisor {
                     service: name.clone(),
                     error: error.clone(),
                 });
-                if !self.ready_sent {
-                    self.initial_spawn_resolved();
-                }
                 for to in self.waiters.take(&Waiter::Running(name.clone())) {
                     self.out.answer(
                         &to,
@@ -171,6 +173,12 @@ impl Supervisor {
                 }
                 self.advance_hooks(now);
             }
+            Spawnee::Check { service, seq } => self.on_check_result(
+                &service,
+                seq,
+                Err(format!("cannot run the check: {error}")),
+                now,
+            ),
         }
     }
 
@@ -182,12 +190,19 @@ impl Supervisor {
             self.advance_hooks(now);
             return;
         }
+        if self.check_reaped(pid, status, now) {
+            return;
+        }
         let phase = self.phase();
         let mode = self.mode;
         let Some(s) = self.services.by_main_pid(pid) else {
             return;
         };
         let name = s.spec.name.clone();
+        self.cancel_checks(&name);
+        let Some(s) = self.services.get_mut(&name) else {
+            return;
+        };
         s.last_exit = Some(status);
         if let ServiceState::Stopping { job, main, since } = &mut s.state {
             let main_id = main.take();
@@ -235,27 +250,6 @@ impl Supervisor {
         }
     }
 
-    /// Applies the restart policy after the main process ended.
-    pub(super) fn restart(&mut self, name: &str, status: ExitStatus, now: Instant) {
-        if self.phase() != Phase::Running {
-            return;
-        }
-        let Some(s) = self.services.get_mut(name) else {
-            return;
-        };
-        match s.schedule_restart(status, now) {
-            Some(delay) => self.out.event(Event::Restarting {
-                service: name.to_string(),
-                delay_ms: ms(delay),
-                restarts: s.restarts,
-            }),
-            None => self.out.event(Event::KeptDown {
-                service: name.to_string(),
-                restart: s.spec.restart.as_str().into(),
-            }),
-        }
-    }
-
     // ----- signals and ticks -------------------------------------------------------------------
 
     pub(super) fn on_signal(&mut self, sig: Signal, now: Instant) {
@@ -293,8 +287,9 @@ impl Supervisor {
                 .map(|s| s.spec.name.clone())
                 .collect();
             for name in due {
-                self.spawn(&name);
+                self.request_start(&name);
             }
+            self.tick_checks(now);
         }
         // The end of a graceful part freezes and kills at once: each stop's answer is carried
         // out under its owner's name.

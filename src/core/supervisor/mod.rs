@@ -36,6 +36,7 @@ use crate::wire::state_file::Recorded;
 mod control;
 mod ending;
 mod lifecycle;
+mod running;
 mod stopping;
 
 /// Signals that single-command mode forwards to the command's process group.
@@ -71,8 +72,7 @@ pub struct Supervisor {
     /// Stops of what a predecessor that died without cleaning up left running; the services
     /// start once they are over.
     recovery: Option<Recovery>,
-    /// Initial spawns whose outcome is not known yet, and whether readiness was announced.
-    starting: usize,
+    /// Whether readiness was announced.
     ready_sent: bool,
     watchers: BTreeSet<ConnId>,
     waiters: Waiters,
@@ -124,7 +124,6 @@ impl Supervisor {
             shutdown,
             teardown: Teardown::Idle,
             recovery: None,
-            starting: 0,
             ready_sent: false,
             watchers: BTreeSet::new(),
             waiters: Waiters::default(),
@@ -159,6 +158,11 @@ impl Supervisor {
         let stops = self
             .jobs()
             .filter_map(|j| j.deadline().map(|t| (Timer::Stop, t)));
+        let checks = self
+            .services
+            .iter()
+            .filter(|_| self.phase() == Phase::Running)
+            .filter_map(|s| s.checks.deadline().map(|t| (Timer::Check, t)));
         let hook = match &self.teardown {
             Teardown::Hooks(h) => h.deadline().map(|t| (Timer::Hook, t)),
             _ => None,
@@ -169,6 +173,7 @@ impl Supervisor {
                 .into_iter()
                 .chain(restarts)
                 .chain(stops)
+                .chain(checks)
                 .chain(hook),
         )
     }
@@ -242,6 +247,12 @@ impl Supervisor {
                 }
             }
             Input::Spawned { who, proc } => self.on_spawned(who, proc, now),
+            Input::Notified { service, pid } => self.on_notified(&service, pid, now),
+            Input::Probed {
+                service,
+                seq,
+                result,
+            } => self.on_check_result(&service, seq, result, now),
             Input::SpawnFailed { who, error } => self.on_spawn_failed(who, error, now),
             Input::Scanned(snap) => self.on_scan(snap, now),
             Input::Request { conn, id, request } => self.on_request((conn, id), request, now),

@@ -18,6 +18,7 @@ use crate::core::stop::{JobOut, StopHow, StopJob};
 use crate::core::sweep;
 use crate::core::teardown::{Reporting, Teardown};
 use crate::wire::config::StopScope;
+use crate::wire::events::ExitStatus;
 use crate::wire::events::{Event, PlanEntry};
 use crate::wire::replies::{ErrorCode, ErrorReply, Reply};
 use crate::wire::signal_names::signal_name;
@@ -285,10 +286,12 @@ impl Supervisor {
             return;
         };
         let scope = s.spec.stop_scope;
-        if let Some(timeout) = s.begin_stop(deadline, scope, now) {
+        let (stop_signal, timeout) = (s.spec.stop_signal, s.begin_stop(deadline, scope, now));
+        self.cancel_checks(name);
+        if let Some(timeout) = timeout {
             self.out.event(Event::Stopping {
                 service: name.to_string(),
-                signal: signal_name(s.spec.stop_signal as i32),
+                signal: signal_name(stop_signal as i32),
                 timeout_ms: ms(timeout),
                 scope: scope.as_str().into(),
             });
@@ -305,6 +308,7 @@ impl Supervisor {
             return;
         };
         let then = std::mem::replace(&mut svc.then, AfterStop::Stay);
+        let last_exit = svc.last_exit;
         let wanted = svc.wanted;
         let leftovers_of = svc.leftovers_of.take();
         let how = job.outcome().unwrap_or(StopHow::Killed);
@@ -359,12 +363,20 @@ impl Supervisor {
                     svc.spec = *spec;
                 }
                 if running && wanted {
-                    self.spawn(name);
+                    self.request_start(name);
                 }
             }
             AfterStop::Start => {
                 if running {
-                    self.spawn(name);
+                    self.request_start(name);
+                }
+            }
+            AfterStop::Retry => {
+                self.restart(name, last_exit.unwrap_or(ExitStatus::Code(1)), now);
+            }
+            AfterStop::Fail(why) => {
+                if running {
+                    self.fail(name, why, last_exit.unwrap_or(ExitStatus::Code(1)), now);
                 }
             }
         }
@@ -400,7 +412,7 @@ impl Supervisor {
             if self.phase() == Phase::Running {
                 self.start_all();
             } else {
-                self.initial_spawn_resolved();
+                self.announce_ready();
             }
         }
         if let Teardown::Draining { orphans, .. } = &mut self.teardown
@@ -425,6 +437,17 @@ impl Supervisor {
     }
 
     pub(super) fn trigger(&mut self, t: Trigger, now: Instant) {
+        // Whoever still waits for reapd to be ready must not wait through its shutdown.
+        self.announce_ready();
+        for to in self.waiters.take(&Waiter::Ready) {
+            self.out.answer(
+                &to,
+                Err(ErrorReply::new(
+                    ErrorCode::ShuttingDown,
+                    "reapd began to shut down before every service was ready",
+                )),
+            );
+        }
         self.shutdown_input(ShutdownInput::Trigger(t), now);
     }
 
@@ -533,7 +556,7 @@ impl Supervisor {
                             job.clip(now);
                             outs.push((Some(name.clone()), job.escalate()));
                         }
-                        ServiceState::Running { main, since } => {
+                        ServiceState::Running { main, since, .. } => {
                             let (main, since) = (*main, *since);
                             s.state = ServiceState::Stopping {
                                 job: Box::new(StopJob::kill_now(now)),
@@ -541,8 +564,13 @@ impl Supervisor {
                                 since: Some(since),
                             };
                         }
-                        ServiceState::Backoff { .. } => s.state = ServiceState::Down,
-                        ServiceState::Down | ServiceState::Starting => {}
+                        ServiceState::Backoff { .. } | ServiceState::Waiting => {
+                            s.state = ServiceState::Down
+                        }
+                        ServiceState::Down
+                        | ServiceState::Starting
+                        | ServiceState::Done
+                        | ServiceState::Failed { .. } => {}
                     }
                 }
                 if let Some(rec) = self.recovery.as_mut() {

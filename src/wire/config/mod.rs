@@ -54,6 +54,14 @@ pub const SERVICE_KEYS: &[&str] = &[
     "leftovers",
     "ports",
     "match",
+    "type",
+    "ready",
+    "ready_timeout_ms",
+    "health",
+    "max_restarts",
+    "restart_window_ms",
+    "essential",
+    "autostart",
     "log",
     "user",
     "group",
@@ -146,6 +154,8 @@ pub struct ServiceSpec {
     pub ports: Vec<u16>,
     /// Command-line substrings whose processes are swept at shutdown.
     pub matches: Vec<String>,
+    /// How it runs: type, readiness, health, restart limits, essential, autostart.
+    pub run: RunSpec,
     /// Output, identity and limits of its process.
     pub launch: Launch,
 }
@@ -174,6 +184,7 @@ impl ServiceSpec {
             leftovers: Leftovers::Stop,
             ports: Vec::new(),
             matches: Vec::new(),
+            run: RunSpec::default(),
             launch: Launch::default(),
         }
     }
@@ -287,9 +298,15 @@ pub fn stop_signal_name(sig: Signal) -> String {
 mod launch;
 mod order;
 mod parse;
+mod run;
 mod service;
 #[cfg(test)]
 mod tests;
 
 pub use launch::{Launch, Limit, LogMode, RESOURCES, Resource};
 pub use parse::parse;
+pub use run::{
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RETRIES, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_RESTART_WINDOW, HEALTH_KEYS, Health,
+    PROBE_INTERVAL_MAX, Probe, READY_KEYS, Readiness, RunSpec, ServiceKind,
+};

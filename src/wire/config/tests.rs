@@ -232,3 +232,91 @@ fn missing_cmd_says_what_to_write() {
         ]
     );
 }
+
+#[test]
+fn run_keys_parse_with_their_defaults() {
+    let cfg = parse(
+        r#"{"services": {
+            "db": {"cmd": ["x"], "ready": {"tcp": 5432}},
+            "sock": {"cmd": ["x"], "ready": {"unix": "/run/s.sock", "interval_ms": 200}, "ready_timeout_ms": 5000},
+            "fd": {"cmd": ["x"], "ready": {"notify_fd": 3}},
+            "migrate": {"cmd": ["x"], "type": "oneshot", "essential": true},
+            "web": {"cmd": ["x"], "health": {"exec": ["check"], "retries": 5, "start_period_ms": 1000},
+                    "max_restarts": 3, "restart_window_ms": 10000, "autostart": false}}}"#,
+    )
+    .expect("valid");
+    let run = |n: &str| cfg.service(n).expect(n).run.clone();
+    assert_eq!(
+        run("db").ready,
+        Some(Readiness {
+            probe: Probe::Tcp(5432),
+            interval: DEFAULT_READY_INTERVAL
+        })
+    );
+    assert_eq!(run("db").ready_timeout, DEFAULT_READY_TIMEOUT);
+    assert_eq!(run("sock").ready_timeout, Duration::from_secs(5));
+    assert_eq!(
+        run("sock").ready.map(|r| (r.probe, r.interval)),
+        Some((
+            Probe::Unix(PathBuf::from("/run/s.sock")),
+            Duration::from_millis(200)
+        ))
+    );
+    assert_eq!(run("fd").ready.map(|r| r.probe), Some(Probe::NotifyFd(3)));
+    let migrate = cfg.service("migrate").expect("migrate");
+    assert_eq!(migrate.run.kind, ServiceKind::Oneshot);
+    assert_eq!(
+        migrate.restart,
+        RestartPolicy::Never,
+        "a one-shot is not rerun by default"
+    );
+    assert!(migrate.run.essential);
+    let web = run("web");
+    let health = web.health.expect("health");
+    assert_eq!(
+        (
+            health.retries,
+            health.start_period,
+            health.interval,
+            health.timeout
+        ),
+        (
+            5,
+            Duration::from_secs(1),
+            DEFAULT_HEALTH_INTERVAL,
+            DEFAULT_HEALTH_TIMEOUT
+        )
+    );
+    assert_eq!(web.max_restarts, Some(3));
+    assert!(!web.autostart);
+}
+
+#[test]
+fn run_keys_refuse_checks_that_cannot_work() {
+    assert_eq!(
+        errors(
+            r#"{"services": {
+            "a": {"cmd": ["x"], "ready": {"tcp": 0}},
+            "b": {"cmd": ["x"], "ready": {"tcp": 80, "exec": ["y"]}},
+            "c": {"cmd": ["x"], "ready": {}},
+            "d": {"cmd": ["x"], "ready": {"notify_fd": 1}},
+            "e": {"cmd": ["x"], "health": {"notify_fd": 3}},
+            "f": {"cmd": ["x"], "type": "oneshot", "ready": {"tcp": 80}, "restart": "always"},
+            "g": {"cmd": ["x"], "type": "daemon", "ready": {"unix": "rel.sock", "interval_ms": 1}},
+            "h": {"cmd": ["x"], "health": {"tcp": 80, "retries": 0}, "essential": "yes"}}}"#
+        ),
+        [
+            "services.a.ready.tcp: expected a TCP port number from 1 to 65535 (checked on the loopback address), found 0",
+            "services.b.ready: expected one check, found tcp and exec: keep one",
+            "services.c.ready: expected one check: \"notify_fd\", \"tcp\", \"unix\" or \"exec\"",
+            "services.d.ready.notify_fd: expected a descriptor number from 3 to 1023 (0, 1 and 2 are stdin, stdout and stderr), found 1",
+            "services.e.health.notify_fd: a notification fd signals readiness once; a health check must be \"tcp\", \"unix\" or \"exec\"",
+            "services.f.ready: a one-shot is ready when it exits 0: remove \"ready\", or make the service a \"longrun\"",
+            "services.f.restart: a one-shot is never run again after it succeeded: use \"on-failure\" (retry a failure) or \"never\"",
+            "services.g.type: expected \"longrun\" or \"oneshot\", found \"daemon\"",
+            "services.g.ready.unix: expected an absolute socket path, found \"rel.sock\"",
+            "services.h.health.retries: expected a count from 1 up (failures in a row before a restart), found 0",
+            "services.h.essential: expected true or false, found \"yes\"",
+        ]
+    );
+}

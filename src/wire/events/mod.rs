@@ -186,6 +186,61 @@ pub enum Event {
         /// Restarts so far.
         restarts: u32,
     },
+    /// A service waits to start until the services it is `after` are ready (or, one-shots,
+    /// done).
+    Waiting {
+        /// Service.
+        service: String,
+        /// The services it still waits for.
+        on: Vec<String>,
+    },
+    /// A service's readiness check passed.
+    Ready {
+        /// Service.
+        service: String,
+        /// Milliseconds since its main process started.
+        after_ms: u64,
+        /// The check that passed.
+        check: String,
+    },
+    /// A service did not become ready within `ready_timeout_ms`: a failed start.
+    NotReady {
+        /// Service.
+        service: String,
+        /// What the last attempt said.
+        why: String,
+        /// Milliseconds since its main process started.
+        after_ms: u64,
+    },
+    /// A one-shot exited 0: it is `done` and its dependents may start.
+    Completed {
+        /// Service.
+        service: String,
+        /// Milliseconds it ran.
+        after_ms: u64,
+    },
+    /// A service is given up on (`failed`): restart limit reached, a one-shot failed, or it
+    /// never became ready and is not restarted. Only `ctl start` starts it again.
+    Failed {
+        /// Service.
+        service: String,
+        /// Why.
+        why: String,
+        /// It is `essential`: reapd shuts down.
+        essential: bool,
+    },
+    /// A health check result that changed the verdict (`healthy`, `failing`, `unhealthy`), and
+    /// every failure counted.
+    Health {
+        /// Service.
+        service: String,
+        /// `healthy`, `failing` or `unhealthy` (restarted).
+        status: String,
+        /// Failures in a row.
+        failures: u32,
+        /// What the attempt said (`ok`, or why it failed).
+        detail: String,
+    },
     /// A service's main process exited and its restart policy keeps it down.
     KeptDown {
         /// Service.
@@ -380,6 +435,12 @@ impl Event {
             Event::SpawnFailed { .. } => "spawn_failed",
             Event::Exited { .. } => "exited",
             Event::Restarting { .. } => "restarting",
+            Event::Waiting { .. } => "waiting",
+            Event::Ready { .. } => "ready",
+            Event::NotReady { .. } => "not_ready",
+            Event::Completed { .. } => "completed",
+            Event::Failed { .. } => "failed",
+            Event::Health { .. } => "health",
             Event::KeptDown { .. } => "kept_down",
             Event::Stopping { .. } => "stopping",
             Event::Signalled { .. } => "signalled",
@@ -415,6 +476,12 @@ pub const EVENTS: &[&str] = &[
     "spawn_failed",
     "exited",
     "restarting",
+    "waiting",
+    "ready",
+    "not_ready",
+    "completed",
+    "failed",
+    "health",
     "kept_down",
     "stopping",
     "signalled",
@@ -450,191 +517,4 @@ pub fn event_line(ev: &Event, ts_ms: u64) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// One of every event, for tests that must cover them all.
-    pub(crate) fn one_of_each() -> Vec<Event> {
-        let s = || "x".to_string();
-        vec![
-            Event::State {
-                state: s(),
-                reason: s(),
-            },
-            Event::AlreadyStopping {
-                trigger: s(),
-                state: s(),
-            },
-            Event::Unheeded {
-                signal: s(),
-                why: Unheeded::NoAction,
-            },
-            Event::Forwarded {
-                signal: s(),
-                pgid: Some(4),
-                count: 2,
-            },
-            Event::NoServices,
-            Event::Spawned {
-                service: s(),
-                pid: 1,
-            },
-            Event::SpawnFailed {
-                service: s(),
-                error: s(),
-            },
-            Event::Exited {
-                service: s(),
-                pid: 1,
-                status: ExitStatus::Signal(9),
-                after_ms: Some(3),
-            },
-            Event::Restarting {
-                service: s(),
-                delay_ms: 100,
-                restarts: 1,
-            },
-            Event::KeptDown {
-                service: s(),
-                restart: "never".into(),
-            },
-            Event::Stopping {
-                service: s(),
-                signal: s(),
-                timeout_ms: 5,
-                scope: "tree".into(),
-            },
-            Event::Signalled {
-                service: Some(s()),
-                signal: s(),
-                pids: vec![1, 2],
-            },
-            Event::Killed {
-                service: None,
-                count: 1,
-                pids: vec![3],
-            },
-            Event::Stopped {
-                service: s(),
-                how: "exited".into(),
-                elapsed_ms: 1,
-                leftovers: true,
-            },
-            Event::Removed { service: s() },
-            Event::SignalSent {
-                service: s(),
-                pid: 2,
-                signal: s(),
-            },
-            Event::ShutdownPlan {
-                budget_ms: 1,
-                reserve_ms: 1,
-                services: vec![PlanEntry {
-                    service: s(),
-                    after: vec![s()],
-                    requested_ms: 2,
-                    share_ms: 1,
-                    starts_ms: 3,
-                }],
-            },
-            Event::Sweep {
-                pid: 1,
-                cmdline: s(),
-                reason: s(),
-            },
-            Event::CleanupStarted {
-                index: 0,
-                cmd: vec![s()],
-                limit_ms: 9,
-            },
-            Event::CleanupOverran { index: 0 },
-            Event::Cleanup {
-                index: 0,
-                cmd: vec![s()],
-                ok: true,
-                result: s(),
-                elapsed_ms: 0,
-            },
-            Event::Reloading { by: s() },
-            Event::Reloaded {
-                added: vec![],
-                removed: vec![s()],
-                changed: vec![],
-            },
-            Event::ReloadRejected {
-                errors: vec![s()],
-                total: 1,
-            },
-            Event::ConfigWarning { warning: s() },
-            Event::Recovering {
-                predecessor: Some(7),
-                services: vec![s()],
-            },
-            Event::LeftByPredecessor {
-                service: s(),
-                pids: vec![8],
-            },
-            Event::Recovered {
-                service: s(),
-                how: "exited".into(),
-            },
-            Event::Done {
-                clean: false,
-                within_bound: true,
-                elapsed_ms: 0,
-                bound_ms: 30_000,
-                exit_code: 1,
-                survivors: vec![Survivor {
-                    pid: 5,
-                    state: "D".into(),
-                    cmdline: s(),
-                }],
-                failures: vec![s()],
-            },
-        ]
-    }
-
-    #[test]
-    fn every_event_is_named_and_listed_and_reads_back_as_itself() {
-        let all = one_of_each();
-        let names: Vec<&str> = all.iter().map(Event::name).collect();
-        assert_eq!(names, EVENTS);
-        for ev in all {
-            let line = event_line(&ev, 42);
-            let v: Value = serde_json::from_str(&line).expect("json");
-            assert_eq!(v["event"], ev.name(), "{line}");
-            assert_eq!(v["ts_ms"], 42);
-            let back: Event = serde_json::from_str(&line).expect("reads back");
-            assert_eq!(back, ev, "{line}");
-        }
-    }
-
-    #[test]
-    fn lines_keep_their_established_shape() {
-        let line = event_line(
-            &Event::Killed {
-                service: None,
-                count: 2,
-                pids: vec![5, 4],
-            },
-            99,
-        );
-        assert_eq!(
-            line,
-            "{\"count\":2,\"event\":\"killed\",\"pids\":[5,4],\"ts_ms\":99}\n"
-        );
-        let line = event_line(
-            &Event::Exited {
-                service: "a".into(),
-                pid: 3,
-                status: ExitStatus::Signal(9),
-                after_ms: None,
-            },
-            1,
-        );
-        assert!(
-            line.contains("\"status\":{\"signal\":\"SIGKILL\",\"signo\":9}"),
-            "{line}"
-        );
-    }
-}
+pub(crate) mod tests;
