@@ -202,3 +202,26 @@ fn a_bad_env_file_at_start_stops_reapd_before_anything_runs() {
     );
     d.assert_nothing_left();
 }
+
+#[test]
+fn a_readiness_check_runs_as_its_service_and_its_output_is_told_under_its_name() {
+    if !require(is_root(), "root, to switch users") {
+        return;
+    }
+    let dir = TestDir::new("run-as-check");
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let check = dir.script(
+        "check.sh",
+        "echo \"check as $(id -u)\"\nid -u > \"$TEST_DIR/check.tmp\" && mv \"$TEST_DIR/check.tmp\" \"$TEST_DIR/check.txt\"\n",
+    );
+    let mut d = Daemon::builder_in(dir)
+        .config(json!({"services": {"svc": {
+            "cmd": ["sleep", "60"], "user": 65534, "group": 65534, "log": "prefix",
+            "ready": {"exec": [check], "interval_ms": 50}
+        }}}))
+        .start();
+    assert_eq!(d.wait_for("check.txt", "\n"), "65534\n");
+    d.wait_for("stdout.log", "svc | check as 65534\n");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
