@@ -58,7 +58,13 @@ impl Supervisor {
             }
         }
         pending.failures = std::mem::take(&mut self.failures);
+        let proven = self.nothing_left_seen && pending.candidates.is_empty();
         self.teardown = Teardown::Reporting(Reporting::LastLook(pending));
+        if proven {
+            // The last complete scan already showed nothing of reapd alive, and every process
+            // it signalled was seen gone: that scan was the last look.
+            self.last_look(&Snapshot::new(self.self_pid, Vec::new()), now);
+        }
     }
 
     /// The last look at `/proc`: who survived; then the socket, lock and state file.

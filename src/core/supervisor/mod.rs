@@ -84,6 +84,8 @@ pub struct Supervisor {
     failures: Vec<String>,
     /// The event loop can no longer wait for events: stops rescan instead.
     blind: bool,
+    /// The last complete scan found no live process under reapd, and nothing was spawned since.
+    nothing_left_seen: bool,
     /// What the state file says, and whether it must be rewritten at the end of the turn.
     persisted: Vec<Recorded>,
     status_due: bool,
@@ -131,6 +133,7 @@ impl Supervisor {
             command_status: None,
             failures: Vec::new(),
             blind: false,
+            nothing_left_seen: false,
             persisted: Vec::new(),
             status_due: false,
             out: Outbox::default(),
@@ -246,7 +249,10 @@ impl Supervisor {
                     job.on_unwatchable(id, now);
                 }
             }
-            Input::Spawned { who, proc } => self.on_spawned(who, proc, now),
+            Input::Spawned { who, proc } => {
+                self.nothing_left_seen = false;
+                self.on_spawned(who, proc, now)
+            }
             Input::Notified { service, pid } => self.on_notified(&service, pid, now),
             Input::Probed {
                 service,
@@ -254,7 +260,17 @@ impl Supervisor {
                 result,
             } => self.on_check_result(&service, seq, result, now),
             Input::SpawnFailed { who, error } => self.on_spawn_failed(who, error, now),
-            Input::Scanned(snap) => self.on_scan(snap, now),
+            Input::Scanned(snap) => {
+                // A complete look that found nothing of reapd's alive stays true until reapd
+                // starts something: nothing can join an empty tree but reapd's own children.
+                self.nothing_left_seen = !snap.partial
+                    && !snap.incomplete
+                    && snap
+                        .descendants(self.self_pid)
+                        .iter()
+                        .all(|pid| snap.procs.get(pid).is_none_or(|p| p.is_dead()));
+                self.on_scan(snap, now)
+            }
             Input::Request { conn, id, request } => self.on_request((conn, id), request, now),
             Input::ConnClosed(conn) => {
                 self.watchers.remove(&conn);
