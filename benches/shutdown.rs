@@ -7,10 +7,13 @@
 //! perl fork bomb against its bound, three stubborn services in a row inside a 6 s bound, a
 //! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
 //! window in which a SIGTERM still kills reapd; the run side: what health checks cost an idle
-//! reapd and the time from a dependency's readiness to its dependent running.
+//! reapd and the time from a dependency's readiness to its dependent running; prefixed logs'
+//! throughput and CPU cost.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "sections/logs.rs"]
+mod logs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -646,4 +649,5 @@ const SECTIONS: &[(&str, fn())] = &[
     ("budget", budget),
     ("ten_thousand", ten_thousand),
     ("startup", startup_window),
+    ("logs", logs::prefixed_logs),
 ];

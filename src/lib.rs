@@ -6,11 +6,13 @@
 //!
 //! - [`wire`]: the formats at reapd's boundaries, pure: the config file, the command line, the
 //!   control protocol (one table of its commands, typed replies and events, and the narrative
-//!   that tells events to people), exit statuses, signal names, text helpers.
+//!   that tells events to people), exit statuses, signal names, env files, service output as
+//!   lines and tails, text helpers.
 //! - [`core`]: every decision, as plain types driven with fake time and fake process tables in
 //!   tests: the supervisor, the stop procedure, the shutdown phases and budget, the process tree.
 //! - [`sys`]: the system calls: the event loop (the only `mio::Poll`), the control socket,
-//!   signals, `/proc`, pidfds, spawning, readiness notification, logging.
+//!   signals, `/proc`, pidfds, spawning (a service's identity and limits), services' output
+//!   pipes, readiness notification, logging.
 //! - [`ctl`]: the `reapd ctl` client: typed replies and events, told as the log tells them.
 //!
 //! `unsafe` is denied outside `sys`; `core` and `wire` may not read a clock, a file or the

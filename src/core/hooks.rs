@@ -123,6 +123,7 @@ impl Hooks {
             env: Vec::new(),
             cwd: None,
             inherit_stdin: false,
+            launch: Default::default(),
             notify_fd: None,
         });
         false

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use nix::sys::signal::Signal;
 
 use crate::core::proctree::{Pid, ProcId, Snapshot};
-use crate::wire::config::{Config, ConfigError, Probe};
+use crate::wire::config::{Config, ConfigError, Launch, Probe};
 use crate::wire::events::{Event, ExitStatus};
 use crate::wire::protocol::{Request, RequestId};
 use crate::wire::state_file::{Recorded, StateRecord};
@@ -192,6 +192,8 @@ pub enum Action {
         /// Give the process the write end of a pipe as this descriptor, and announce a newline
         /// written to it as [`Input::Notified`].
         notify_fd: Option<i32>,
+        /// Output, identity and limits (the default for hooks).
+        launch: Launch,
     },
     /// Try a connection check (`tcp`, `unix`) without blocking; answer with [`Input::Probed`].
     Probe {
@@ -239,6 +241,20 @@ pub enum Action {
     Release {
         /// Keep the state file.
         keep_state: bool,
+    },
+    /// Answer `logs` with the service's tail (held by the edge, which reads the pipes); with
+    /// `follow`, keep sending its new lines to that connection.
+    Logs {
+        /// Who asked.
+        to: ReplyTo,
+        /// The service.
+        name: String,
+        /// Its output goes through reapd.
+        captured: bool,
+        /// How many of the last lines.
+        lines: usize,
+        /// Keep sending new lines.
+        follow: bool,
     },
     /// Flush what clients are owed and the log, and exit with this status.
     Exit {

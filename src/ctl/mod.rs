@@ -26,6 +26,7 @@ use crate::wire::cli::CtlArgs;
 use crate::wire::commands::Cmd;
 use crate::wire::events::Event;
 use crate::wire::exit::ExitCode;
+use crate::wire::loglines::FollowedLine;
 use crate::wire::replies::{ErrorReply, Reply};
 
 /// Longest wait for a reply. The daemon bounds every stop by 30 s, so this only fires when it is
@@ -45,9 +46,13 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
             }
         }
     }
-    let watch = args.cmd == Cmd::Watch;
+    // `logs -f` streams like `watch`, its lines in their own shape.
+    let logs = args.cmd == Cmd::Logs
+        && serde_json::from_str::<Value>(&args.request)
+            .is_ok_and(|r| r.get("follow") == Some(&Value::Bool(true)));
+    let watch = args.cmd == Cmd::Watch || logs;
     let limit = match args.cmd {
-        Cmd::Watch => None,
+        _ if watch => None,
         Cmd::Wait => args.timeout_ms.map(Duration::from_millis),
         _ => Some(REPLY_TIMEOUT),
     };
@@ -96,7 +101,7 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
         Answer::Ok(_) | Answer::Unknown => {}
     }
     if let Some(mut w) = watcher {
-        return match follow(&mut w, args.json, &style) {
+        return match follow(&mut w, args.json, false, &style) {
             Followed::Done { clean: true } => ExitCode::Clean,
             Followed::Done { clean: false } => ExitCode::NotClean,
             Followed::Ended => {
@@ -110,7 +115,7 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
     if shown.is_err() || !watch {
         return ExitCode::Success;
     }
-    match follow(&mut reader, args.json, &style) {
+    match follow(&mut reader, args.json, logs, &style) {
         Followed::Broken => ExitCode::Unreachable,
         _ => ExitCode::Success,
     }
@@ -203,8 +208,8 @@ fn read_event(line: &str) -> Option<(Event, u64)> {
     Event::deserialize(&v).ok().map(|ev| (ev, ts_ms))
 }
 
-/// Prints watched events until the daemon closes the stream.
-fn follow(reader: &mut impl BufRead, json: bool, style: &Style) -> Followed {
+/// Prints watched events, or followed output lines, until the daemon closes the stream.
+fn follow(reader: &mut impl BufRead, json: bool, logs: bool, style: &Style) -> Followed {
     let mut progress = Progress::default();
     let mut verdict = None;
     loop {
@@ -223,6 +228,11 @@ fn follow(reader: &mut impl BufRead, json: bool, style: &Style) -> Followed {
         }
         let text = if json {
             format!("{line}\n")
+        } else if logs {
+            match serde_json::from_str::<FollowedLine>(&line) {
+                Ok(f) => render::log_line(&f.log, &f.line, style),
+                Err(_) => format!("{line}\n"),
+            }
         } else {
             show_event(&line, &mut progress, style)
         };

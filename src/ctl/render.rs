@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::sys::logging::clock;
 use crate::wire::events::Event;
+use crate::wire::loglines::{LogLine, Stream};
 use crate::wire::narrative::{self, Level};
 use crate::wire::replies::{ErrorReply, Reply, ServiceRow, StatusReply};
 use crate::wire::text::duration_ms;
@@ -113,7 +114,32 @@ pub fn reply(reply: &Reply, style: &Style) -> String {
         Reply::ShuttingDown { state } => format!("shutting down ({})\n", style.state(state, 0)),
         Reply::Ready { ready: true, .. } => "ready\n".into(),
         Reply::Ready { not_ready, .. } => format!("not ready: {}\n", not_ready.join(", ")),
+        Reply::Logs {
+            logs,
+            captured,
+            lines,
+        } => {
+            if !captured && lines.is_empty() {
+                return format!(
+                    "{logs}: its output is not read by reapd (\"log\": \"inherit\"); set \"log\": \
+                     \"prefix\" to keep its last lines\n"
+                );
+            }
+            lines.iter().map(|l| log_line(logs, l, style)).collect()
+        }
     }
+}
+
+/// A service's output line for people: `12:00:01.234 web | text`, `+` for the rest of a cut
+/// line, stderr's in red.
+pub fn log_line(service: &str, l: &LogLine, style: &Style) -> String {
+    let when = clock(UNIX_EPOCH + Duration::from_millis(l.ts_ms));
+    let sep = if l.continued { '+' } else { '|' };
+    let colour = match l.stream {
+        Stream::Stdout => None,
+        Stream::Stderr => Some(Colour::Red),
+    };
+    format!("{when} {service} {sep} {}\n", style.paint(colour, &l.line))
 }
 
 /// An error reply for people (stderr), newline included.

@@ -1,4 +1,5 @@
-//! Reading the config file: the one way start-up, `reapd check` and every reload get its text.
+//! Reading the config file: the one way start-up, `reapd check` and every reload get its text,
+//! and the text of the env files it names (`env_file`), under the same rules.
 //!
 //! Owns: opening the path (symlinks followed, close-on-exec, non-blocking, never becoming a
 //! controlling terminal), refusing anything that is not a regular file, and the size limit.
@@ -11,7 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::wire::config::{self, Config, ConfigError};
+use crate::wire::config::{self, Config, ConfigError, join};
+use crate::wire::env_file;
 
 /// Largest accepted config file. A config of 10 000 services is about 1 MiB; the limit leaves
 /// room for four times that while keeping a reload's read and parse on the loop thread short.
@@ -25,7 +27,45 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             message,
         }]
     })?;
-    config::parse(&text)
+    let mut config = config::parse(&text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let errors = merge_env_files(&mut config, base);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads each service's `env_file` (a relative path is taken from the config file's directory)
+/// and merges its variables under the service's `env`, which wins. Read at every load, so an
+/// error shows in `reapd check` and refuses a reload, and a changed file counts as a changed
+/// service at reload.
+fn merge_env_files(config: &mut Config, base: &Path) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for s in &mut config.services {
+        let Some(file) = &s.launch.env_file else {
+            continue;
+        };
+        let file = base.join(file);
+        let at = join(&join("services", &s.name), "env_file");
+        let vars = read(&file).and_then(|text| {
+            env_file::parse(&text)
+                .map_err(|(line, message)| format!("{} line {line}: {message}", file.display()))
+        });
+        match vars {
+            Ok(vars) => {
+                // A later line of the file wins over an earlier one; `env` over both.
+                let from_file: std::collections::BTreeMap<String, String> =
+                    vars.into_iter().collect();
+                for (k, v) in from_file {
+                    s.env.entry(k).or_insert(v);
+                }
+            }
+            Err(message) => errors.push(ConfigError { path: at, message }),
+        }
+    }
+    errors
 }
 
 /// The text of the config file, or why it cannot be had (a sentence naming the file).
@@ -89,16 +129,16 @@ fn refuse_unless_regular(path: &Path, meta: &Metadata) -> Result<(), String> {
         "not a file reapd knows"
     };
     Err(format!(
-        "cannot read {}: it is {what}, not a regular file; reapd reads its config only from a \
-         regular file (a symlink to one is fine): write the config to a file and point --config at it",
+        "cannot read {}: it is {what}, not a regular file; reapd reads its config and env files \
+         only from regular files (a symlink to one is fine): write it to a file and point to that",
         path.display()
     ))
 }
 
 fn too_big(path: &Path, size: &str) -> String {
     format!(
-        "cannot read {}: it is {size}, and a config file may have at most {MAX_CONFIG_BYTES} bytes \
-         (4 MiB); is this the right file?",
+        "cannot read {}: it is {size}, and a config or env file may have at most \
+         {MAX_CONFIG_BYTES} bytes (4 MiB); is this the right file?",
         path.display()
     )
 }

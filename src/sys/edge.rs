@@ -29,6 +29,7 @@ use crate::sys::config_file;
 use crate::sys::control::{Control, Incoming, Lock};
 use crate::sys::logging;
 use crate::sys::notify::Notifier;
+use crate::sys::output::Outputs;
 use crate::sys::pidfd::PidFd;
 use crate::sys::priority::{Priority, PriorityControl};
 use crate::sys::procfs;
@@ -36,8 +37,9 @@ use crate::sys::signals::SignalSource;
 use crate::sys::spawn::{SpawnSpec, Spawner};
 use crate::sys::state_file;
 use crate::sys::tokens::{self};
-use crate::wire::config::ConfigError;
-use crate::wire::events::{ExitStatus, event_line};
+use crate::wire::config::{ConfigError, LogMode};
+use crate::wire::events::{Event, ExitStatus, event_line};
+use crate::wire::replies::{Reply, ok_line};
 use crate::wire::state_file::{Recorded, StateRecord};
 
 /// How long exiting may spend delivering the last lines to clients.
@@ -85,6 +87,8 @@ pub struct SysEdge {
     priority: PriorityControl,
     /// A descriptor was closed this turn: connections waiting for one may be accepted.
     pub(super) fds_freed: bool,
+    /// Services' output read through pipes (`log: prefix`).
+    pub(super) outputs: Outputs,
 }
 
 /// What the edge is built from, prepared by the event loop's start-up.
@@ -123,6 +127,7 @@ impl SysEdge {
             warned_fds: false,
             priority: PriorityControl::default(),
             fds_freed: false,
+            outputs: Outputs::default(),
         }
     }
 }
@@ -173,7 +178,25 @@ impl Edge for SysEdge {
                 cwd,
                 inherit_stdin,
                 notify_fd,
+                mut launch,
             } => {
+                // Two descriptors more must fit in the pidfds' share, or the stop path's
+                // reserve would pay for them: the service then writes to reapd's own output.
+                if launch.log.piped()
+                    && self.pidfds.len() + self.outputs.open_pipes() + 2 > self.watch_cap
+                {
+                    let name = match &who {
+                        Spawnee::Service(name) | Spawnee::Check { service: name, .. } => {
+                            name.as_str()
+                        }
+                        Spawnee::Hook(_) => "cleanup hook",
+                    };
+                    warn!(
+                        "{name}: no descriptor left for its output pipes (the open-file limit); \
+                         it writes to reapd's own output this time; raise ulimit -n to avoid this"
+                    );
+                    launch.log = LogMode::Inherit;
+                }
                 let pipe = match notify_fd.map(|_| NotifyPipe::new()).transpose() {
                     Ok(p) => p,
                     Err(e) => {
@@ -193,21 +216,36 @@ impl Edge for SysEdge {
                         .as_ref()
                         .zip(notify_fd)
                         .map(|(p, fd)| (p.write.as_raw_fd(), fd)),
+                    launch: &launch,
                 };
                 let input = match self.spawner.spawn(&spec) {
-                    Ok(pid) => match self.adopt_child(pid) {
-                        Ok(proc) => {
-                            if let (Some(pipe), Spawnee::Service(name)) = (pipe, &who) {
-                                // The child holds the write end now; reapd's copy must go, or
-                                // the pipe would never reach end of file.
-                                drop(pipe.write);
-                                self.notify_pipes
-                                    .watch(self.poll.registry(), pid, name, pipe.read);
-                            }
-                            Input::Spawned { who, proc }
+                    Ok(spawned) => {
+                        if let (
+                            Some(read),
+                            Spawnee::Service(name) | Spawnee::Check { service: name, .. },
+                        ) = (spawned.output, &who)
+                        {
+                            self.outputs
+                                .adopt(name, launch.log, read, self.poll.registry());
                         }
-                        Err(e) => Input::SpawnFailed { who, error: e },
-                    },
+                        match self.adopt_child(spawned.pid) {
+                            Ok(proc) => {
+                                if let (Some(pipe), Spawnee::Service(name)) = (pipe, &who) {
+                                    // The child holds the write end now; reapd's copy must go,
+                                    // or the pipe would never reach end of file.
+                                    drop(pipe.write);
+                                    self.notify_pipes.watch(
+                                        self.poll.registry(),
+                                        spawned.pid,
+                                        name,
+                                        pipe.read,
+                                    );
+                                }
+                                Input::Spawned { who, proc }
+                            }
+                            Err(e) => Input::SpawnFailed { who, error: e },
+                        }
+                    }
                     Err(e) => Input::SpawnFailed { who, error: e },
                 };
                 self.learnt.push(input);
@@ -243,6 +281,10 @@ impl Edge for SysEdge {
             }
             Action::Event(ev) => {
                 logging::event(&ev);
+                // A service gone from the config takes its tail with it (once its pipes end).
+                if let Event::Removed { service } = &ev {
+                    self.outputs.forget_tail(service);
+                }
                 let line = event_line(&ev, logging::unix_ms(SystemTime::now()));
                 let got = self
                     .control
@@ -281,6 +323,32 @@ impl Edge for SysEdge {
             Action::Release { keep_state } => {
                 let failures = self.release(keep_state);
                 self.learnt.push(Input::Released { failures });
+            }
+            Action::Logs {
+                to: (conn, id),
+                name,
+                captured,
+                lines,
+                follow,
+            } => {
+                let reply = Reply::Logs {
+                    lines: self.outputs.tail(&name, lines),
+                    logs: name.clone(),
+                    captured,
+                };
+                let line = ok_line(id.as_ref(), &reply);
+                let mut got = Vec::new();
+                if let Some(c) = self.control.as_mut() {
+                    // A follower first: a client that already closed its sending side is kept
+                    // for the lines to come instead of being done with its reply.
+                    if follow {
+                        c.follow(conn);
+                        self.outputs.follow(conn, &name);
+                    }
+                    got = c.reply(conn, &line, self.poll.registry());
+                }
+                let inputs = self.incoming(got);
+                self.learnt.extend(inputs);
             }
             Action::Exit { code } => self.exit_code = Some(code),
         }
@@ -370,12 +438,26 @@ impl SysEdge {
         }
     }
 
+    /// Hands the lines read for `logs -f` followers to the control socket.
+    pub(super) fn pass_to_followers(&mut self) {
+        let lines = std::mem::take(&mut self.outputs.to_followers);
+        let mut got = Vec::new();
+        if let Some(c) = self.control.as_mut() {
+            for (conn, line) in lines {
+                got.extend(c.send(conn, &line, self.poll.registry()));
+            }
+        }
+        let inputs = self.incoming(got);
+        self.learnt.extend(inputs);
+    }
+
     pub(super) fn incoming(&mut self, got: Vec<Incoming>) -> Vec<Input> {
         got.into_iter()
             .map(|i| match i {
                 Incoming::Request { conn, id, request } => Input::Request { conn, id, request },
                 Incoming::Closed(conn) => {
                     self.fds_freed = true;
+                    self.outputs.unfollow(conn);
                     Input::ConnClosed(conn)
                 }
             })
@@ -409,7 +491,7 @@ impl SysEdge {
         let proc = ProcId { pid, start };
         // Beyond the pidfd cap a child of ours is still seen to exit, through SIGCHLD; the
         // descriptors stay for clients and the stop path.
-        if self.pidfds.len() >= self.watch_cap {
+        if self.watch_full() {
             self.short_of_fds("the pidfd cap (the open-file limit) is reached");
             return Ok(proc);
         }
@@ -418,6 +500,12 @@ impl SysEdge {
             Err(e) => warn!("pidfd_open({pid}): {e}; relying on SIGCHLD for it"),
         }
         Ok(proc)
+    }
+
+    /// The pidfds' share of descriptors is used up. Services' output pipes count against it,
+    /// so that they never eat into the stop path's reserve.
+    fn watch_full(&self) -> bool {
+        self.pidfds.len() + self.outputs.open_pipes() >= self.watch_cap
     }
 
     fn reached(&mut self, proc: ProcId, reach: Reach) {
@@ -453,7 +541,7 @@ impl SysEdge {
             None => {}
         }
         // Keep descriptors for sockets and spawning: beyond the cap, fall back on rescans.
-        if self.pidfds.len() >= self.watch_cap {
+        if self.watch_full() {
             self.short_of_fds("the pidfd cap (the open-file limit) is reached");
             return Reach::Blind;
         }
@@ -564,6 +652,9 @@ impl SysEdge {
     }
 
     pub(super) fn exit(&mut self, code: i32) -> i32 {
+        // Everything the services wrote goes out before reapd does (bounded by FINAL_DRAIN).
+        self.outputs.finish(self.poll.registry());
+        self.pass_to_followers();
         if let Some(c) = self.control.as_mut() {
             c.flush_all(Instant::now() + FINAL_FLUSH);
         }

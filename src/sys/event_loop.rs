@@ -167,10 +167,11 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
         if let Some(code) = edge.exit_code {
             return edge.exit(code);
         }
-        let busy = edge
-            .control
-            .as_ref()
-            .is_some_and(|c| c.has_work() || (edge.fds_freed && c.waiting_for_descriptor()));
+        let busy = edge.outputs.has_work()
+            || edge
+                .control
+                .as_ref()
+                .is_some_and(|c| c.has_work() || (edge.fds_freed && c.waiting_for_descriptor()));
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
@@ -229,6 +230,8 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                 }
                 // A child of reapd is collected through its pidfd; SIGCHLD still reaps the others.
                 Source::Pidfd(pid) => edge.exited(pid),
+                Source::Pipe(id) => edge.outputs.readable(id),
+                Source::Sink(which) => edge.outputs.writable(which, edge.poll.registry()),
                 Source::Notify(pid) => edge.notified(pid),
                 // Sporadic events of sources already gone.
                 Source::Unknown => {}
@@ -237,6 +240,10 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
         if broken {
             inputs.extend(edge.read_signals().1);
         }
+        // Services' output is read (each pipe within its budget) before the turn's inputs are
+        // told, so a service's last lines come before the news of its exit.
+        edge.outputs.read_pending(edge.poll.registry());
+        edge.pass_to_followers();
         if reap {
             inputs.extend(edge.reap());
         }

@@ -1,7 +1,9 @@
 //! Starting processes: a clean slate for every service and hook.
 //!
 //! Owns: `fork`/`exec` through `std::process::Command`, with what runs between them: a new
-//! session, an empty signal mask, default signal dispositions and the file limit reapd found.
+//! session, an empty signal mask, default signal dispositions and the file limit reapd found,
+//! then a service's own limits, umask and identity (`sys::identity`); and, for a service whose
+//! output goes through reapd, the pipes its stdout and stderr are (`sys::output`).
 //! Must never: leak one of reapd's descriptors into a child (everything reapd opens is
 //! close-on-exec), or run anything but async-signal-safe calls between fork and exec.
 
@@ -12,7 +14,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::core::proctree::Pid;
+use crate::sys::identity::{self, Prepared};
+use crate::sys::output::PipePair;
 use crate::sys::rlimits::{self, Nofile};
+use crate::wire::config::Launch;
 
 /// What to start.
 #[derive(Debug)]
@@ -28,6 +33,18 @@ pub struct SpawnSpec<'a> {
     /// Hand this descriptor (reapd's, close-on-exec) to the child as the given number: the write
     /// end of a notification pipe.
     pub notify: Option<(RawFd, i32)>,
+    /// Output, identity and limits.
+    pub launch: &'a Launch,
+}
+
+/// A started process, with the read ends of its output pipes when its output goes through
+/// reapd.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid.
+    pub pid: Pid,
+    /// stdout, stderr.
+    pub output: Option<[std::os::fd::OwnedFd; 2]>,
 }
 
 /// What every child receives from reapd besides its spec: the open-file limit reapd found (it
@@ -56,8 +73,8 @@ impl Spawner {
         }
     }
 
-    /// Starts a process in its own session and returns its pid.
-    pub fn spawn(&self, spec: &SpawnSpec<'_>) -> Result<Pid, String> {
+    /// Starts a process in its own session.
+    pub fn spawn(&self, spec: &SpawnSpec<'_>) -> Result<Spawned, String> {
         // exec's ENOENT cannot tell a missing program from a missing working directory.
         if let Some(dir) = spec.cwd
             && !dir.is_dir()
@@ -81,7 +98,7 @@ impl Spawner {
     }
 }
 
-fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<Pid, String> {
+fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<Spawned, String> {
     let Some((program, args)) = spec.cmd.split_first() else {
         return Err("empty command".into());
     };
@@ -97,10 +114,21 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<P
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
+    let mut output = None;
+    if spec.launch.log.piped() {
+        let PipePair {
+            read,
+            write: [out, err],
+        } = PipePair::open().map_err(|e| format!("cannot open pipes for its output: {e}"))?;
+        // The write ends go to the child only: `cmd` and with it these close when this returns.
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        output = Some(read);
+    }
+    let prepared = Prepared::new(spec.launch);
     let notify = spec.notify;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (setsid, sigprocmask, sigaction, setrlimit, dup2, fcntl) on stack data; it allocates
-    // nothing.
+    // (setsid, sigprocmask, sigaction, dup2, fcntl, setrlimit, umask, setgroups, setgid,
+    // setuid) on stack data and data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -132,13 +160,23 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<P
                 };
                 libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }
-            Ok(())
+            // The service's own limits (nofile among them) win over the one reapd found.
+            match &prepared {
+                Some(p) => p.apply(),
+                None => Ok(()),
+            }
         });
     }
     match cmd.spawn() {
         // Dropping `Child` neither waits nor kills; reapd reaps every child with waitpid(-1).
-        Ok(child) => Pid::try_from(child.id()).map_err(|_| "pid out of range".to_string()),
+        Ok(child) => Ok(Spawned {
+            pid: Pid::try_from(child.id()).map_err(|_| "pid out of range".to_string())?,
+            output,
+        }),
         Err(e) => {
+            if let Some(step) = identity::explain(&e, spec.launch) {
+                return Err(step);
+            }
             let cwd = spec
                 .cwd
                 .map(|d| format!(" in {}", d.display()))

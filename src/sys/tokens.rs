@@ -1,9 +1,10 @@
 //! Poll tokens: which source a readiness event belongs to.
 //!
-//! Owns: the one layout of `mio::Token` values: the kind of source in the low two bits, its
-//! number above them (the signal pipe and the listener, a connection's id, a pidfd's pid). Pids
-//! are at most 2^22 on Linux and connection ids are allocated from 0, so every value fits a 32-bit
-//! `usize` as well as a 64-bit one.
+//! Owns: the one layout of `mio::Token` values: the kind of source in the low three bits, its
+//! number above them (the signal pipe and the listener, a connection's id, a pidfd's or a
+//! notification pipe's pid, an output pipe's number). Pids are at most 2^22 on Linux and
+//! connection ids and pipe numbers are allocated from 0, so every value fits a 32-bit `usize` as
+//! well as a 64-bit one.
 //! Must never: let two live sources share a token.
 
 use mio::Token;
@@ -11,11 +12,13 @@ use mio::Token;
 use crate::core::io::ConnId;
 use crate::core::proctree::Pid;
 
-const KIND_BITS: u32 = 2;
+const KIND_BITS: u32 = 3;
 const FIXED: usize = 0;
 const CONN: usize = 1;
 const PIDFD: usize = 2;
 const NOTIFY: usize = 3;
+/// Services' output: reapd's stdout and stderr (numbers 0 and 1) and the pipes (2 up).
+const OUTPUT: usize = 4;
 
 /// The signal self-pipe.
 pub const SIGNALS: Token = Token(FIXED);
@@ -33,6 +36,10 @@ pub enum Source {
     Conn(ConnId),
     /// A process's pidfd.
     Pidfd(Pid),
+    /// A service's output pipe, by its number.
+    Pipe(u64),
+    /// reapd's stdout (0) or stderr (1), waited on while full.
+    Sink(usize),
     /// The notification pipe of a service's main process, by its pid.
     Notify(Pid),
     /// Nothing reapd registered (a stale event).
@@ -51,6 +58,19 @@ pub fn pidfd(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | PIDFD)
 }
 
+/// The token of an output pipe; pipe numbers are allocated from 0 and stay far below 2^28.
+pub fn pipe(id: u64) -> Token {
+    let value = usize::try_from(id)
+        .unwrap_or(usize::MAX >> KIND_BITS)
+        .saturating_add(2);
+    Token((value << KIND_BITS) | OUTPUT)
+}
+
+/// The token of reapd's stdout (0) or stderr (1).
+pub fn sink(which: usize) -> Token {
+    Token((which << KIND_BITS) | OUTPUT)
+}
+
 /// The token of a notification pipe.
 pub fn notify(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | NOTIFY)
@@ -64,6 +84,8 @@ pub fn source(t: Token) -> Source {
         FIXED if t == LISTENER => Source::Listener,
         CONN => Source::Conn(value as ConnId),
         PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
+        OUTPUT if value < 2 => Source::Sink(value),
+        OUTPUT => Source::Pipe((value - 2) as u64),
         NOTIFY => Pid::try_from(value).map_or(Source::Unknown, Source::Notify),
         _ => Source::Unknown,
     }
@@ -86,5 +108,9 @@ mod tests {
             assert_ne!(notify(pid), pidfd(pid));
             assert_ne!(Some(pidfd(pid)), conn(pid as ConnId));
         }
+        assert_eq!(source(sink(1)), Source::Sink(1));
+        assert_eq!(source(pipe(0)), Source::Pipe(0));
+        assert_eq!(source(pipe(77)), Source::Pipe(77));
+        assert_ne!(pipe(0), sink(1));
     }
 }

@@ -59,6 +59,8 @@ const USAGE_TAIL: &str = "\
 ctl options:
   -s, --socket PATH           socket to connect to (same default as above)
       --json                  print the daemon's JSON lines unchanged
+  -n, --lines N               logs: how many of the last lines (default 20)
+  -f, --follow                logs: then print new lines as they come
 
 Exit status: 0 clean shutdown; 1 shutdown finished but not clean; 2 usage or config error;
 3 could not start. With -- CMD: the command's own status when it exits by itself.
@@ -229,6 +231,8 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut ready = false;
     let mut timeout_ms = None;
     let mut words: Vec<String> = Vec::new();
+    // Command options (`logs -f -n 50`), checked against the command once it is known.
+    let mut options: Vec<(char, Option<String>)> = Vec::new();
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('s') | Long("socket") => {
@@ -238,6 +242,8 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("wait") => wait = true,
             Long("ready") => ready = true,
             Long("timeout") => timeout_ms = Some(millis(&mut p, "--timeout")?),
+            Short('f') | Long("follow") => options.push(('f', None)),
+            Short('n') | Long("lines") => options.push(('n', Some(text(&mut p)?))),
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) => words.push(
                 v.into_string()
@@ -281,6 +287,19 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
             ArgKind::Signal => parse_signal(value)?.as_str().to_string(),
         };
         request.insert(arg.kind.field().into(), value.into());
+    }
+    for (short, value) in options {
+        let Some(o) = spec.options().iter().find(|o| o.short == short) else {
+            return Err(format!("{word} takes no option -{short}"));
+        };
+        let v: serde_json::Value = match value {
+            None => true.into(),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| format!("-{short}: expected a number of lines, found {v:?}"))?
+                .into(),
+        };
+        request.insert(o.field.into(), v);
     }
     Ok(Command::Ctl(CtlArgs {
         socket,
@@ -412,6 +431,31 @@ mod tests {
             p(&["-c", "x", "--stop-timeout", "5"])
                 .unwrap_err()
                 .contains("apply to -- CMD")
+        );
+    }
+
+    #[test]
+    fn ctl_logs_takes_its_options_anywhere_and_only_logs_does() {
+        let Ok(Command::Ctl(c)) = p(&["ctl", "-f", "logs", "web", "-n", "5"]) else {
+            panic!()
+        };
+        assert_eq!(c.cmd, Cmd::Logs);
+        let v: serde_json::Value = serde_json::from_str(&c.request).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"cmd": "logs", "name": "web", "follow": true, "lines": 5})
+        );
+        assert_eq!(
+            p(&["ctl", "stop", "web", "-f"]),
+            Err("stop takes no option -f".into())
+        );
+        assert_eq!(
+            p(&["ctl", "logs", "web", "-n", "lots"]),
+            Err("-n: expected a number of lines, found \"lots\"".into())
+        );
+        assert_eq!(
+            p(&["ctl", "logs"]),
+            Err("usage: reapd ctl logs NAME [-f] [-n N]".into())
         );
     }
 

@@ -33,6 +33,8 @@ pub enum Cmd {
     Ready,
     /// Answer once every service that should run is ready.
     Wait,
+    /// A service's recent output, optionally followed.
+    Logs,
 }
 
 /// What an argument holds, which decides its JSON key, its placeholder and how it is read.
@@ -185,9 +187,42 @@ const WAIT: CommandSpec = CommandSpec {
     about: "answer once every service that should run is ready",
 };
 
+const LOGS: CommandSpec = CommandSpec {
+    cmd: Cmd::Logs,
+    name: "logs",
+    args: &[service("the service whose output to show")],
+    mutates: false,
+    about: "a service's last lines (log \"prefix\"); -f follows",
+};
+
+/// A flag a command takes besides its arguments (`ctl logs NAME -n 50 -f`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdOption {
+    /// Its request field.
+    pub field: &'static str,
+    /// Its `ctl` flag.
+    pub short: char,
+    /// Its value's placeholder; `None` for a switch (`true` when given).
+    pub value: Option<&'static str>,
+}
+
+/// The options of `logs`.
+pub const LOGS_OPTIONS: &[CmdOption] = &[
+    CmdOption {
+        field: "follow",
+        short: 'f',
+        value: None,
+    },
+    CmdOption {
+        field: "lines",
+        short: 'n',
+        value: Some("N"),
+    },
+];
+
 /// Every command, in the order replies and docs list them.
 pub const COMMANDS: &[CommandSpec] = &[
-    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH, READY, WAIT,
+    PING, STATUS, LIST, START, STOP, RESTART, SIGNAL, RELOAD, SHUTDOWN, WATCH, READY, WAIT, LOGS,
 ];
 
 impl Cmd {
@@ -206,6 +241,7 @@ impl Cmd {
             Cmd::Watch => &WATCH,
             Cmd::Ready => &READY,
             Cmd::Wait => &WAIT,
+            Cmd::Logs => &LOGS,
         }
     }
 
@@ -226,12 +262,26 @@ impl CommandSpec {
         self.args.iter().find(|a| a.kind == kind)
     }
 
-    /// `stop NAME`, `signal NAME SIGNAL`.
+    /// Its options besides the arguments.
+    pub fn options(&self) -> &'static [CmdOption] {
+        match self.cmd {
+            Cmd::Logs => LOGS_OPTIONS,
+            _ => &[],
+        }
+    }
+
+    /// `stop NAME`, `signal NAME SIGNAL`, `logs NAME [-f] [-n N]`.
     pub fn usage(&self) -> String {
         let mut out = self.name.to_string();
         for a in self.args {
             out.push(' ');
             out.push_str(a.kind.placeholder());
+        }
+        for o in self.options() {
+            match o.value {
+                Some(v) => out.push_str(&format!(" [-{} {v}]", o.short)),
+                None => out.push_str(&format!(" [-{}]", o.short)),
+            }
         }
         out
     }
@@ -251,7 +301,7 @@ pub fn name_list() -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Cmd; 12] = [
+    const ALL: [Cmd; 13] = [
         Cmd::Ping,
         Cmd::Status,
         Cmd::List,
@@ -264,6 +314,7 @@ mod tests {
         Cmd::Watch,
         Cmd::Ready,
         Cmd::Wait,
+        Cmd::Logs,
     ];
 
     #[test]
@@ -303,12 +354,13 @@ mod tests {
                 "shutdown",
                 "watch",
                 "ready",
-                "wait"
+                "wait",
+                "logs NAME [-f] [-n N]"
             ]
         );
         assert_eq!(
             name_list(),
-            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch, ready, wait"
+            "ping, status, list, start, stop, restart, signal, reload, shutdown, watch, ready, wait, logs"
         );
     }
 

@@ -9,9 +9,11 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod env_file;
 pub mod events;
 pub mod exit;
 pub mod json;
+pub mod loglines;
 pub mod narrative;
 pub mod protocol;
 pub mod replies;

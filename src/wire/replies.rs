@@ -223,6 +223,17 @@ pub enum Reply {
         /// Those that are not, in start order.
         not_ready: Vec<String>,
     },
+    /// `logs`: the service's last lines, oldest first (with `follow`, new lines follow, one
+    /// per line, as `wire::loglines::FollowedLine`).
+    Logs {
+        /// The service.
+        logs: String,
+        /// Its output is piped through reapd (`log` is not `"inherit"`); otherwise there are
+        /// never any lines.
+        captured: bool,
+        /// The lines.
+        lines: Vec<crate::wire::loglines::LogLine>,
+    },
 }
 
 /// An `{"ok": true, ...}` reply line (newline included).

@@ -322,3 +322,33 @@ fn a_restart_overridden_by_a_stop_is_answered() {
     );
     assert_eq!(reply["code"], "superseded");
 }
+
+#[test]
+fn logs_is_answered_for_a_known_service_and_refused_for_an_unknown_one() {
+    let mut w = World::new(
+        r#"{"services": {"web": {"cmd": ["web"], "log": "prefix"}, "db": {"cmd": ["db"]}}}"#,
+    );
+    w.start();
+    // The lines are the edge's; the simulation has none, but says whether they are captured.
+    let r = w
+        .request(1, r#"{"cmd":"logs","name":"web","id":4}"#)
+        .expect("reply");
+    assert_eq!(
+        (&r["logs"], &r["captured"], &r["id"]),
+        (&json!("web"), &json!(true), &json!(4))
+    );
+    let r = w
+        .request(2, r#"{"cmd":"logs","name":"db","follow":true}"#)
+        .expect("reply");
+    assert_eq!(r["captured"], false, "{r}");
+    let r = w
+        .request(3, r#"{"cmd":"logs","name":"dbb"}"#)
+        .expect("reply");
+    assert_eq!(code(&r), "no_such_service", "{r}");
+    // Not a mutation: still answered while shutting down.
+    w.signal(Signal::SIGTERM);
+    let r = w
+        .request(4, r#"{"cmd":"logs","name":"web"}"#)
+        .expect("reply");
+    assert_eq!(r["ok"], true, "{r}");
+}

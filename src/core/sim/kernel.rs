@@ -556,6 +556,25 @@ impl Edge for Kernel {
                 self.events.push((self.now, e));
                 Vec::new()
             }
+            // No pipes in the simulation: every tail is empty.
+            Action::Logs {
+                to: (conn, id),
+                name,
+                captured,
+                ..
+            } => {
+                let line = crate::wire::replies::ok_line(
+                    id.as_ref(),
+                    &crate::wire::replies::Reply::Logs {
+                        logs: name,
+                        captured,
+                        lines: Vec::new(),
+                    },
+                );
+                let v = serde_json::from_str(&line).unwrap_or(Value::Null);
+                self.replies.push((conn, v));
+                Vec::new()
+            }
             Action::CloseListener => {
                 self.listener_closed = true;
                 Vec::new()

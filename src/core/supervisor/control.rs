@@ -46,6 +46,24 @@ impl Supervisor {
                     state: self.phase().as_str().into(),
                 })
             }
+            Request::Logs {
+                name,
+                lines,
+                follow,
+            } => match self.services.get(&name) {
+                None => Err(requests::no_such(&name, &self.services)),
+                Some(s) => {
+                    // The lines are the edge's: it holds the pipes and each service's tail.
+                    self.out.push(Action::Logs {
+                        to,
+                        name,
+                        captured: s.spec.launch.log.piped(),
+                        lines: lines.unwrap_or(crate::wire::loglines::DEFAULT_LINES),
+                        follow,
+                    });
+                    return;
+                }
+            },
             Request::Ready => Ok(self.ready_reply()),
             Request::Wait => {
                 let reply = self.ready_reply();

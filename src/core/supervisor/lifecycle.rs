@@ -95,6 +95,7 @@ impl Supervisor {
             env,
             cwd: s.spec.cwd.clone(),
             inherit_stdin,
+            launch: s.spec.launch.clone(),
             notify_fd: match s.spec.run.ready.as_ref().map(|r| &r.probe) {
                 Some(Probe::NotifyFd(fd)) => Some(*fd),
                 _ => None,

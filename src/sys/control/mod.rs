@@ -80,6 +80,9 @@ struct Conn {
     /// Close as soon as the output is flushed.
     closing: bool,
     watcher: bool,
+    /// Follows a service's output (`logs -f`): kept, and dropped when it stops reading, like a
+    /// watcher, but sent no events.
+    follower: bool,
     interest: Interest,
     /// The socket may hold bytes not read yet: the last read did not end in `WouldBlock`, or a
     /// readiness event came since. Edge-triggered polling announces new bytes only once.
@@ -306,6 +309,7 @@ impl Control {
                     read_closed: false,
                     closing: false,
                     watcher: false,
+                    follower: false,
                     interest: Interest::READABLE,
                     // It may have written before we registered it: look once.
                     unread: true,
@@ -495,6 +499,22 @@ impl Control {
         out
     }
 
+    /// Makes a connection a follower of output lines (`logs -f`).
+    pub fn follow(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.follower = true;
+        }
+    }
+
+    /// Queues a line for one follower.
+    pub fn send(&mut self, id: ConnId, line: &str, registry: &Registry) -> Vec<Incoming> {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return Vec::new();
+        };
+        c.output.extend_from_slice(line.as_bytes());
+        self.settle(id, registry)
+    }
+
     /// The peer closed the connection completely: nothing more can be delivered.
     pub fn hang_up(&mut self, id: ConnId, registry: &Registry) -> Vec<Incoming> {
         self.drop_conn(id, registry)
@@ -518,7 +538,7 @@ impl Control {
         let ids: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.watcher)
+            .filter(|(_, c)| !c.watcher && !c.follower)
             .map(|(id, _)| *id)
             .collect();
         ids.into_iter()
@@ -585,16 +605,20 @@ impl Control {
             c.output = Vec::new();
         }
         // A watcher cannot be slowed down (events do not wait for it): past the limit it goes.
-        if c.watcher && c.output.len() > MAX_WATCHER_OUTPUT {
+        if (c.watcher || c.follower) && c.output.len() > MAX_WATCHER_OUTPUT {
             warn!(
-                "control connection {id}: watcher is not reading ({} bytes of events queued); dropping it",
+                "control connection {id}: watcher or follower is not reading ({} bytes of events queued); dropping it",
                 c.output.len()
             );
             broken = true;
         }
         let finished = c.output.is_empty()
             && (c.closing
-                || (c.read_closed && !c.input.has_unscanned() && c.in_flight == 0 && !c.watcher));
+                || (c.read_closed
+                    && !c.input.has_unscanned()
+                    && c.in_flight == 0
+                    && !c.watcher
+                    && !c.follower));
         if broken || finished {
             return self.drop_conn(id, registry);
         }

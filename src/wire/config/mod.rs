@@ -62,6 +62,13 @@ pub const SERVICE_KEYS: &[&str] = &[
     "restart_window_ms",
     "essential",
     "autostart",
+    "log",
+    "user",
+    "group",
+    "groups",
+    "umask",
+    "limits",
+    "env_file",
 ];
 
 /// When a service is started again after its main process exits.
@@ -149,6 +156,8 @@ pub struct ServiceSpec {
     pub matches: Vec<String>,
     /// How it runs: type, readiness, health, restart limits, essential, autostart.
     pub run: RunSpec,
+    /// Output, identity and limits of its process.
+    pub launch: Launch,
 }
 
 impl ServiceSpec {
@@ -176,6 +185,7 @@ impl ServiceSpec {
             ports: Vec::new(),
             matches: Vec::new(),
             run: RunSpec::default(),
+            launch: Launch::default(),
         }
     }
 }
@@ -285,6 +295,7 @@ pub fn stop_signal_name(sig: Signal) -> String {
     signal_name(sig as i32)
 }
 
+mod launch;
 mod order;
 mod parse;
 mod run;
@@ -292,6 +303,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use launch::{Launch, Limit, LogMode, RESOURCES, Resource};
 pub use parse::parse;
 pub use run::{
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RETRIES, DEFAULT_HEALTH_TIMEOUT,

@@ -167,6 +167,7 @@ impl Cx {
             }
         }
         self.run_keys(path, obj, &mut spec);
+        spec.launch = self.launch(path, obj);
         (self.errors.len() == before).then_some(spec)
     }
 }
