@@ -221,6 +221,34 @@ fn a_notify_fd_held_by_a_grandchild_does_not_make_a_restarted_service_ready() {
     d.assert_clean_exit();
 }
 
+#[test]
+#[ignore = "defect: a notify_fd above the open-file limit is reported as `cannot execute \"sleep\": Bad file descriptor`"]
+fn a_notify_fd_above_the_open_file_limit_is_reported_as_such() {
+    if !require_tool("prlimit") {
+        return;
+    }
+    let b = Daemon::builder("notify-rlimit");
+    let cfg = json!({ "services": {
+        "db": { "cmd": ["sleep", "1000"], "ready": { "notify_fd": 1000 }, "restart": "never" },
+    }});
+    let mut d = b
+        .config(cfg)
+        .wrapper(["prlimit", "--nofile=64:64", "--"])
+        .start();
+    d.wait_state("db", "exited");
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("db: cannot start"))
+        .unwrap_or_else(|| panic!("no start error:\n{log}"));
+    assert!(
+        line.contains("1000") && !line.contains("cannot execute"),
+        "the error must name the descriptor, not blame the program: {line}"
+    );
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
 // ---- exec checks --------------------------------------------------------------------------
 
 #[test]
@@ -310,6 +338,54 @@ fn an_exec_check_that_ignores_sigterm_is_still_killed_at_its_timeout() {
     );
     let web = d.service("web").expect("web");
     assert_eq!(web["health"], "failing", "{web}");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn a_ready_exec_check_in_flight_dies_with_its_service() {
+    let b = Daemon::builder("check-orphaned");
+    let dir = b.dir().path.clone();
+    let check = format!(
+        "echo $$ >> {}; exec sleep 1000",
+        dir.join("checks.log").display()
+    );
+    let cmd = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; exit 1",
+        dir.join("checks.log").display()
+    );
+    let cfg = json!({ "services": {
+        "db": { "cmd": ["sh", "-c", cmd], "ready": { "exec": ["sh", "-c", check] },
+                "restart": "never" },
+    }});
+    let mut d = b.config(cfg).start();
+    let text = d.wait_for("checks.log", "\n");
+    let check_pid: i32 = text.trim().parse().expect("a pid");
+    let over = wait_until(SOON, || {
+        d.service("db")
+            .is_some_and(|s| s["pid"].is_null() && s["state"] != "starting")
+    });
+    assert!(over, "{:?}", d.service("db"));
+    let gone = wait_until(SOON, || !d.runs(check_pid));
+    assert!(gone, "the ready check outlived its service:\n{}", d.log());
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
+#[test]
+fn an_exec_check_runs_in_its_services_environment_and_directory() {
+    let b = Daemon::builder("check-env");
+    let dir = b.dir().path.clone();
+    std::fs::create_dir(dir.join("work")).expect("mkdir");
+    std::fs::write(dir.join("work/here"), "").expect("file");
+    let cfg = json!({ "services": {
+        "db": { "cmd": ["sleep", "1000"], "env": { "ROLE": "primary" }, "cwd": dir.join("work"),
+                "ready": { "exec": ["sh", "-c", "test \"$ROLE\" = primary && test -e here"] },
+                "ready_timeout_ms": 5000, "restart": "never" },
+    }});
+    let mut d = b.config(cfg).start();
+    let ok = wait_until(SOON, || d.service("db").is_some_and(|s| s["ready"] == true));
+    assert!(ok, "{:?}\n{}", d.service("db"), d.log());
     d.signal(libc::SIGTERM);
     d.assert_clean_exit();
 }
