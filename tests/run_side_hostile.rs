@@ -825,6 +825,35 @@ fn ctl_restart_of_a_ready_dependency_does_not_duplicate_its_dependents() {
     d.assert_clean_exit();
 }
 
+#[test]
+#[ignore = "defect: 64 pending `ctl wait` clients take every client slot: `ctl ping` (the documented liveness probe) and `ctl ready` are refused"]
+fn pending_waits_do_not_lock_out_the_liveness_and_readiness_probes() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let b = Daemon::builder("wait-flood");
+    let cfg = json!({ "services": {
+        "db": { "cmd": ["sleep", "1000"], "ready": { "notify_fd": 3 } },
+    }});
+    let mut d = b.config(cfg).start();
+    // Deploy scripts each running `reapd ctl wait --ready` while db starts slowly.
+    let mut waiters = Vec::new();
+    for _ in 0..64 {
+        let mut c = UnixStream::connect(&d.socket).expect("connect");
+        c.write_all(b"{\"cmd\":\"wait\"}\n").expect("send wait");
+        waiters.push(c);
+    }
+    // Every waiter is accepted and parked before the probes come.
+    let parked = wait_until(SOON, || d.log().matches("connection").count() >= 64);
+    assert!(parked, "{}", d.log());
+    let ping = ctl(&d, &["ping"], SOON);
+    let ready = ctl(&d, &["ready"], SOON);
+    drop(waiters);
+    assert_eq!(ping.code, Some(0), "the liveness probe fails: {ping:?}");
+    assert!(!ready.stderr.contains("too_many"), "{ready:?}");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+}
+
 // ---- reloads that change what a service waits for -----------------------------------------
 
 #[test]
