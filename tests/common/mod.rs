@@ -14,6 +14,7 @@
 //! - [`tools`]: external tools and preconditions (`require`, `run_bounded`, `reapd check`, the C
 //!   fixtures, the static binary).
 //! - [`cage`]: [`PidsCage`], the pids cgroup and watchdog every fork bomb runs in.
+//! - [`running`]: `reapd ctl`, start loggers and readiness gates for the run-side tests.
 //!
 //! Every process a test starts carries `REAPD_TEST_MARKER=<marker>` in its environment or the
 //! marker in its argv. Dropping a [`Daemon`] or a [`Marked`] (also when a test fails) SIGKILLs,
@@ -30,6 +31,7 @@ mod dirs;
 mod fixtures;
 mod marked;
 mod procs;
+mod running;
 mod tools;
 
 pub use builder::*;
@@ -40,6 +42,7 @@ pub use dirs::*;
 pub use fixtures::*;
 pub use marked::*;
 pub use procs::*;
+pub use running::*;
 pub use tools::*;
 
 use std::time::{Duration, Instant};
