@@ -123,6 +123,7 @@ impl Hooks {
             env: Vec::new(),
             cwd: None,
             inherit_stdin: false,
+            cgroup: None,
         });
         false
     }

@@ -170,6 +170,7 @@ impl Service {
             restarts: self.restarts,
             last_exit: self.last_exit,
             uptime_ms: since.map(|t| ms(now.saturating_duration_since(t))),
+            usage: None,
         }
     }
 

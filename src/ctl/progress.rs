@@ -282,6 +282,7 @@ mod tests {
             how: how.into(),
             elapsed_ms,
             leftovers: false,
+            cgroup_empty: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! Must never: decide anything. It turns readiness into the core's inputs and carries out the
 //! core's actions.
 
+pub mod cgroup;
 pub mod config_file;
 pub mod control;
 pub mod edge;

@@ -6,6 +6,7 @@
 //! close-on-exec), or run anything but async-signal-safe calls between fork and exec.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,6 +25,9 @@ pub struct SpawnSpec<'a> {
     pub cwd: Option<&'a PathBuf>,
     /// Keep reapd's stdin instead of `/dev/null`.
     pub inherit_stdin: bool,
+    /// A cgroup's `cgroup.procs`, open for writing: the child joins that cgroup before anything
+    /// else, so it never runs outside it.
+    pub cgroup: Option<RawFd>,
 }
 
 /// What every child receives from reapd besides its spec: the open-file limit reapd found (it
@@ -92,6 +96,19 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<P
         .stderr(Stdio::inherit());
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
+    }
+    if let Some(fd) = spec.cgroup {
+        // SAFETY: runs between fork and exec, first of the child's steps: one write(2) of a
+        // static byte string to a descriptor the parent holds open until the spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                // "0" is the writer itself: the child moves into the cgroup before it execs.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
     // (setsid, sigprocmask, sigaction, setrlimit) on stack data; it allocates nothing.

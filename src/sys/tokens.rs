@@ -1,7 +1,8 @@
 //! Poll tokens: which source a readiness event belongs to.
 //!
 //! Owns: the one layout of `mio::Token` values: the kind of source in the low two bits, its
-//! number above them (the signal pipe and the listener, a connection's id, a pidfd's pid). Pids
+//! number above them (the signal pipe and the listener, a connection's id, a pidfd's pid, a
+//! service cgroup's number). Pids
 //! are at most 2^22 on Linux and connection ids are allocated from 0, so every value fits a 32-bit
 //! `usize` as well as a 64-bit one.
 //! Must never: let two live sources share a token.
@@ -15,6 +16,7 @@ const KIND_BITS: u32 = 2;
 const FIXED: usize = 0;
 const CONN: usize = 1;
 const PIDFD: usize = 2;
+const CGROUP: usize = 3;
 
 /// The signal self-pipe.
 pub const SIGNALS: Token = Token(FIXED);
@@ -32,6 +34,8 @@ pub enum Source {
     Conn(ConnId),
     /// A process's pidfd.
     Pidfd(Pid),
+    /// A service cgroup's `cgroup.events`, by its number in `sys::cgroup`.
+    Cgroup(usize),
     /// Nothing reapd registered (a stale event).
     Unknown,
 }
@@ -48,6 +52,11 @@ pub fn pidfd(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | PIDFD)
 }
 
+/// The token of a service cgroup's `cgroup.events`.
+pub fn cgroup(n: usize) -> Token {
+    Token((n << KIND_BITS) | CGROUP)
+}
+
 /// What a token stands for.
 pub fn source(t: Token) -> Source {
     let value = t.0 >> KIND_BITS;
@@ -56,6 +65,7 @@ pub fn source(t: Token) -> Source {
         FIXED if t == LISTENER => Source::Listener,
         CONN => Source::Conn(value as ConnId),
         PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
+        CGROUP => Source::Cgroup(value),
         _ => Source::Unknown,
     }
 }
@@ -75,6 +85,7 @@ mod tests {
             assert_eq!(source(pidfd(pid)), Source::Pidfd(pid));
             assert_ne!(Some(pidfd(pid)), conn(pid as ConnId));
         }
-        assert_eq!(source(Token(3)), Source::Unknown);
+        assert_eq!(source(cgroup(5)), Source::Cgroup(5));
+        assert_eq!(source(Token(2)), Source::Pidfd(0));
     }
 }

@@ -14,6 +14,7 @@ use lexopt::prelude::*;
 use nix::sys::signal::Signal;
 
 use crate::wire::commands::{self, ArgKind, COMMANDS, Cmd, CommandSpec};
+use crate::wire::config::CgroupMode;
 use crate::wire::signal_names::parse_signal;
 
 /// The usage text printed by `--help`.
@@ -42,6 +43,8 @@ Options:
                               as root, else $XDG_RUNTIME_DIR/reapd.sock, else
                               /tmp/reapd-$UID.sock; with -- CMD, none unless given)
       --shutdown-timeout MS   bound on the whole shutdown, at most 30000 (default 30000)
+      --cgroups MODE          auto, off or required: cgroup v2 containment (overrides the
+                              file's cgroups key; default auto)
       --log-level LEVEL       error, warn, info, debug or trace (env REAPD_LOG; default info)
       --notify-fd N           write a newline to fd N once ready, then close it (s6)
       --stop-signal SIG       with -- CMD: signal that stops the command (default TERM)
@@ -94,6 +97,8 @@ pub struct RunArgs {
     pub shutdown_timeout: Option<u64>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--cgroups`.
+    pub cgroups: Option<CgroupMode>,
     /// `--notify-fd`.
     pub notify_fd: Option<i32>,
     /// `--stop-signal`.
@@ -156,6 +161,12 @@ fn parse_run(mut argv: Vec<OsString>) -> Result<Command, String> {
             }
             Long("stop-timeout") => args.stop_timeout = Some(millis(&mut p, "--stop-timeout")?),
             Long("log-level") => args.log_level = Some(text(&mut p)?),
+            Long("cgroups") => {
+                let v = text(&mut p)?;
+                args.cgroups = Some(CgroupMode::parse(&v).ok_or_else(|| {
+                    format!("--cgroups: expected auto, off or required, found {v:?}")
+                })?);
+            }
             Long("stop-signal") => {
                 let v = text(&mut p)?;
                 args.stop_signal =

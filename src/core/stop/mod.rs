@@ -121,6 +121,9 @@ pub enum JobOut {
         /// Pids.
         pids: Vec<Pid>,
     },
+    /// Freeze the service's cgroup and kill everything in it (`cgroup.kill`): no fork outruns
+    /// it. Comes before the per-process kills, which then find most processes gone.
+    KillGroup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +190,13 @@ pub struct StopJob {
     /// No exit will ever be announced (the event loop cannot wait for events): rescan every
     /// [`RETRY`] until the job is done.
     blind: bool,
+    /// The members are a service's cgroup: the kill stage kills the cgroup whole, and the
+    /// kernel's word that it is empty ends the stop.
+    contained: bool,
+    /// [`JobOut::KillGroup`] was asked for.
+    group_killed: bool,
+    /// The stop ended on `populated 0` of the cgroup, not on a scan.
+    confirmed_by_cgroup: bool,
 }
 
 impl StopJob {
@@ -224,6 +234,52 @@ impl StopJob {
             tree_confirmed: false,
             retry_at: None,
             blind: false,
+            contained: false,
+            group_killed: false,
+            confirmed_by_cgroup: false,
+        }
+    }
+
+    /// The members are exactly a cgroup's (membership read from `cgroup.procs`): the kill stage
+    /// freezes and kills the cgroup, and [`StopJob::on_empty`] may end the stop.
+    pub fn contain(&mut self) {
+        self.contained = true;
+    }
+
+    /// True when the stop ended on the cgroup's `populated 0` rather than a scan.
+    pub fn confirmed_by_cgroup(&self) -> bool {
+        self.confirmed_by_cgroup
+    }
+
+    /// The cgroup became empty (`populated 0`): every member is gone, without a scan to prove
+    /// it. Ignored unless the job is contained and a scan has found members (an emptiness read
+    /// before then may predate the processes this stop is for).
+    pub fn on_empty(&mut self) {
+        if !self.contained || !self.seen_any || self.is_done() {
+            return;
+        }
+        for m in self.members.values_mut() {
+            m.gone = true;
+        }
+        self.in_play.clear();
+        self.killed_alive = 0;
+        self.checks.clear();
+        self.check_at = None;
+        self.retry_at = None;
+        let killed = self.group_killed || self.members.values().any(|m| m.killed);
+        self.stage = Stage::Done(if killed {
+            StopHow::Killed
+        } else {
+            StopHow::Exited
+        });
+        self.confirmed_by_cgroup = true;
+    }
+
+    /// The kill stage of a contained stop begins with the cgroup's kill, once.
+    pub(super) fn kill_group(&mut self, out: &mut Vec<JobOut>) {
+        if self.contained && !self.group_killed {
+            self.group_killed = true;
+            out.push(JobOut::KillGroup);
         }
     }
 
@@ -363,6 +419,7 @@ impl StopJob {
         self.check_at = None;
         self.stage = Stage::Freezing;
         self.scan_wanted = true;
+        self.kill_group(&mut out);
         let mut known: Vec<(usize, ProcId)> = self
             .members
             .iter()

@@ -84,6 +84,7 @@ impl Supervisor {
 
     pub(super) fn spawn(&mut self, name: &str) {
         let inherit_stdin = self.mode == Mode::Single;
+        let contained = self.containment.cgroups;
         let Some(s) = self.services.get_mut(name) else {
             return;
         };
@@ -102,6 +103,7 @@ impl Supervisor {
             env,
             cwd: s.spec.cwd.clone(),
             inherit_stdin,
+            cgroup: contained.then(|| s.spec.name.clone()),
         });
     }
 
