@@ -37,6 +37,7 @@
 //! The cost of holding: a process that watches its children with `WUNTRACED` (a shell with job
 //! control, a debugger) sees them stop for the moment it takes the level below to exit.
 
+mod contained;
 mod graceful;
 mod hold;
 mod kill;
@@ -69,6 +70,10 @@ pub const MAX_HOLD: Duration = Duration::from_millis(500);
 /// How soon to look again while reapd cannot see or watch every member (the process table could
 /// not be read completely, or no pidfd could be opened): there is no exit event to wait for.
 pub const RETRY: Duration = Duration::from_millis(100);
+/// How long a contained stop whose known members are all gone waits for its cgroup to report
+/// `populated 0` before it looks at `/proc` itself (the cgroup may hold a process forked since
+/// the last look, which no pidfd announces).
+pub const EMPTY_WAIT: Duration = Duration::from_millis(50);
 /// Longest wait, after a level got its signal, before reapd looks again for processes that
 /// exec'd since and may have lost the signal on the way (see [`rules::lost_its_signal`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -197,6 +202,9 @@ pub struct StopJob {
     group_killed: bool,
     /// The stop ended on `populated 0` of the cgroup, not on a scan.
     confirmed_by_cgroup: bool,
+    /// Every known member is gone: the scan that confirms it waits until then for the cgroup to
+    /// say it is empty.
+    empty_by: Option<Instant>,
 }
 
 impl StopJob {
@@ -237,49 +245,7 @@ impl StopJob {
             contained: false,
             group_killed: false,
             confirmed_by_cgroup: false,
-        }
-    }
-
-    /// The members are exactly a cgroup's (membership read from `cgroup.procs`): the kill stage
-    /// freezes and kills the cgroup, and [`StopJob::on_empty`] may end the stop.
-    pub fn contain(&mut self) {
-        self.contained = true;
-    }
-
-    /// True when the stop ended on the cgroup's `populated 0` rather than a scan.
-    pub fn confirmed_by_cgroup(&self) -> bool {
-        self.confirmed_by_cgroup
-    }
-
-    /// The cgroup became empty (`populated 0`): every member is gone, without a scan to prove
-    /// it. Ignored unless the job is contained and a scan has found members (an emptiness read
-    /// before then may predate the processes this stop is for).
-    pub fn on_empty(&mut self) {
-        if !self.contained || !self.seen_any || self.is_done() {
-            return;
-        }
-        for m in self.members.values_mut() {
-            m.gone = true;
-        }
-        self.in_play.clear();
-        self.killed_alive = 0;
-        self.checks.clear();
-        self.check_at = None;
-        self.retry_at = None;
-        let killed = self.group_killed || self.members.values().any(|m| m.killed);
-        self.stage = Stage::Done(if killed {
-            StopHow::Killed
-        } else {
-            StopHow::Exited
-        });
-        self.confirmed_by_cgroup = true;
-    }
-
-    /// The kill stage of a contained stop begins with the cgroup's kill, once.
-    pub(super) fn kill_group(&mut self, out: &mut Vec<JobOut>) {
-        if self.contained && !self.group_killed {
-            self.group_killed = true;
-            out.push(JobOut::KillGroup);
+            empty_by: None,
         }
     }
 
@@ -395,7 +361,7 @@ impl StopJob {
         };
         graceful
             .into_iter()
-            .chain([self.retry_at, self.check_at])
+            .chain([self.retry_at, self.check_at, self.empty_by])
             .flatten()
             .min()
     }
@@ -458,6 +424,10 @@ impl StopJob {
         }
         if self.retry_at.is_some_and(|r| now >= r) {
             self.retry_at = None;
+            self.scan_wanted = true;
+        }
+        if self.empty_by.is_some_and(|r| now >= r) {
+            self.empty_by = None;
             self.scan_wanted = true;
         }
         if self.is_killing() || self.is_done() {
@@ -526,19 +496,19 @@ impl StopJob {
                     self.level_share(above, now);
                 }
                 if self.no_live_member() {
-                    self.scan_wanted = true;
+                    self.confirm_gone(now);
                 }
             }
             Stage::MainAlone { .. } if Some(id) == self.main => self.leave_main_alone(),
             Stage::Killing => {
                 // One confirming scan once every killed process is gone, not one per death.
                 if self.killed_alive == 0 {
-                    self.scan_wanted = true;
+                    self.confirm_gone(now);
                 }
             }
             Stage::MainOnly | Stage::Holding { .. } => {
                 if self.no_live_member() {
-                    self.scan_wanted = true;
+                    self.confirm_gone(now);
                 }
             }
             Stage::MainAlone { .. } | Stage::Freezing | Stage::Done(_) => {}
@@ -558,6 +528,7 @@ impl StopJob {
             return out;
         }
         self.scan_wanted = false;
+        self.empty_by = None;
         self.scans += 1;
         let alive: Vec<Pid> = members
             .iter()
