@@ -304,3 +304,35 @@ fn a_fork_bomb_in_its_cgroup_is_killed_at_its_stop_timeout() {
 fn a_fork_bomb_is_killed_at_its_stop_timeout_with_cgroups_off() {
     fork_bomb_is_killed_at_its_stop_timeout("off");
 }
+
+#[test]
+fn a_refused_second_instance_leaves_no_cgroup_behind() {
+    let b = Daemon::builder("cg-second");
+    let marker = b.dir().marker();
+    let cfg = json!({ "services": { "a": { "cmd": ["sleep", "1000", marker] } } });
+    let mut first = b.config(&cfg).start();
+    if cgroup_dir(&first).is_none() {
+        return;
+    }
+    let path = first.dir.write("second.json", &cfg.to_string());
+    let second = run_bounded(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .arg("--socket")
+            .arg(&first.socket)
+            .env("REAPD_TEST_MARKER", &first.marker),
+        SOON,
+    );
+    assert_eq!(second.code, Some(3), "{second:?}");
+    // It made its cgroup before it found the lock taken, and removed it on its way out.
+    let dir = second
+        .stderr
+        .lines()
+        .find_map(|l| l.split("containment: cgroup v2 at ").nth(1))
+        .map(PathBuf::from)
+        .expect("the refused instance's cgroup is logged");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    first.signal(libc::SIGTERM);
+    first.assert_clean_exit();
+}

@@ -51,6 +51,8 @@ pub struct Cgroups {
     /// Services' `cgroup.events`, watched for `populated`, by token number.
     events: HashMap<usize, Watched>,
     next_token: usize,
+    /// [`Cgroups::release`] ran: nothing left for the drop to undo.
+    released: bool,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl Cgroups {
             base,
             events: HashMap::new(),
             next_token: 0,
+            released: false,
         })
     }
 
@@ -282,6 +285,11 @@ impl Cgroups {
         for (_, w) in self.events.drain() {
             let _ = registry.deregister(&mut SourceFd(&w.file.as_raw_fd()));
         }
+        self.undo()
+    }
+
+    fn undo(&mut self) -> Vec<String> {
+        self.released = true;
         let mut failures = Vec::new();
         if let Err(e) = write_file(&self.own.join("cgroup.procs"), "0") {
             failures.push(format!(
@@ -291,6 +299,18 @@ impl Cgroups {
         }
         failures.extend(remove_tree(&self.base));
         failures
+    }
+}
+
+/// A start-up that fails after detection (the lock is held by another instance, say) leaves no
+/// directory behind.
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        if !self.released {
+            for f in self.undo() {
+                warn!("{f}");
+            }
+        }
     }
 }
 
