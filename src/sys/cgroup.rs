@@ -159,7 +159,7 @@ impl Cgroups {
     }
 
     /// Makes the service's cgroup ready for a process to join: created if needed, thawed (a
-    /// kill froze it), its `cgroup.events` watched. Returns `cgroup.procs` open for writing, for
+    /// kill froze it), its `cgroup.events` watched (if a descriptor is left for it). Returns `cgroup.procs` open for writing, for
     /// the child to write `0` to before it execs.
     pub fn prepare_spawn(&mut self, service: &str, registry: &Registry) -> Result<OwnedFd, String> {
         let dir = self.dir(service);
@@ -173,8 +173,11 @@ impl Cgroups {
         {
             return Err(format!("cannot thaw cgroup {}: {e}", dir.display()));
         }
-        if !self.events.values().any(|w| w.service == service) {
-            self.watch(service, &dir, registry)?;
+        if !self.events.values().any(|w| w.service == service)
+            && let Err(e) = self.watch(service, &dir, registry)
+        {
+            // Its stops then confirm by looking at /proc, a moment later.
+            warn!("{e}: {service}'s stops cannot hear that its cgroup is empty");
         }
         let procs = dir.join("cgroup.procs");
         OpenOptions::new()

@@ -40,6 +40,8 @@ use crate::wire::config::ConfigError;
 use crate::wire::events::{ExitStatus, event_line};
 use crate::wire::state_file::{Recorded, StateRecord};
 
+/// How long reading services' cgroup usage for one request may take (a few files each).
+const ACCOUNT_BUDGET: Duration = Duration::from_millis(20);
 /// How long exiting may spend delivering the last lines to clients.
 const FINAL_FLUSH: Duration = Duration::from_millis(200);
 
@@ -228,8 +230,11 @@ impl Edge for SysEdge {
                 request,
                 services,
             } => {
+                // Bounded like every part of a turn: past the budget, services show no usage.
+                let began = Instant::now();
                 let usage = services
                     .into_iter()
+                    .take_while(|_| began.elapsed() < ACCOUNT_BUDGET)
                     .filter_map(|s| {
                         let u = self.cgroups.as_ref()?.usage(&s)?;
                         Some((s, u))

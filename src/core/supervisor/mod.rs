@@ -229,7 +229,13 @@ impl Supervisor {
         }
         let mut req = self.tracking.scan_request();
         if self.containment.cgroups {
-            req.groups = self.services.names();
+            // Membership matters to a stop: the services being stopped have theirs read.
+            req.groups = self
+                .services
+                .iter()
+                .filter(|s| s.job().is_some())
+                .map(|s| s.name().to_string())
+                .collect();
         }
         if let Teardown::Killing { swept: None, .. } = self.teardown {
             req.foreign_cmdlines = self.services.iter().any(|s| !s.spec.matches.is_empty());
