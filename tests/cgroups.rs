@@ -336,3 +336,51 @@ fn a_refused_second_instance_leaves_no_cgroup_behind() {
     first.signal(libc::SIGTERM);
     first.assert_clean_exit();
 }
+
+#[test]
+fn a_crashed_predecessors_cgroups_are_emptied_and_removed_by_its_successor() {
+    if !require_tool("perl") {
+        return;
+    }
+    let b = Daemon::builder("cg-crash");
+    let marker = b.dir().marker();
+    let cfg = escapee_config(&marker, "auto");
+    let mut first = b.config(&cfg).start();
+    let Some(old_dir) = cgroup_dir(&first) else {
+        return;
+    };
+    assert!(wait_until(SOON, || find(&marker, "escapee").is_some()));
+    let escapee = find(&marker, "escapee").expect("escapee");
+    let state = first.dir.join("s.sock.state");
+    assert!(
+        wait_until(SOON, || {
+            std::fs::read_to_string(&state)
+                .is_ok_and(|s| s.contains(&format!("cgroup {}", old_dir.display())))
+        }),
+        "the state file records the cgroup directory"
+    );
+    // The crash: the escapee was never recorded (it is nobody's child and in no service's
+    // session); only the cgroup it is in remembers whose it is.
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(SOON).is_some());
+    assert!(is_alive(escapee.pid));
+    let dir = std::mem::replace(&mut first.dir, TestDir::new("cg-crash-husk"));
+    let mut second = Daemon::builder_in(dir).config(&cfg).start();
+    assert!(
+        wait_until(Duration::from_secs(5), || !is_alive(escapee.pid)),
+        "the escapee in the predecessor's cgroup is still alive; log:\n{}",
+        second.log()
+    );
+    let log = second.log();
+    assert!(
+        log.contains("app: left running by the predecessor"),
+        "{log}"
+    );
+    second.signal(libc::SIGTERM);
+    second.assert_clean_exit();
+    assert!(
+        !old_dir.exists(),
+        "the predecessor's {} removed",
+        old_dir.display()
+    );
+}
