@@ -371,6 +371,15 @@ mod tests {
         };
         assert_eq!(a.command, ["sh", "-c", "exit 7", "--", "x"]);
         assert_eq!(a.stop_signal, Some(Signal::SIGINT));
+        let Ok(Command::Run(a)) = p(&["--cgroups", "off", "-c", "x"]) else {
+            panic!("parse")
+        };
+        assert_eq!(a.cgroups, Some(CgroupMode::Off));
+        let e = p(&["--cgroups", "maybe", "-c", "x"]).unwrap_err();
+        assert!(
+            e.contains("--cgroups: expected auto, off or required"),
+            "{e}"
+        );
         assert_eq!(p(&["-h"]), Ok(Command::Help));
         assert_eq!(p(&["--version"]), Ok(Command::Version));
     }
