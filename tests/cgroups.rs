@@ -384,3 +384,35 @@ fn a_crashed_predecessors_cgroups_are_emptied_and_removed_by_its_successor() {
         old_dir.display()
     );
 }
+
+#[test]
+fn a_service_removed_by_a_reload_loses_its_cgroup() {
+    let b = Daemon::builder("cg-reload");
+    let marker = b.dir().marker();
+    let svc = |n: &str| json!({ "cmd": ["sleep", "1000", format!("{n}-{marker}")] });
+    let mut d = b
+        .config(json!({ "services": { "kept": svc("kept"), "gone": svc("gone") } }))
+        .start();
+    let Some(dir) = cgroup_dir(&d) else {
+        return;
+    };
+    assert!(dir.join("svc-gone").is_dir() && dir.join("svc-kept").is_dir());
+    let mut w = d.watch();
+    d.rewrite_config(json!({ "services": { "kept": svc("kept") } }));
+    let reply = d.request(r#"{"cmd":"reload"}"#);
+    assert_eq!(reply["ok"], true, "{reply}");
+    let mut seen = Vec::new();
+    assert!(
+        w.until(SOON, &mut seen, |e| e["event"] == "removed")
+            .is_some(),
+        "{seen:?}"
+    );
+    assert!(
+        wait_until(SOON, || !dir.join("svc-gone").exists()),
+        "svc-gone removed once the service is gone"
+    );
+    assert!(dir.join("svc-kept").is_dir(), "the others stay");
+    d.signal(libc::SIGTERM);
+    d.assert_clean_exit();
+    assert!(!dir.exists());
+}
