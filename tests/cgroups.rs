@@ -179,7 +179,10 @@ fn required_refuses_to_start_where_the_hierarchy_is_read_only() {
         require(false, "no cgroup2 mount");
         return;
     };
-    if !require_tool("unshare") || !require(is_root(), "remounting needs root") {
+    if !require_tool("unshare")
+        || !require_tool("mount")
+        || !require(is_root(), "remounting needs root")
+    {
         return;
     }
     let readonly = |b: DaemonBuilder| {
