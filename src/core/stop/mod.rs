@@ -72,8 +72,9 @@ pub const MAX_HOLD: Duration = Duration::from_millis(500);
 pub const RETRY: Duration = Duration::from_millis(100);
 /// How long a contained stop whose known members are all gone waits for its cgroup to report
 /// `populated 0` before it looks at `/proc` itself (the cgroup may hold a process forked since
-/// the last look, which no pidfd announces).
-pub const EMPTY_WAIT: Duration = Duration::from_millis(50);
+/// the last look, which no pidfd announces). The kernel tells it from a work queue, within a
+/// millisecond on an idle machine; the margin is for a loaded one.
+pub const EMPTY_WAIT: Duration = Duration::from_millis(100);
 /// Longest wait, after a level got its signal, before reapd looks again for processes that
 /// exec'd since and may have lost the signal on the way (see [`rules::lost_its_signal`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
