@@ -1,7 +1,8 @@
 //! cgroup v2 containment, on the machine's own cgroup2 mount, and the same scenarios with
 //! `"cgroups": "off"`: an escapee that left its tree, session and environment; a fork bomb (in a
 //! pids cage) killed at its stop timeout; `populated 0` ending a stop; accounting; the
-//! directories removed at exit; `"required"` refused where the hierarchy is read-only.
+//! directories removed at exit; `"required"` refused where the hierarchy is read-only. Each test
+//! sets `cgroups` in its config (absent: `auto`), whatever `REAPD_TEST_CGROUPS` says.
 
 mod common;
 
@@ -56,7 +57,7 @@ fn an_escapee_is_stopped_with_its_own_service_and_the_cgroup_says_when_it_is_emp
     if !require_tool("perl") {
         return;
     }
-    let b = Daemon::builder("cg-escapee");
+    let b = Daemon::builder("cg-escapee").config_cgroups();
     let marker = b.dir().marker();
     let mut d = b.config(escapee_config(&marker, "auto")).start();
     let Some(dir) = cgroup_dir(&d) else {
@@ -105,7 +106,7 @@ fn with_cgroups_off_the_escapee_is_stopped_by_the_shutdown_at_the_latest() {
     if !require_tool("perl") {
         return;
     }
-    let b = Daemon::builder("cg-escapee-off");
+    let b = Daemon::builder("cg-escapee-off").config_cgroups();
     let marker = b.dir().marker();
     let mut d = b.config(escapee_config(&marker, "off")).start();
     let status = d.request(r#"{"cmd":"status"}"#);
@@ -130,7 +131,7 @@ fn with_cgroups_off_the_escapee_is_stopped_by_the_shutdown_at_the_latest() {
 
 #[test]
 fn accounting_is_read_for_status_and_list() {
-    let b = Daemon::builder("cg-usage");
+    let b = Daemon::builder("cg-usage").config_cgroups();
     let marker = b.dir().marker();
     let cfg = json!({ "services": {
         "busy": { "cmd": ["sh", "-c", format!("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000 {marker}")] }
@@ -197,7 +198,7 @@ fn required_refuses_to_start_where_the_hierarchy_is_read_only() {
             "sh",
         ])
     };
-    let b = readonly(Daemon::builder("cg-required"));
+    let b = readonly(Daemon::builder("cg-required").config_cgroups());
     let mut d = b
         .config(json!({ "cgroups": "required", "services": { "a": { "cmd": ["sleep", "1000"] } } }))
         .spawn();
@@ -210,7 +211,7 @@ fn required_refuses_to_start_where_the_hierarchy_is_read_only() {
     );
     assert!(!log.contains("a: started"), "{log}");
     // `auto` in the same place starts, walks /proc and says why.
-    let b = readonly(Daemon::builder("cg-auto-ro"));
+    let b = readonly(Daemon::builder("cg-auto-ro").config_cgroups());
     let marker = b.dir().marker();
     let cfg = json!({ "services": { "a": { "cmd": ["sleep", "1000", marker] } } });
     let mut d = b.config(cfg).start();
@@ -251,7 +252,7 @@ fn fork_bomb_is_killed_at_its_stop_timeout(cgroups: &str) {
     let Some(cage) = PidsCage::new("cg-bomb", 2000, Duration::from_secs(60)) else {
         return;
     };
-    let b = Daemon::builder("cg-bomb");
+    let b = Daemon::builder("cg-bomb").config_cgroups();
     let marker = b.dir().marker();
     let stop_ms = 1000u64;
     let bomb = format!(
@@ -310,7 +311,7 @@ fn a_fork_bomb_is_killed_at_its_stop_timeout_with_cgroups_off() {
 
 #[test]
 fn a_refused_second_instance_leaves_no_cgroup_behind() {
-    let b = Daemon::builder("cg-second");
+    let b = Daemon::builder("cg-second").config_cgroups();
     let marker = b.dir().marker();
     let cfg = json!({ "services": { "a": { "cmd": ["sleep", "1000", marker] } } });
     let mut first = b.config(&cfg).start();
@@ -345,7 +346,7 @@ fn a_crashed_predecessors_cgroups_are_emptied_and_removed_by_its_successor() {
     if !require_tool("perl") {
         return;
     }
-    let b = Daemon::builder("cg-crash");
+    let b = Daemon::builder("cg-crash").config_cgroups();
     let marker = b.dir().marker();
     let cfg = escapee_config(&marker, "auto");
     let mut first = b.config(&cfg).start();
@@ -368,7 +369,10 @@ fn a_crashed_predecessors_cgroups_are_emptied_and_removed_by_its_successor() {
     assert!(first.wait_exit(SOON).is_some());
     assert!(is_alive(escapee.pid));
     let dir = std::mem::replace(&mut first.dir, TestDir::new("cg-crash-husk"));
-    let mut second = Daemon::builder_in(dir).config(&cfg).start();
+    let mut second = Daemon::builder_in(dir)
+        .config_cgroups()
+        .config(&cfg)
+        .start();
     assert!(
         wait_until(Duration::from_secs(5), || !is_alive(escapee.pid)),
         "the escapee in the predecessor's cgroup is still alive; log:\n{}",
@@ -390,7 +394,7 @@ fn a_crashed_predecessors_cgroups_are_emptied_and_removed_by_its_successor() {
 
 #[test]
 fn a_service_removed_by_a_reload_loses_its_cgroup() {
-    let b = Daemon::builder("cg-reload");
+    let b = Daemon::builder("cg-reload").config_cgroups();
     let marker = b.dir().marker();
     let svc = |n: &str| json!({ "cmd": ["sleep", "1000", format!("{n}-{marker}")] });
     let mut d = b
