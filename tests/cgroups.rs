@@ -67,10 +67,15 @@ fn an_escapee_is_stopped_with_its_own_service_and_the_cgroup_says_when_it_is_emp
     let escapee = find(&marker, "escapee").expect("escapee");
     assert_eq!(escapee.ppid, d.pid(), "reparented to reapd, the subreaper");
     let members = std::fs::read_to_string(dir.join("svc-app/cgroup.procs")).expect("procs");
-    assert!(
-        members.lines().any(|l| l == escapee.pid.to_string()),
-        "the escapee is in its service's cgroup: {members}"
-    );
+    let main = d.pid_of("app").expect("app runs");
+    for (who, pid) in [("the escapee", escapee.pid), ("the main process", main)] {
+        assert!(
+            members.lines().any(|l| l == pid.to_string()),
+            "{who} is in its service's cgroup: {members}"
+        );
+    }
+    let other = std::fs::read_to_string(dir.join("svc-other/cgroup.procs")).expect("procs");
+    assert!(!other.lines().any(|l| l == escapee.pid.to_string()));
     let mut w = d.watch();
     let reply = d.request(r#"{"cmd":"stop","name":"app"}"#);
     assert_eq!(reply["state"], "stopped", "{reply}");
@@ -284,10 +289,15 @@ fn fork_bomb_is_killed_at_its_stop_timeout(cgroups: &str) {
     assert_eq!(reply["state"], "stopped", "{reply}; log tail:\n{tail}");
     assert_eq!(reply["how"], "killed", "{reply}");
     assert_eq!(left, 0, "processes survived the stop; log tail:\n{tail}");
-    if cgroups != "off" {
-        require(
+    if cgroups != "off"
+        && require(
             contained,
             "no writable cgroup v2 hierarchy: the bomb ran without its cgroup",
+        )
+    {
+        assert!(
+            d.log().contains("froze and killed the cgroup of bomb"),
+            "the kill began with cgroup.freeze and cgroup.kill; log tail:\n{tail}"
         );
     }
     // Behaviour, not a benchmark (scripts/bench measures it): the timeout plus a generous margin.
