@@ -306,6 +306,18 @@ impl Edge for SysEdge {
         // Membership first: a process that joins a cgroup after this read is also found by the
         // walk that follows, if it descends from a member.
         let groups = self.group_members(req);
+        // Whose cgroup holds a process says whose it is: its environment (its REAPD_SERVICE
+        // marker) is not read, and that read can stall for as long as a forking process holds
+        // its memory map.
+        let widened;
+        let req = if groups.is_empty() {
+            req
+        } else {
+            let mut r = req.clone();
+            r.attributed.extend(groups.values().flatten().copied());
+            widened = r;
+            &widened
+        };
         let mut snap = procfs::scan(self.self_pid, req);
         if snap.incomplete
             && out_of_fds(self.poll.as_raw_fd())
