@@ -4,7 +4,8 @@
 //! Figures: binary sizes, the idle daemon's wake-ups, memory, request throughput, hostile
 //! clients (memory and other clients' answers during a flood, a pipelining reader), shutdown of
 //! many services, time per level of a bottom-up stop, a fork storm frozen and killed, a CPU-bound
-//! perl fork bomb against its bound, three stubborn services in a row inside a 6 s bound, a
+//! perl fork bomb against its bound, the same bomb's kill at its stop timeout with and without
+//! cgroups, three stubborn services in a row inside a 6 s bound, a
 //! 10 000-service dependency chain checked, started, reloaded and shut down, and the start-up
 //! window in which a SIGTERM still kills reapd; the run side: what health checks cost an idle
 //! reapd and the time from a dependency's readiness to its dependent running; prefixed logs'
@@ -510,6 +511,97 @@ fn cpu_fork_bomb() {
     );
 }
 
+/// The kill of a caged perl fork bomb (2000 tasks) at its 1000 ms stop timeout, by `stop`, with
+/// the service in its own cgroup (freeze, `cgroup.kill`, `populated 0`) and with cgroups off
+/// (SIGSTOP and SIGKILL per process, then a look at `/proc`): how long past the timeout until
+/// the stop is over.
+fn cgroup_kill() {
+    if !realtime_priority() || !perl_available() {
+        row(
+            "fork bomb kill, cgroups",
+            "skipped: needs root and perl".into(),
+        );
+        return;
+    }
+    for mode in ["auto", "off"] {
+        let mut past = Vec::new();
+        // From the timeout to the kill being issued (reapd), and from there to empty (kernel).
+        let mut issued = Vec::new();
+        let mut note = String::new();
+        for _ in 0..3 {
+            let Some(cage) = PidsCage::new("bench-cgkill", 2000, Duration::from_secs(60)) else {
+                row("fork bomb kill, cgroups", "skipped: no pids cgroup".into());
+                return;
+            };
+            let b = Daemon::builder("bench-cgkill").env("REAPD_LOG", "info");
+            let marker = b.dir().marker();
+            let bomb = format!(
+                "{} && exec perl -e 'while (1) {{ fork }}' {marker}",
+                cage.enter()
+            );
+            let cfg = json!({ "cgroups": mode, "services": { "bomb": {
+                "cmd": ["sh", "-c", bomb], "stop_timeout_ms": 1000, "restart": "never" } } });
+            let mut d = b.config(cfg).start();
+            let contained = d.request(r#"{"cmd":"status"}"#)["cgroups"] == true;
+            let grew = wait_until(Duration::from_secs(30), || cage.members().len() > 1500);
+            let mut w = d.watch();
+            let t0 = Instant::now();
+            // A run whose stop is not answered within the client's wait is noted, not fatal.
+            let reply = request_at(&d.socket, r#"{"cmd":"stop","name":"bomb"}"#)
+                .unwrap_or_else(|e| json!({ "error": e }));
+            let took = t0.elapsed().as_millis();
+            let mut seen = Vec::new();
+            let stopped = w.until(Duration::from_secs(5), &mut seen, |e| {
+                e["event"] == "stopped"
+            });
+            let ts = |kind: &str| {
+                seen.iter()
+                    .find(|e| e["event"] == kind)
+                    .and_then(|e| e["ts_ms"].as_u64())
+            };
+            if let (Some(begun), Some(killed), Some(end)) =
+                (ts("stopping"), ts("killed"), ts("stopped"))
+            {
+                issued.push((
+                    killed.saturating_sub(begun + 1000),
+                    end.saturating_sub(killed),
+                ));
+            }
+            let left = cage.members().len();
+            drop(cage);
+            past.push(took.saturating_sub(1000));
+            note = format!(
+                "{}{}, {left} left{}",
+                if contained { "cgroup v2" } else { "/proc walk" },
+                if stopped.is_some_and(|s| s["cgroup_empty"] == true) {
+                    ", ended by populated 0"
+                } else {
+                    ""
+                },
+                if grew && reply["how"] == "killed" {
+                    String::new()
+                } else {
+                    format!(" (storm did not fill its cage, or was not killed: {reply})")
+                }
+            );
+            d.signal(libc::SIGTERM);
+            let _ = d.wait_exit(Duration::from_secs(40));
+        }
+        past.sort_unstable();
+        issued.sort_unstable();
+        let (late, dying) = issued.get(issued.len() / 2).copied().unwrap_or_default();
+        row(
+            &format!("fork bomb (2000) kill past its 1000 ms timeout, cgroups {mode}"),
+            format!(
+                "median {} ms, worst {} ms of 3 ({note}); median run: kill issued {late} ms \
+                 after the timeout, all gone {dying} ms later",
+                past.get(1).copied().unwrap_or(0),
+                past.last().copied().unwrap_or(0)
+            ),
+        );
+    }
+}
+
 fn perl_available() -> bool {
     std::process::Command::new("perl")
         .arg("-e1")
@@ -646,6 +738,7 @@ const SECTIONS: &[(&str, fn())] = &[
     ("deep", deep_chain),
     ("storm", fork_storm),
     ("bomb", cpu_fork_bomb),
+    ("cgroups", cgroup_kill),
     ("budget", budget),
     ("ten_thousand", ten_thousand),
     ("startup", startup_window),

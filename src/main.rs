@@ -165,6 +165,9 @@ fn daemon(args: RunArgs) -> i32 {
         error!("--shutdown-timeout: {e}");
         return ExitCode::Usage.code();
     }
+    if let Some(mode) = args.cgroups {
+        config.cgroups = mode;
+    }
     for w in std::mem::take(&mut config.warnings) {
         warn!("{w}");
     }

@@ -125,6 +125,7 @@ impl Hooks {
             inherit_stdin: false,
             launch: Default::default(),
             notify_fd: None,
+            cgroup: None,
         });
         false
     }

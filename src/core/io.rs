@@ -5,7 +5,7 @@
 //! the simulation (`core::sim`) plays the edge with the same ones.
 //! Must never: carry a file descriptor, a clock or anything else only the edge can hold.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
@@ -14,6 +14,7 @@ use crate::core::proctree::{Pid, ProcId, Snapshot};
 use crate::wire::config::{Config, ConfigError, Launch, Probe};
 use crate::wire::events::{Event, ExitStatus};
 use crate::wire::protocol::{Request, RequestId};
+use crate::wire::replies::Usage;
 use crate::wire::state_file::{Recorded, StateRecord};
 
 /// A control connection, as numbered by the edge.
@@ -29,6 +30,24 @@ pub enum Mode {
     Config,
     /// `-- CMD ARGS`: one command; its exit ends reapd.
     Single,
+}
+
+/// How services' processes are contained, as the edge found at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Containment {
+    /// Each service has its own cgroup v2.
+    pub cgroups: bool,
+    /// `cgroup v2 at DIR`, or `/proc walk: REASON`.
+    pub describe: String,
+}
+
+impl Default for Containment {
+    fn default() -> Self {
+        Containment {
+            cgroups: false,
+            describe: "/proc walk".into(),
+        }
+    }
 }
 
 /// Who a spawn is for.
@@ -68,6 +87,8 @@ pub struct ScanRequest {
     pub attributed: HashSet<Pid>,
     /// Sessions of services: an orphan in one of them needs no marker either.
     pub service_sessions: HashSet<Pid>,
+    /// Services whose cgroup membership (`cgroup.procs`) to read into [`Snapshot::groups`].
+    pub groups: Vec<String>,
     /// When not empty, read only these processes' `stat` (a stop checking that the processes it
     /// held have stopped): the snapshot is then partial.
     pub only: Vec<Pid>,
@@ -107,6 +128,8 @@ pub enum Input {
     /// No pidfd could be opened for a process (out of descriptors): it may still be alive, but
     /// its exit will not be announced.
     Unwatchable(ProcId),
+    /// A service's cgroup became empty (`cgroup.events`: `populated 0`).
+    GroupEmpty(String),
     /// A spawn succeeded.
     Spawned {
         /// For whom.
@@ -147,6 +170,15 @@ pub enum Input {
         id: Option<RequestId>,
         /// The request.
         request: Request,
+    },
+    /// What services' cgroups have used, read for a request ([`Action::Account`]).
+    Accounted {
+        /// Who asked.
+        to: ReplyTo,
+        /// The request to answer now.
+        request: Request,
+        /// By service, for those whose cgroup could be read.
+        usage: BTreeMap<String, Usage>,
     },
     /// A control connection went away.
     ConnClosed(ConnId),
@@ -194,6 +226,8 @@ pub enum Action {
         notify_fd: Option<i32>,
         /// Output, identity and limits (the default for hooks).
         launch: Launch,
+        /// The service whose cgroup the process joins before it execs (cgroups only).
+        cgroup: Option<String>,
     },
     /// Try a connection check (`tcp`, `unix`) without blocking; answer with [`Input::Probed`].
     Probe {
@@ -203,6 +237,20 @@ pub enum Action {
         seq: u64,
         /// The check.
         probe: Probe,
+    },
+    /// Freeze the service's cgroup and kill everything in it (`cgroup.kill`).
+    KillGroup(String),
+    /// Remove the service's cgroup: the service is gone for good.
+    RemoveGroup(String),
+    /// Read what these services' cgroups have used, for a reply; answer with
+    /// [`Input::Accounted`], carrying the request back.
+    Account {
+        /// Who asked.
+        to: ReplyTo,
+        /// What was asked (`status` or `list`).
+        request: Request,
+        /// Whose cgroups to read.
+        services: Vec<String>,
     },
     /// Send a signal through the process's pidfd (opening one if needed).
     Signal {

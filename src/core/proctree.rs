@@ -192,6 +192,9 @@ pub struct Snapshot {
     /// The boot clock in clock ticks (the unit of [`ProcInfo::start`]) when the scan began, when
     /// the edge read it: a process started in a later tick started after the scan.
     pub ticks: Option<u64>,
+    /// Pids in each service's cgroup, for the services the scan request named (cgroups only):
+    /// membership no walk can lose.
+    pub groups: BTreeMap<String, Vec<Pid>>,
 }
 
 impl Snapshot {
@@ -204,6 +207,7 @@ impl Snapshot {
             incomplete: false,
             partial: false,
             ticks: None,
+            groups: BTreeMap::new(),
         }
     }
 

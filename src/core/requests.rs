@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::core::io::{ConnId, Mode, ReplyTo};
+use crate::core::io::{ConnId, Containment, Mode, ReplyTo};
 use crate::core::service::Services;
-use crate::wire::replies::{ErrorCode, ErrorReply, Reply, ServiceCounts, StatusReply};
+use crate::wire::replies::{ErrorCode, ErrorReply, Reply, ServiceCounts, StatusReply, Usage};
 use crate::wire::text::{did_you_mean, ms, quoted};
 
 /// What a deferred request waits for.
@@ -68,6 +68,8 @@ pub fn status(
     mode: Mode,
     uptime: std::time::Duration,
     services: &Services,
+    containment: &Containment,
+    usage: &BTreeMap<String, Usage>,
 ) -> Reply {
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     for s in services.iter() {
@@ -87,13 +89,23 @@ pub fn status(
             total: services.len(),
             by_state,
         },
+        containment: containment.describe.clone(),
+        cgroups: containment.cgroups,
+        usage: usage.clone(),
     })
 }
 
 /// `list`.
-pub fn list(services: &Services, now: Instant) -> Reply {
+pub fn list(services: &Services, now: Instant, usage: &BTreeMap<String, Usage>) -> Reply {
     Reply::List {
-        services: services.iter().map(|s| s.row(now)).collect(),
+        services: services
+            .iter()
+            .map(|s| {
+                let mut row = s.row(now);
+                row.usage = usage.get(s.name()).cloned();
+                row
+            })
+            .collect(),
     }
 }
 

@@ -241,6 +241,7 @@ impl Service {
             },
             health: self.checks.health.map(|h| h.as_str().to_string()),
             last_check: self.checks.last.clone(),
+            usage: None,
         }
     }
 

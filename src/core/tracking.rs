@@ -92,7 +92,19 @@ impl Tracking {
     /// processes a complete scan shows gone, and forgets sessions nobody uses any more (their
     /// numbers may be reused).
     pub fn scanned(&mut self, snap: &Snapshot) -> HashMap<Pid, Owner> {
-        let owners = self.attribution.update(snap, &self.roots);
+        let mut owners = self.attribution.update(snap, &self.roots);
+        // A service's cgroup says who is its own, whatever the ancestry shows (a process that
+        // called setsid, cleared its environment and was reparented is still in it).
+        for (name, pids) in &snap.groups {
+            if !self.roots.services.contains(name) {
+                continue;
+            }
+            for p in pids {
+                if snap.procs.get(p).is_some_and(|i| !i.is_dead()) {
+                    owners.insert(*p, Owner::Service(name.clone()));
+                }
+            }
+        }
         if !snap.incomplete {
             self.touched
                 .retain(|id, _| snap.get(*id).is_some_and(|p| !p.is_dead()));

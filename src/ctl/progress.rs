@@ -288,6 +288,7 @@ mod tests {
             how: how.into(),
             elapsed_ms,
             leftovers: false,
+            cgroup_empty: false,
         }
     }
 

@@ -13,7 +13,7 @@ use crate::sys::logging::clock;
 use crate::wire::events::Event;
 use crate::wire::loglines::{LogLine, Stream};
 use crate::wire::narrative::{self, Level};
-use crate::wire::replies::{ErrorReply, Reply, ServiceRow, StatusReply};
+use crate::wire::replies::{ErrorReply, Reply, ServiceRow, StatusReply, Usage};
 use crate::wire::text::duration_ms;
 
 /// Terminal colours: only on a terminal, never with `NO_COLOR` (decided in `ctl::run`).
@@ -159,8 +159,18 @@ pub fn status(s: &StatusReply, style: &Style) -> String {
         .iter()
         .map(|(state, n)| format!("{n} {state}"))
         .collect();
+    let containment = if s.containment.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", s.containment)
+    };
+    let used: String = s
+        .usage
+        .iter()
+        .map(|(name, u)| format!("  {name}: {}\n", usage(u)))
+        .collect();
     format!(
-        "reapd {} (pid {}, {} mode): {} for {}; {} service{}{}\n",
+        "reapd {} (pid {}, {} mode): {} for {}; {} service{}{}{containment}\n{used}",
         s.version,
         s.pid,
         s.mode,
@@ -198,25 +208,52 @@ pub fn list_table(services: &[ServiceRow], style: &Style) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let [w0, w1, w2, w3, w4, _] = width;
+    let [w0, w1, w2, w3, w4, w5] = width;
+    // A last column only where cgroups were read.
+    let usages: Vec<String> = services
+        .iter()
+        .map(|s| s.usage.as_ref().map(usage).unwrap_or_default())
+        .collect();
+    let with_usage = usages.iter().any(|u| !u.is_empty());
     // The state cell comes padded, then coloured: escapes must not count towards the width.
-    let line = |[name, state, pid, uptime, restarts, exit]: [&str; 6]| {
-        let l = format!("{name:<w0$}  {state}  {pid:>w2$}  {uptime:>w3$}  {restarts:>w4$}  {exit}");
+    let line = |[name, state, pid, uptime, restarts, exit]: [&str; 6], used: &str| {
+        let l = if with_usage {
+            format!(
+                "{name:<w0$}  {state}  {pid:>w2$}  {uptime:>w3$}  {restarts:>w4$}  {exit:<w5$}  {used}"
+            )
+        } else {
+            format!("{name:<w0$}  {state}  {pid:>w2$}  {uptime:>w3$}  {restarts:>w4$}  {exit}")
+        };
         format!("{}\n", l.trim_end())
     };
     let [h0, h1, h2, h3, h4, h5] = head;
-    let mut out = line([h0, &format!("{h1:<w1$}"), h2, h3, h4, h5]);
-    for [name, state, pid, uptime, restarts, exit] in &rows {
-        out.push_str(&line([
-            name,
-            &style.state(state, w1),
-            pid,
-            uptime,
-            restarts,
-            exit,
-        ]));
+    let mut out = line([h0, &format!("{h1:<w1$}"), h2, h3, h4, h5], "CGROUP USAGE");
+    for ([name, state, pid, uptime, restarts, exit], used) in rows.iter().zip(&usages) {
+        out.push_str(&line(
+            [name, &style.state(state, w1), pid, uptime, restarts, exit],
+            used,
+        ));
     }
     out
+}
+
+/// What a cgroup used, in a few words: `memory 8.0 MiB, cpu 1.2 s, 3 pids` (what exists).
+pub fn usage(u: &Usage) -> String {
+    let mut parts = Vec::new();
+    if let Some(b) = u.memory_bytes {
+        parts.push(format!("memory {:.1} MiB", b as f64 / (1024.0 * 1024.0)));
+    }
+    if let Some(us) = u.cpu_usec {
+        parts.push(format!("cpu {}", duration_ms(us / 1000)));
+    }
+    if let Some(p) = u.pids {
+        parts.push(format!("{p} pids"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The lines a watched event is shown in: the narrative's, each after the time of the event,
@@ -311,6 +348,7 @@ mod tests {
             restarts: 0,
             last_exit: None,
             uptime_ms: pid.map(|_| 192_000),
+            usage: None,
         }
     }
 
@@ -360,8 +398,11 @@ mod tests {
                         total: 5,
                         by_state: [("backoff".into(), 1), ("running".into(), 4)].into(),
                     },
+                    containment: "/proc walk: no cgroup2 mount".into(),
+                    cgroups: false,
+                    usage: std::collections::BTreeMap::new(),
                 }),
-                "reapd 0.1.0 (pid 7, config mode): running for 3 min 12 s; 5 services (1 backoff, 4 running)",
+                "reapd 0.1.0 (pid 7, config mode): running for 3 min 12 s; 5 services (1 backoff, 4 running); /proc walk: no cgroup2 mount",
             ),
             (
                 Reply::List {

@@ -8,7 +8,7 @@
 //! Must never: decide: what it learns while acting (a spawn's pid, a process already gone, no
 //! descriptor left) goes back to the core as inputs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -24,6 +24,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use crate::core::io::{Action, Input, ScanRequest, Spawnee};
 use crate::core::proctree::{Pid, ProcId, Snapshot};
 use crate::core::turn::Edge;
+use crate::sys::cgroup::{self, Cgroups};
 use crate::sys::checks::{self, Notification, NotifyPipe, NotifyPipes};
 use crate::sys::config_file;
 use crate::sys::control::{Control, Incoming, Lock};
@@ -42,6 +43,8 @@ use crate::wire::events::{Event, ExitStatus, event_line};
 use crate::wire::replies::{Reply, ok_line};
 use crate::wire::state_file::{Recorded, StateRecord};
 
+/// How long reading services' cgroup usage for one request may take (a few files each).
+const ACCOUNT_BUDGET: Duration = Duration::from_millis(20);
 /// How long exiting may spend delivering the last lines to clients.
 const FINAL_FLUSH: Duration = Duration::from_millis(200);
 
@@ -89,6 +92,10 @@ pub struct SysEdge {
     pub(super) fds_freed: bool,
     /// Services' output read through pipes (`log: prefix`).
     pub(super) outputs: Outputs,
+    /// One cgroup per service, when the hierarchy is writable.
+    cgroups: Option<Cgroups>,
+    /// A crashed predecessor's cgroup directory, removed once its processes are gone.
+    predecessor_cgroup: Option<PathBuf>,
 }
 
 /// What the edge is built from, prepared by the event loop's start-up.
@@ -103,6 +110,7 @@ pub(super) struct Resources {
     pub(super) self_pid: Pid,
     pub(super) state_path: Option<PathBuf>,
     pub(super) watch_cap: usize,
+    pub(super) cgroups: Option<Cgroups>,
 }
 
 impl SysEdge {
@@ -128,6 +136,8 @@ impl SysEdge {
             priority: PriorityControl::default(),
             fds_freed: false,
             outputs: Outputs::default(),
+            cgroups: r.cgroups,
+            predecessor_cgroup: None,
         }
     }
 }
@@ -179,6 +189,7 @@ impl Edge for SysEdge {
                 inherit_stdin,
                 notify_fd,
                 mut launch,
+                cgroup,
             } => {
                 // Two descriptors more must fit in the pidfds' share, or the stop path's
                 // reserve would pay for them: the service then writes to reapd's own output.
@@ -207,6 +218,18 @@ impl Edge for SysEdge {
                         return std::mem::take(&mut self.learnt);
                     }
                 };
+                let procs = match (cgroup, self.cgroups.as_mut()) {
+                    (Some(svc), Some(c)) => match c.prepare_spawn(&svc, self.poll.registry()) {
+                        Ok(fd) => Some(fd),
+                        Err(e) => {
+                            // Spawned outside its cgroup, a service would be lost to the
+                            // kernel's bookkeeping, and an empty cgroup would end its stop early.
+                            self.learnt.push(Input::SpawnFailed { who, error: e });
+                            return std::mem::take(&mut self.learnt);
+                        }
+                    },
+                    _ => None,
+                };
                 let spec = SpawnSpec {
                     cmd: &cmd,
                     env: &env,
@@ -217,6 +240,7 @@ impl Edge for SysEdge {
                         .zip(notify_fd)
                         .map(|(p, fd)| (p.write.as_raw_fd(), fd)),
                     launch: &launch,
+                    cgroup: procs.as_ref().map(AsRawFd::as_raw_fd),
                 };
                 let input = match self.spawner.spawn(&spec) {
                     Ok(spawned) => {
@@ -269,6 +293,36 @@ impl Edge for SysEdge {
             Action::Watch(proc) => {
                 let reach = self.watch(proc);
                 self.reached(proc, reach);
+            }
+            Action::KillGroup(service) => {
+                if let Some(c) = &self.cgroups {
+                    match c.kill(&service) {
+                        Ok(()) => debug!("froze and killed the cgroup of {service}"),
+                        Err(e) => warn!("{e}; killing its processes one by one"),
+                    }
+                }
+            }
+            Action::Account {
+                to,
+                request,
+                services,
+            } => {
+                // Bounded like every part of a turn: past the budget, services show no usage.
+                let began = Instant::now();
+                let usage = services
+                    .into_iter()
+                    .take_while(|_| began.elapsed() < ACCOUNT_BUDGET)
+                    .filter_map(|s| {
+                        let u = self.cgroups.as_ref()?.usage(&s)?;
+                        Some((s, u))
+                    })
+                    .collect();
+                self.learnt.push(Input::Accounted { to, request, usage });
+            }
+            Action::RemoveGroup(service) => {
+                if let Some(c) = self.cgroups.as_mut() {
+                    c.remove(&service, self.poll.registry());
+                }
             }
             Action::Reply { conn, line } => {
                 let got = self
@@ -356,13 +410,29 @@ impl Edge for SysEdge {
     }
 
     fn scan(&mut self, req: &ScanRequest) -> Snapshot {
-        let snap = procfs::scan(self.self_pid, req);
+        // Membership first: a process that joins a cgroup after this read is also found by the
+        // walk that follows, if it descends from a member.
+        let groups = self.group_members(req);
+        // Whose cgroup holds a process says whose it is: its environment (its REAPD_SERVICE
+        // marker) is not read, and that read can stall for as long as a forking process holds
+        // its memory map.
+        let widened;
+        let req = if groups.is_empty() {
+            req
+        } else {
+            let mut r = req.clone();
+            r.attributed.extend(groups.values().flatten().copied());
+            widened = r;
+            &widened
+        };
+        let mut snap = procfs::scan(self.self_pid, req);
         if snap.incomplete
             && out_of_fds(self.poll.as_raw_fd())
             && self.shed_client("scanning /proc")
         {
-            return procfs::scan(self.self_pid, req);
+            snap = procfs::scan(self.self_pid, req);
         }
+        snap.groups = groups;
         snap
     }
 
@@ -400,6 +470,47 @@ impl SysEdge {
             } else {
                 c.accept_again(self.poll.registry(), freed);
             }
+        }
+    }
+
+    /// A crashed predecessor's state file, with every process still in its cgroups added (one
+    /// that double-forked out of its service's tree is still in them).
+    pub(super) fn predecessor(&mut self) -> Option<StateRecord> {
+        let mut rec = self.state_path.as_deref().and_then(state_file::read)?;
+        if let Some(dir) = rec.cgroup.as_deref().map(PathBuf::from) {
+            for (owner, pid) in cgroup::left_in(&dir) {
+                if pid == self.self_pid || rec.procs.iter().any(|r| r.pid == pid) {
+                    continue;
+                }
+                if let Some(p) = procfs::read_stat(pid) {
+                    rec.procs.push(Recorded {
+                        owner,
+                        pid,
+                        start: p.start,
+                    });
+                }
+            }
+            self.predecessor_cgroup = Some(dir);
+        }
+        Some(rec)
+    }
+
+    /// The cgroup members of the services a scan asks about.
+    fn group_members(&self, req: &ScanRequest) -> BTreeMap<String, Vec<Pid>> {
+        let Some(c) = &self.cgroups else {
+            return BTreeMap::new();
+        };
+        req.groups
+            .iter()
+            .filter_map(|svc| Some((svc.clone(), c.members(svc)?)))
+            .collect()
+    }
+
+    /// A service cgroup's `cgroup.events` changed: the core hears of it once it is empty.
+    pub(super) fn cgroup_changed(&mut self, n: usize) {
+        if let Some(service) = self.cgroups.as_mut().and_then(|c| c.emptied(n)) {
+            debug!("cgroup of {service} is empty (cgroup.events: populated 0)");
+            self.learnt.push(Input::GroupEmpty(service));
         }
     }
 
@@ -611,6 +722,10 @@ impl SysEdge {
                 &StateRecord {
                     reapd: Some((self.self_pid, self.self_start)),
                     procs,
+                    cgroup: self
+                        .cgroups
+                        .as_ref()
+                        .map(|c| c.base().display().to_string()),
                 },
             );
         }
@@ -647,6 +762,16 @@ impl SysEdge {
             && let Err(e) = l.release()
         {
             failures.push(format!("cannot remove lock file: {e}"));
+        }
+        // A cgroup left behind costs nothing but a directory, and under a delegating service
+        // manager moving back may be refused: a warning, not a failed shutdown.
+        if let Some(dir) = self.predecessor_cgroup.take() {
+            cgroup::remove_left(&dir);
+        }
+        if let Some(mut c) = self.cgroups.take() {
+            for f in c.release(self.poll.registry()) {
+                warn!("{f}");
+            }
         }
         failures
     }

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info};
 use mio::{Events, Interest, Poll};
 
-use crate::core::io::{Input, Mode};
+use crate::core::io::{Containment, Input, Mode};
 use crate::core::proctree::Pid;
 use crate::core::supervisor::Supervisor;
 use crate::core::turn::{self, Edge};
+use crate::sys::cgroup::Cgroups;
 use crate::sys::control::{self, Control, Lock};
 use crate::sys::edge::{Resources, SysEdge};
 use crate::sys::notify::Notifier;
@@ -32,7 +33,7 @@ use crate::sys::signals::SignalSource;
 use crate::sys::spawn::Spawner;
 use crate::sys::state_file;
 use crate::sys::tokens::{self, Source};
-use crate::wire::config::Config;
+use crate::wire::config::{CgroupMode, Config};
 use crate::wire::exit::ExitCode;
 
 /// How long one turn may spend serving clients (checked between requests)...
@@ -80,6 +81,10 @@ pub fn run(setup: Setup) -> i32 {
         spawner,
         mut signals,
     } = setup;
+    let self_pid = std::process::id() as Pid;
+    let Some((cgroups, containment)) = contain(config.cgroups, self_pid) else {
+        return ExitCode::CannotStart.code();
+    };
     let poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -133,8 +138,8 @@ pub fn run(setup: Setup) -> i32 {
     if let Some(c) = &control {
         info!("control socket {}", c.path().display());
     }
-    let self_pid = std::process::id() as Pid;
     let mut sup = Supervisor::new(mode, config, shutdown_override, self_pid, Instant::now());
+    sup.set_containment(containment);
     let mut edge = SysEdge::new(Resources {
         poll,
         signals,
@@ -146,6 +151,7 @@ pub fn run(setup: Setup) -> i32 {
         self_pid,
         state_path: socket.as_deref().map(state_file::path_for),
         watch_cap: budget.pidfds,
+        cgroups,
     });
     // A SIGCHLD delivered before the handler existed is lost, but its zombie is not; and a stop
     // signal that arrived during start-up (held blocked until the handlers existed) is acted on
@@ -155,9 +161,36 @@ pub fn run(setup: Setup) -> i32 {
     turn::feed(&mut sup, &mut edge, first);
     // We hold the lock: a state file left at this socket is a predecessor's that died without
     // cleaning up.
-    let predecessor = edge.state_path.as_deref().and_then(state_file::read);
+    let predecessor = edge.predecessor();
     turn::turn(&mut sup, &mut edge, vec![Input::Start { predecessor }]);
     turn_loop(&mut sup, &mut edge)
+}
+
+/// Finds how services can be contained, as `mode` asks; `None` when `required` cannot be met.
+fn contain(mode: CgroupMode, self_pid: Pid) -> Option<(Option<Cgroups>, Containment)> {
+    let (cgroups, describe) = match mode {
+        CgroupMode::Off => (None, "/proc walk: cgroups off".to_string()),
+        CgroupMode::Auto | CgroupMode::Required => match Cgroups::detect(self_pid) {
+            Ok(c) => {
+                let d = c.describe();
+                (Some(c), d)
+            }
+            Err(why) if mode == CgroupMode::Required => {
+                error!(
+                    "cannot start: cgroups are required (\"cgroups\": \"required\"), but {why}; \
+                     make the cgroup v2 hierarchy writable (see reapd(8), CGROUPS) or use \"auto\""
+                );
+                return None;
+            }
+            Err(why) => (None, format!("/proc walk: {why}")),
+        },
+    };
+    info!("containment: {describe}");
+    let containment = Containment {
+        cgroups: cgroups.is_some(),
+        describe,
+    };
+    Some((cgroups, containment))
 }
 
 fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
@@ -233,6 +266,7 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                 Source::Pipe(id) => edge.outputs.readable(id),
                 Source::Sink(which) => edge.outputs.writable(which, edge.poll.registry()),
                 Source::Notify(pid) => edge.notified(pid),
+                Source::Cgroup(n) => edge.cgroup_changed(n),
                 // Sporadic events of sources already gone.
                 Source::Unknown => {}
             }

@@ -35,6 +35,9 @@ pub struct SpawnSpec<'a> {
     pub notify: Option<(RawFd, i32)>,
     /// Output, identity and limits.
     pub launch: &'a Launch,
+    /// A cgroup's `cgroup.procs`, open for writing: the child joins that cgroup before anything
+    /// else, so it never runs outside it.
+    pub cgroup: Option<RawFd>,
 }
 
 /// A started process, with the read ends of its output pipes when its output goes through
@@ -126,6 +129,19 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<S
     }
     let prepared = Prepared::new(spec.launch);
     let notify = spec.notify;
+    if let Some(fd) = spec.cgroup {
+        // SAFETY: runs between fork and exec, first of the child's steps: one write(2) of a
+        // static byte string to a descriptor the parent holds open until the spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                // "0" is the writer itself: the child moves into the cgroup before it execs.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
     // (setsid, sigprocmask, sigaction, dup2, fcntl, setrlimit, umask, setgroups, setgid,
     // setuid) on stack data and data prepared before the fork; it allocates nothing.

@@ -2,9 +2,9 @@
 //!
 //! Owns: the one layout of `mio::Token` values: the kind of source in the low three bits, its
 //! number above them (the signal pipe and the listener, a connection's id, a pidfd's or a
-//! notification pipe's pid, an output pipe's number). Pids are at most 2^22 on Linux and
-//! connection ids and pipe numbers are allocated from 0, so every value fits a 32-bit `usize` as
-//! well as a 64-bit one.
+//! notification pipe's pid, an output pipe's number, a service cgroup's number). Pids are at
+//! most 2^22 on Linux and connection ids, pipe and cgroup numbers are allocated from 0, so every
+//! value fits a 32-bit `usize` as well as a 64-bit one.
 //! Must never: let two live sources share a token.
 
 use mio::Token;
@@ -19,6 +19,7 @@ const PIDFD: usize = 2;
 const NOTIFY: usize = 3;
 /// Services' output: reapd's stdout and stderr (numbers 0 and 1) and the pipes (2 up).
 const OUTPUT: usize = 4;
+const CGROUP: usize = 5;
 
 /// The signal self-pipe.
 pub const SIGNALS: Token = Token(FIXED);
@@ -42,6 +43,8 @@ pub enum Source {
     Sink(usize),
     /// The notification pipe of a service's main process, by its pid.
     Notify(Pid),
+    /// A service cgroup's `cgroup.events`, by its number in `sys::cgroup`.
+    Cgroup(usize),
     /// Nothing reapd registered (a stale event).
     Unknown,
 }
@@ -76,6 +79,11 @@ pub fn notify(pid: Pid) -> Token {
     Token((usize::try_from(pid).unwrap_or(0) << KIND_BITS) | NOTIFY)
 }
 
+/// The token of a service cgroup's `cgroup.events`.
+pub fn cgroup(n: usize) -> Token {
+    Token((n << KIND_BITS) | CGROUP)
+}
+
 /// What a token stands for.
 pub fn source(t: Token) -> Source {
     let value = t.0 >> KIND_BITS;
@@ -87,6 +95,7 @@ pub fn source(t: Token) -> Source {
         OUTPUT if value < 2 => Source::Sink(value),
         OUTPUT => Source::Pipe((value - 2) as u64),
         NOTIFY => Pid::try_from(value).map_or(Source::Unknown, Source::Notify),
+        CGROUP => Source::Cgroup(value),
         _ => Source::Unknown,
     }
 }
@@ -112,5 +121,7 @@ mod tests {
         assert_eq!(source(pipe(0)), Source::Pipe(0));
         assert_eq!(source(pipe(77)), Source::Pipe(77));
         assert_ne!(pipe(0), sink(1));
+        assert_eq!(source(cgroup(5)), Source::Cgroup(5));
+        assert_eq!(source(Token(2)), Source::Pidfd(0));
     }
 }

@@ -14,6 +14,7 @@ use lexopt::prelude::*;
 use nix::sys::signal::Signal;
 
 use crate::wire::commands::{self, ArgKind, COMMANDS, Cmd, CommandSpec};
+use crate::wire::config::CgroupMode;
 use crate::wire::signal_names::parse_signal;
 
 /// The usage text printed by `--help`.
@@ -45,6 +46,8 @@ Options:
                               as root, else $XDG_RUNTIME_DIR/reapd.sock, else
                               /tmp/reapd-$UID.sock; with -- CMD, none unless given)
       --shutdown-timeout MS   bound on the whole shutdown, at most 30000 (default 30000)
+      --cgroups MODE          auto, off or required: cgroup v2 containment (overrides the
+                              file's cgroups key; default auto)
       --log-level LEVEL       error, warn, info, debug or trace (env REAPD_LOG; default info)
       --notify-fd N           write a newline to fd N once ready, then close it (s6)
       --stop-signal SIG       with -- CMD: signal that stops the command (default TERM)
@@ -100,6 +103,8 @@ pub struct RunArgs {
     pub shutdown_timeout: Option<u64>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--cgroups`.
+    pub cgroups: Option<CgroupMode>,
     /// `--notify-fd`.
     pub notify_fd: Option<i32>,
     /// `--stop-signal`.
@@ -166,6 +171,12 @@ fn parse_run(mut argv: Vec<OsString>) -> Result<Command, String> {
             }
             Long("stop-timeout") => args.stop_timeout = Some(millis(&mut p, "--stop-timeout")?),
             Long("log-level") => args.log_level = Some(text(&mut p)?),
+            Long("cgroups") => {
+                let v = text(&mut p)?;
+                args.cgroups = Some(CgroupMode::parse(&v).ok_or_else(|| {
+                    format!("--cgroups: expected auto, off or required, found {v:?}")
+                })?);
+            }
             Long("stop-signal") => {
                 let v = text(&mut p)?;
                 args.stop_signal =
@@ -403,6 +414,15 @@ mod tests {
         };
         assert_eq!(a.command, ["sh", "-c", "exit 7", "--", "x"]);
         assert_eq!(a.stop_signal, Some(Signal::SIGINT));
+        let Ok(Command::Run(a)) = p(&["--cgroups", "off", "-c", "x"]) else {
+            panic!("parse")
+        };
+        assert_eq!(a.cgroups, Some(CgroupMode::Off));
+        let e = p(&["--cgroups", "maybe", "-c", "x"]).unwrap_err();
+        assert!(
+            e.contains("--cgroups: expected auto, off or required"),
+            "{e}"
+        );
         assert_eq!(p(&["-h"]), Ok(Command::Help));
         assert_eq!(p(&["--version"]), Ok(Command::Version));
     }

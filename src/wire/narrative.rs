@@ -223,16 +223,22 @@ pub fn lines(ev: &Event) -> Vec<(Level, String)> {
             how,
             elapsed_ms,
             leftovers,
+            cgroup_empty,
         } => one(
             Info,
             format!(
-                "{service}:{} stopped ({how}) after {}",
+                "{service}:{} stopped ({how}) after {}{}",
                 if *leftovers {
                     " what its main process left behind:"
                 } else {
                     ""
                 },
-                duration_ms(*elapsed_ms)
+                duration_ms(*elapsed_ms),
+                if *cgroup_empty {
+                    "; its cgroup is empty"
+                } else {
+                    ""
+                }
             ),
         ),
         Event::Removed { service } => one(Info, format!("{service}: removed")),
@@ -431,6 +437,7 @@ mod tests {
             how: "exited".into(),
             elapsed_ms: 1234,
             leftovers: false,
+            cgroup_empty: false,
         };
         assert_eq!(
             lines(&stopped),

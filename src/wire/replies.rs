@@ -121,6 +121,28 @@ pub struct StatusReply {
     pub uptime_ms: u64,
     /// Services by state.
     pub services: ServiceCounts,
+    /// How services' processes are found and stopped, and why: `cgroup v2 at DIR`, or
+    /// `/proc walk: REASON`.
+    #[serde(default)]
+    pub containment: String,
+    /// True when each service has its own cgroup.
+    #[serde(default)]
+    pub cgroups: bool,
+    /// Per service, what its cgroup has used (cgroups only; read for this reply).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, Usage>,
+}
+
+/// What a service's cgroup has used, read when asked (`null` where the file does not exist: the
+/// controller is not enabled there).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// `memory.current`, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// `usage_usec` of `cpu.stat`: CPU time of every process the cgroup ever held.
+    pub cpu_usec: Option<u64>,
+    /// `pids.current`.
+    pub pids: Option<u64>,
 }
 
 /// One row of `list`.
@@ -152,6 +174,9 @@ pub struct ServiceRow {
     /// What the last readiness or health attempt said (`ok`, or why it failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<String>,
+    /// What its cgroup has used (cgroups only; read for this reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// Every successful reply. Each serialises as its own fields next to `"ok": true`.

@@ -25,6 +25,8 @@ pub struct DaemonBuilder {
     blocked: Vec<i32>,
     notify_fd: Option<i32>,
     with_socket: bool,
+    /// Leave `cgroups` to the config file even when `REAPD_TEST_CGROUPS` is set.
+    config_cgroups: bool,
 }
 
 impl DaemonBuilder {
@@ -110,6 +112,13 @@ impl DaemonBuilder {
         self
     }
 
+    /// The config file's `cgroups` decides, whatever `REAPD_TEST_CGROUPS` says (for the tests of
+    /// that key).
+    pub fn config_cgroups(mut self) -> Self {
+        self.config_cgroups = true;
+        self
+    }
+
     /// Starts reapd without waiting for anything.
     pub fn spawn(self) -> Daemon {
         let dir = self.dir;
@@ -135,6 +144,13 @@ impl DaemonBuilder {
         };
         if self.with_socket {
             cmd.arg("--socket").arg(&socket);
+        }
+        // The whole suite runs either way: REAPD_TEST_CGROUPS=off walks /proc only (a test's
+        // own --cgroups, given later, still wins).
+        if let Some(mode) =
+            std::env::var_os("REAPD_TEST_CGROUPS").filter(|m| !m.is_empty() && !self.config_cgroups)
+        {
+            cmd.arg("--cgroups").arg(mode);
         }
         cmd.args(&self.args);
         if let Some(argv) = &self.command {
@@ -241,6 +257,7 @@ impl Daemon {
             blocked: Vec::new(),
             notify_fd: None,
             with_socket: true,
+            config_cgroups: false,
         }
     }
 }

@@ -9,9 +9,10 @@
 //! d.assert_clean_exit();
 //! ```
 //!
-//! reapd runs with `--socket <dir>/s.sock`, `REAPD_LOG=debug`, `TEST_DIR=<dir>` and the
-//! directory's marker in its environment (so every service carries it too); its stderr (the log)
-//! goes to `<dir>/reapd.log`. Dropping the [`Daemon`] kills reapd and, by pid, every process that
+//! reapd runs with `--socket <dir>/s.sock` (and `--cgroups MODE` when the environment has
+//! `REAPD_TEST_CGROUPS=MODE`: the suite runs either way), `REAPD_LOG=debug`, `TEST_DIR=<dir>`
+//! and the directory's marker in its environment (so every service carries it too); its stderr
+//! (the log) goes to `<dir>/reapd.log`. Dropping the [`Daemon`] kills reapd and, by pid, every process that
 //! carries the marker, then removes the directory.
 
 use std::collections::BTreeMap;

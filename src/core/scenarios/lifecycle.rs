@@ -141,7 +141,8 @@ fn leftovers_are_stopped_before_the_service_restarts() {
             service: "a".into(),
             how: "killed".into(),
             elapsed_ms: 1000,
-            leftovers: true
+            leftovers: true,
+            cgroup_empty: false,
         })
     );
     assert!(matches!(
@@ -292,6 +293,7 @@ fn a_crashed_predecessors_processes_are_stopped_before_anything_starts() {
             pid: main.pid,
             start: main.start,
         }],
+        cgroup: None,
     });
     w.run_until(secs(30));
     assert_eq!(
@@ -320,6 +322,7 @@ fn a_predecessors_record_whose_pid_was_reused_is_left_alone() {
             pid: stranger.pid,
             start: stranger.start + 1,
         }],
+        cgroup: None,
     });
     w.run_to(secs(1));
     assert!(w.signals_to(stranger.pid).is_empty());

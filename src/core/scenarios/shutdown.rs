@@ -172,6 +172,7 @@ fn sigterm_during_recovery_stops_the_predecessors_processes_and_starts_nothing()
             pid: left.pid,
             start: left.start,
         }],
+        cgroup: None,
     });
     assert_eq!(w.count("recovering"), 1);
     w.run_to(secs(1));
@@ -395,6 +396,7 @@ fn the_bound_holds_from_every_moment_with_unkillable_processes() {
                     pid: left.pid,
                     start: left.start,
                 }],
+                cgroup: None,
             });
             w.advance(ms(300));
             w.signal(Signal::SIGTERM);

@@ -611,6 +611,13 @@ impl Edge for Kernel {
                 self.exit = Some((code, self.now));
                 Vec::new()
             }
+            // The simulated machine has no cgroups (the supervisor is never told it has).
+            Action::KillGroup(_) | Action::RemoveGroup(_) => Vec::new(),
+            Action::Account { to, request, .. } => vec![Input::Accounted {
+                to,
+                request,
+                usage: Default::default(),
+            }],
         }
     }
 

@@ -21,6 +21,7 @@ impl StopJob {
         forest: &Forest,
         out: &mut Vec<JobOut>,
     ) {
+        self.kill_group(out);
         let unstopped: Vec<Pid> = forest
             .top_down()
             .into_iter()

@@ -37,6 +37,7 @@
 //! The cost of holding: a process that watches its children with `WUNTRACED` (a shell with job
 //! control, a debugger) sees them stop for the moment it takes the level below to exit.
 
+mod contained;
 mod graceful;
 mod hold;
 mod kill;
@@ -69,6 +70,11 @@ pub const MAX_HOLD: Duration = Duration::from_millis(500);
 /// How soon to look again while reapd cannot see or watch every member (the process table could
 /// not be read completely, or no pidfd could be opened): there is no exit event to wait for.
 pub const RETRY: Duration = Duration::from_millis(100);
+/// How long a contained stop whose known members are all gone waits for its cgroup to report
+/// `populated 0` before it looks at `/proc` itself (the cgroup may hold a process forked since
+/// the last look, which no pidfd announces). The kernel tells it from a work queue, within a
+/// millisecond on an idle machine; the margin is for a loaded one.
+pub const EMPTY_WAIT: Duration = Duration::from_millis(100);
 /// Longest wait, after a level got its signal, before reapd looks again for processes that
 /// exec'd since and may have lost the signal on the way (see [`rules::lost_its_signal`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -121,6 +127,9 @@ pub enum JobOut {
         /// Pids.
         pids: Vec<Pid>,
     },
+    /// Freeze the service's cgroup and kill everything in it (`cgroup.kill`): no fork outruns
+    /// it. Comes before the per-process kills, which then find most processes gone.
+    KillGroup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +196,16 @@ pub struct StopJob {
     /// No exit will ever be announced (the event loop cannot wait for events): rescan every
     /// [`RETRY`] until the job is done.
     blind: bool,
+    /// The members are a service's cgroup: the kill stage kills the cgroup whole, and the
+    /// kernel's word that it is empty ends the stop.
+    contained: bool,
+    /// [`JobOut::KillGroup`] was asked for.
+    group_killed: bool,
+    /// The stop ended on `populated 0` of the cgroup, not on a scan.
+    confirmed_by_cgroup: bool,
+    /// Every known member is gone: the scan that confirms it waits until then for the cgroup to
+    /// say it is empty.
+    empty_by: Option<Instant>,
 }
 
 impl StopJob {
@@ -224,6 +243,10 @@ impl StopJob {
             tree_confirmed: false,
             retry_at: None,
             blind: false,
+            contained: false,
+            group_killed: false,
+            confirmed_by_cgroup: false,
+            empty_by: None,
         }
     }
 
@@ -339,7 +362,7 @@ impl StopJob {
         };
         graceful
             .into_iter()
-            .chain([self.retry_at, self.check_at])
+            .chain([self.retry_at, self.check_at, self.empty_by])
             .flatten()
             .min()
     }
@@ -363,6 +386,7 @@ impl StopJob {
         self.check_at = None;
         self.stage = Stage::Freezing;
         self.scan_wanted = true;
+        self.kill_group(&mut out);
         let mut known: Vec<(usize, ProcId)> = self
             .members
             .iter()
@@ -401,6 +425,10 @@ impl StopJob {
         }
         if self.retry_at.is_some_and(|r| now >= r) {
             self.retry_at = None;
+            self.scan_wanted = true;
+        }
+        if self.empty_by.is_some_and(|r| now >= r) {
+            self.empty_by = None;
             self.scan_wanted = true;
         }
         if self.is_killing() || self.is_done() {
@@ -469,19 +497,19 @@ impl StopJob {
                     self.level_share(above, now);
                 }
                 if self.no_live_member() {
-                    self.scan_wanted = true;
+                    self.confirm_gone(now);
                 }
             }
             Stage::MainAlone { .. } if Some(id) == self.main => self.leave_main_alone(),
             Stage::Killing => {
                 // One confirming scan once every killed process is gone, not one per death.
                 if self.killed_alive == 0 {
-                    self.scan_wanted = true;
+                    self.confirm_gone(now);
                 }
             }
             Stage::MainOnly | Stage::Holding { .. } => {
                 if self.no_live_member() {
-                    self.scan_wanted = true;
+                    self.confirm_gone(now);
                 }
             }
             Stage::MainAlone { .. } | Stage::Freezing | Stage::Done(_) => {}
@@ -501,6 +529,7 @@ impl StopJob {
             return out;
         }
         self.scan_wanted = false;
+        self.empty_by = None;
         self.scans += 1;
         let alive: Vec<Pid> = members
             .iter()

@@ -601,3 +601,82 @@ fn a_thousand_deep_chain_advances_one_level_per_exit_without_scans() {
         assert!(!job.wants_scan());
     }
 }
+
+#[test]
+fn a_contained_stop_ends_on_the_cgroup_being_empty_without_a_scan() {
+    let t0 = epoch();
+    let mut snap = chain(2);
+    let mut job = tree_job(9, t0);
+    job.contain();
+    let out = held(&mut job, &mut snap, t0);
+    assert_eq!(sent(&out, Signal::SIGTERM), [101]);
+    job.on_gone(remove(&mut snap, 101), t0);
+    job.on_gone(remove(&mut snap, 100), t0);
+    assert!(
+        !job.wants_scan(),
+        "every known member is gone: the cgroup's word is awaited first"
+    );
+    assert_eq!(job.deadline(), Some(t0 + EMPTY_WAIT));
+    job.on_empty();
+    assert_eq!(job.outcome(), Some(StopHow::Exited));
+    assert!(job.confirmed_by_cgroup());
+}
+
+#[test]
+fn without_the_cgroups_word_a_contained_stop_looks_for_itself() {
+    let t0 = epoch();
+    let mut snap = chain(1);
+    let mut job = tree_job(9, t0);
+    job.contain();
+    held(&mut job, &mut snap, t0);
+    job.on_gone(remove(&mut snap, 100), t0);
+    assert!(!job.wants_scan());
+    // A process forked since the last look keeps the cgroup populated: no word comes.
+    job.on_tick(t0 + EMPTY_WAIT);
+    assert!(job.wants_scan());
+    job.on_scan(&snap, &members(&snap), t0 + EMPTY_WAIT);
+    assert_eq!(job.outcome(), Some(StopHow::Exited));
+    assert!(!job.confirmed_by_cgroup());
+}
+
+#[test]
+fn emptiness_before_the_stop_saw_its_members_is_not_taken_for_the_end() {
+    let t0 = epoch();
+    let mut job = tree_job(9, t0);
+    job.contain();
+    job.on_empty();
+    assert!(
+        !job.is_done(),
+        "read before the first scan: may predate the members"
+    );
+    let mut uncontained = tree_job(9, t0);
+    let snap = chain(1);
+    uncontained.on_scan(&snap, &members(&snap), t0);
+    uncontained.on_empty();
+    assert!(
+        !uncontained.is_done(),
+        "only a contained stop hears of its cgroup"
+    );
+}
+
+#[test]
+fn a_contained_kill_kills_the_cgroup_first_and_once() {
+    let t0 = epoch();
+    let snap = chain(3);
+    let mut job = tree_job(1, t0);
+    job.contain();
+    job.on_scan(&snap, &members(&snap), t0);
+    let out = job.on_tick(t0 + Duration::from_secs(1));
+    assert_eq!(out.first(), Some(&JobOut::KillGroup), "{out:?}");
+    assert_eq!(
+        sent(&out, Signal::SIGKILL),
+        [102, 101, 100],
+        "then each process"
+    );
+    let out = job.on_scan(&snap, &members(&snap), t0 + Duration::from_secs(1));
+    assert!(!out.contains(&JobOut::KillGroup), "once");
+    let mut plain = tree_job(1, t0);
+    plain.on_scan(&snap, &members(&snap), t0);
+    let out = plain.on_tick(t0 + Duration::from_secs(1));
+    assert!(!out.contains(&JobOut::KillGroup));
+}

@@ -37,8 +37,10 @@ impl Supervisor {
                 self.mode,
                 now.saturating_duration_since(self.started),
                 &self.services,
+                &self.containment,
+                &self.accounted,
             )),
-            Request::List => Ok(requests::list(&self.services, now)),
+            Request::List => Ok(requests::list(&self.services, now, &self.accounted)),
             Request::Watch => {
                 self.watchers.insert(to.0);
                 Ok(Reply::Watching {

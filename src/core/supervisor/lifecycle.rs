@@ -77,6 +77,7 @@ impl Supervisor {
 
     pub(super) fn spawn(&mut self, name: &str) {
         let inherit_stdin = self.mode == Mode::Single;
+        let contained = self.containment.cgroups;
         let Some(s) = self.services.get_mut(name) else {
             return;
         };
@@ -100,6 +101,7 @@ impl Supervisor {
                 Some(Probe::NotifyFd(fd)) => Some(*fd),
                 _ => None,
             },
+            cgroup: contained.then(|| s.spec.name.clone()),
         });
     }
 

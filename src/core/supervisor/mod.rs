@@ -13,12 +13,12 @@
 //! reap, then scan `/proc` and feed [`Input::Scanned`]; feed [`Input::Tick`] once
 //! [`Supervisor::deadline`] has passed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::core::io::{Action, ConnId, Input, Mode, Notice, ScanRequest};
+use crate::core::io::{Action, ConnId, Containment, Input, Mode, Notice, ScanRequest};
 use crate::core::outbox::Outbox;
 use crate::core::proctree::Pid;
 use crate::core::recovery::Recovery;
@@ -31,6 +31,8 @@ use crate::core::timers::{Timer, earliest};
 use crate::core::tracking::Tracking;
 use crate::wire::config::Config;
 use crate::wire::events::ExitStatus;
+use crate::wire::protocol::Request;
+use crate::wire::replies::Usage;
 use crate::wire::state_file::Recorded;
 
 mod control;
@@ -89,6 +91,10 @@ pub struct Supervisor {
     /// What the state file says, and whether it must be rewritten at the end of the turn.
     persisted: Vec<Recorded>,
     status_due: bool,
+    /// cgroups or the `/proc` walk, as the edge found at start.
+    containment: Containment,
+    /// What services' cgroups have used, while the request it was read for is answered.
+    accounted: BTreeMap<String, Usage>,
     out: Outbox,
 }
 
@@ -136,8 +142,15 @@ impl Supervisor {
             nothing_left_seen: false,
             persisted: Vec::new(),
             status_due: false,
+            containment: Containment::default(),
+            accounted: BTreeMap::new(),
             out: Outbox::default(),
         }
+    }
+
+    /// How services are contained: told by the edge before [`Input::Start`].
+    pub fn set_containment(&mut self, containment: Containment) {
+        self.containment = containment;
     }
 
     /// The current phase.
@@ -223,6 +236,15 @@ impl Supervisor {
             });
         }
         let mut req = self.tracking.scan_request();
+        if self.containment.cgroups {
+            // Membership matters to a stop: the services being stopped have theirs read.
+            req.groups = self
+                .services
+                .iter()
+                .filter(|s| s.job().is_some())
+                .map(|s| s.name().to_string())
+                .collect();
+        }
         if let Teardown::Killing { swept: None, .. } = self.teardown {
             req.foreign_cmdlines = self.services.iter().any(|s| !s.spec.matches.is_empty());
             let mut ports: Vec<u16> = self
@@ -244,6 +266,7 @@ impl Supervisor {
             Input::Signal(sig) => self.on_signal(sig, now),
             Input::Reaped { pid, status } => self.on_reaped(pid, status, now),
             Input::Gone(id) => self.on_gone(id, now),
+            Input::GroupEmpty(name) => self.on_group_empty(&name, now),
             Input::Unwatchable(id) => {
                 for job in self.jobs_mut() {
                     job.on_unwatchable(id, now);
@@ -271,7 +294,23 @@ impl Supervisor {
                         .all(|pid| snap.procs.get(pid).is_none_or(|p| p.is_dead()));
                 self.on_scan(snap, now)
             }
+            // What cgroups have used is read for the reply, not sampled: the edge reads it first.
+            Input::Request { conn, id, request }
+                if self.containment.cgroups
+                    && matches!(request, Request::Status | Request::List) =>
+            {
+                self.out.push(Action::Account {
+                    to: (conn, id),
+                    request,
+                    services: self.services.names(),
+                });
+            }
             Input::Request { conn, id, request } => self.on_request((conn, id), request, now),
+            Input::Accounted { to, request, usage } => {
+                self.accounted = usage;
+                self.on_request(to, request, now);
+                self.accounted.clear();
+            }
             Input::ConnClosed(conn) => {
                 self.watchers.remove(&conn);
                 self.waiters.drop_conn(conn);

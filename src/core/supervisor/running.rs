@@ -288,6 +288,8 @@ impl Supervisor {
                         cwd: s.spec.cwd.clone(),
                         inherit_stdin: false,
                         notify_fd: None,
+                        // A check belongs to its service: inside its cgroup when it has one.
+                        cgroup: self.containment.cgroups.then(|| name.clone()),
                         // A check runs as the service does, its output told under its name.
                         launch: s.spec.launch.clone(),
                     });

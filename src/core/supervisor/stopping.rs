@@ -214,6 +214,11 @@ impl Supervisor {
                     count: pids.len(),
                     pids,
                 }),
+                JobOut::KillGroup => {
+                    if let Some(name) = service {
+                        self.out.push(Action::KillGroup(name.to_string()));
+                    }
+                }
             }
         }
     }
@@ -241,6 +246,23 @@ impl Supervisor {
                 self.out.signal(id, sig);
             }
         }
+    }
+
+    /// A service's cgroup is empty: its stop, if one is under way, is over without a scan.
+    pub(super) fn on_group_empty(&mut self, name: &str, now: Instant) {
+        let Some(s) = self.services.get_mut(name) else {
+            return;
+        };
+        let main = s.main();
+        let Some(job) = s.job_mut() else {
+            return;
+        };
+        job.on_empty();
+        // The main process is our child: the stop completes once it is reaped.
+        if job.is_done() && main.is_none() {
+            self.finish_stop(name, now);
+        }
+        self.check_progress(now);
     }
 
     pub(super) fn on_gone(&mut self, id: ProcId, now: Instant) {
@@ -286,9 +308,15 @@ impl Supervisor {
             return;
         };
         let scope = s.spec.stop_scope;
-        let (stop_signal, timeout) = (s.spec.stop_signal, s.begin_stop(deadline, scope, now));
+        let stop_signal = s.spec.stop_signal;
+        let started = s.begin_stop(deadline, scope, now);
+        if self.containment.cgroups
+            && let Some(job) = s.job_mut()
+        {
+            job.contain();
+        }
         self.cancel_checks(name);
-        if let Some(timeout) = timeout {
+        if let Some(timeout) = started {
             self.out.event(Event::Stopping {
                 service: name.to_string(),
                 signal: signal_name(stop_signal as i32),
@@ -320,6 +348,7 @@ impl Supervisor {
                 how: how.as_str().into(),
                 elapsed_ms,
                 leftovers: leftovers_of.is_some(),
+                cgroup_empty: job.confirmed_by_cgroup(),
             });
         }
         self.status_due = true;
@@ -345,6 +374,9 @@ impl Supervisor {
             AfterStop::Remove => {
                 self.services.remove(name);
                 self.refresh_roots();
+                if self.containment.cgroups {
+                    self.out.push(Action::RemoveGroup(name.to_string()));
+                }
                 self.out.event(Event::Removed {
                     service: name.to_string(),
                 });
@@ -558,8 +590,12 @@ impl Supervisor {
                         }
                         ServiceState::Running { main, since, .. } => {
                             let (main, since) = (*main, *since);
+                            let mut job = Box::new(StopJob::kill_now(now));
+                            if self.containment.cgroups {
+                                job.contain();
+                            }
                             s.state = ServiceState::Stopping {
-                                job: Box::new(StopJob::kill_now(now)),
+                                job,
                                 main: Some(main),
                                 since: Some(since),
                             };

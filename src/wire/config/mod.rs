@@ -40,6 +40,7 @@ pub const TOP_KEYS: &[&str] = &[
     "grace_ms",
     "services",
     "cleanup",
+    "cgroups",
 ];
 /// Every key a service accepts.
 pub const SERVICE_KEYS: &[&str] = &[
@@ -114,6 +115,42 @@ impl StopScope {
             StopScope::Tree => "tree",
             StopScope::Main => "main",
             StopScope::MainFirst => "main-first",
+        }
+    }
+}
+
+/// Whether reapd contains services in cgroup v2 (top-level `cgroups`, or `--cgroups`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Use a writable cgroup v2 hierarchy when there is one, else walk `/proc`.
+    #[default]
+    Auto,
+    /// Never: walk `/proc` only.
+    Off,
+    /// Refuse to start without a writable cgroup v2 hierarchy.
+    Required,
+}
+
+impl CgroupMode {
+    /// Every spelling, as written in the config file and on the command line.
+    pub const NAMES: &'static [&'static str] = &["auto", "off", "required"];
+
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupMode::Auto => "auto",
+            CgroupMode::Off => "off",
+            CgroupMode::Required => "required",
+        }
+    }
+
+    /// Reads a spelling.
+    pub fn parse(s: &str) -> Option<CgroupMode> {
+        match s {
+            "auto" => Some(CgroupMode::Auto),
+            "off" => Some(CgroupMode::Off),
+            "required" => Some(CgroupMode::Required),
+            _ => None,
         }
     }
 }
@@ -205,6 +242,8 @@ pub struct Config {
     pub cleanup: Vec<Vec<String>>,
     /// Things that were accepted but adjusted (capped timeouts).
     pub warnings: Vec<String>,
+    /// cgroup v2 containment (read at start only).
+    pub cgroups: CgroupMode,
 }
 
 impl Default for Config {
@@ -216,6 +255,7 @@ impl Default for Config {
             services: Vec::new(),
             cleanup: Vec::new(),
             warnings: Vec::new(),
+            cgroups: CgroupMode::Auto,
         }
     }
 }

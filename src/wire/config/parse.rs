@@ -102,6 +102,20 @@ impl Cx {
         {
             cfg.grace = Duration::from_millis(ms);
         }
+        if let Some(v) = top.get("cgroups")
+            && let Some(s) = self.string("cgroups", v)
+        {
+            match CgroupMode::parse(s) {
+                Some(m) => cfg.cgroups = m,
+                None => {
+                    let hint = self.hint(s, CgroupMode::NAMES.iter().copied());
+                    self.err(
+                        "cgroups",
+                        format!("unknown mode {s:?}: expected auto, off or required{hint}"),
+                    );
+                }
+            }
+        }
         if let Some(v) = top.get("services")
             && let Some(map) = self.object("services", v)
         {

@@ -234,6 +234,28 @@ fn missing_cmd_says_what_to_write() {
 }
 
 #[test]
+fn cgroups_is_auto_by_default_and_a_wrong_mode_is_named() {
+    let cfg = parse(r#"{ "services": {} }"#).expect("valid");
+    assert_eq!(cfg.cgroups, CgroupMode::Auto);
+    for (text, mode) in [
+        ("off", CgroupMode::Off),
+        ("required", CgroupMode::Required),
+        ("auto", CgroupMode::Auto),
+    ] {
+        let cfg = parse(&format!(r#"{{ "cgroups": "{text}" }}"#)).expect("valid");
+        assert_eq!(cfg.cgroups, mode);
+        assert_eq!(mode.as_str(), text);
+    }
+    let e = errors(r#"{ "cgroups": "requird" }"#);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("cgroups: unknown mode \"requird\"") && e[0].contains("\"required\""),
+        "{e:?}"
+    );
+    assert!(errors(r#"{ "cgroups": true }"#)[0].starts_with("cgroups: "));
+}
+
+#[test]
 fn run_keys_parse_with_their_defaults() {
     let cfg = parse(
         r#"{"services": {

@@ -291,6 +291,10 @@ pub enum Event {
         /// its own (see the service's `leftovers` key).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         leftovers: bool,
+        /// True when the kernel's word ended the stop: the service's cgroup emptied
+        /// (`cgroup.events`: `populated 0`), with no look at `/proc` to confirm it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cgroup_empty: bool,
     },
     /// A service left the config and is gone.
     Removed {

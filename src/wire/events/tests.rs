@@ -97,6 +97,7 @@ pub(crate) fn one_of_each() -> Vec<Event> {
             how: "exited".into(),
             elapsed_ms: 1,
             leftovers: true,
+            cgroup_empty: true,
         },
         Event::Removed { service: s() },
         Event::SignalSent {

@@ -1,0 +1,65 @@
+//! A stop whose members are a cgroup's: the kill stage kills the cgroup whole, and the kernel's
+//! word that the cgroup is empty (`populated 0`) ends the stop without a scan.
+//! Must never: end a stop on emptiness read before the stop had seen its members, or wait for
+//! that word without a scan to fall back on ([`EMPTY_WAIT`]).
+
+use std::time::Instant;
+
+use super::{EMPTY_WAIT, JobOut, Stage, StopHow, StopJob};
+
+impl StopJob {
+    /// The members are exactly a cgroup's (membership read from `cgroup.procs`): the kill stage
+    /// freezes and kills the cgroup, and [`StopJob::on_empty`] may end the stop.
+    pub fn contain(&mut self) {
+        self.contained = true;
+    }
+
+    /// True when the stop ended on the cgroup's `populated 0` rather than a scan.
+    pub fn confirmed_by_cgroup(&self) -> bool {
+        self.confirmed_by_cgroup
+    }
+
+    /// The cgroup became empty (`populated 0`): every member is gone, without a scan to prove
+    /// it. Ignored unless the job is contained and a scan has found members (an emptiness read
+    /// before then may predate the processes this stop is for).
+    pub fn on_empty(&mut self) {
+        if !self.contained || !self.seen_any || self.is_done() {
+            return;
+        }
+        for m in self.members.values_mut() {
+            m.gone = true;
+        }
+        self.in_play.clear();
+        self.killed_alive = 0;
+        self.checks.clear();
+        self.check_at = None;
+        self.retry_at = None;
+        self.empty_by = None;
+        let killed = self.group_killed || self.members.values().any(|m| m.killed);
+        self.stage = Stage::Done(if killed {
+            StopHow::Killed
+        } else {
+            StopHow::Exited
+        });
+        self.confirmed_by_cgroup = true;
+    }
+
+    /// The kill stage of a contained stop begins with the cgroup's kill, once.
+    pub(super) fn kill_group(&mut self, out: &mut Vec<JobOut>) {
+        if self.contained && !self.group_killed {
+            self.group_killed = true;
+            out.push(JobOut::KillGroup);
+        }
+    }
+
+    /// Every member the job knows is gone: a contained stop waits a moment for the cgroup to
+    /// say it is empty (the kernel tells it a little after the exits), then looks; any other
+    /// looks at once.
+    pub(super) fn confirm_gone(&mut self, now: Instant) {
+        if self.contained {
+            self.empty_by.get_or_insert(now + EMPTY_WAIT);
+        } else {
+            self.scan_wanted = true;
+        }
+    }
+}
