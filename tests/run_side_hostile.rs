@@ -2,8 +2,7 @@
 //! pipe (close it, flood it, notify then exit), exec checks that fork, hang or ignore SIGTERM,
 //! health checks that flap or always fail, restart limits at their edges, essential services
 //! that die by a signal or are given up on, one-shots that hang or leave children, and real
-//! listeners. Part two is `run_side_hostile_control.rs`. Each `#[ignore]`d test shows a defect:
-//! its reason says which.
+//! listeners. Part two is `run_side_hostile_control.rs`.
 
 mod common;
 
@@ -93,7 +92,6 @@ fn a_newline_and_an_exit_seen_in_the_same_turn_still_count_as_ready() {
 }
 
 #[test]
-#[ignore = "defect: a service that notifies and exits before reapd watches its pidfd is reaped before its newline is read; its dependents wait for ever"]
 fn services_that_notify_and_exit_at_once_all_release_their_dependents() {
     // When the child writes its newline and exits before reapd has registered its pidfd and
     // pipe, both are already readable and the exit may be handled first: `exited` reports the
@@ -166,7 +164,6 @@ fn a_notify_fd_held_by_a_grandchild_does_not_make_a_restarted_service_ready() {
 }
 
 #[test]
-#[ignore = "defect: a notify_fd above the open-file limit is reported as `cannot execute \"sleep\": Bad file descriptor`"]
 fn a_notify_fd_above_the_open_file_limit_is_reported_as_such() {
     if !require_tool("prlimit") {
         return;
@@ -196,7 +193,6 @@ fn a_notify_fd_above_the_open_file_limit_is_reported_as_such() {
 // ---- exec checks --------------------------------------------------------------------------
 
 #[test]
-#[ignore = "defect: a health exec check's background child is never killed; one more per check"]
 fn a_health_exec_check_that_forks_leaves_no_child_behind() {
     let b = Daemon::builder("check-forks");
     let dir = b.dir().path.clone();
@@ -227,7 +223,6 @@ fn a_health_exec_check_that_forks_leaves_no_child_behind() {
 }
 
 #[test]
-#[ignore = "defect: a ready exec check's background child outlives the check for the service's life"]
 fn a_ready_exec_check_that_forks_leaves_no_child_behind() {
     let b = Daemon::builder("ready-forks");
     let cfg = json!({ "services": {
@@ -393,7 +388,6 @@ fn a_flapping_health_check_below_its_retries_never_restarts_the_service() {
 }
 
 #[test]
-#[ignore = "defect: restarts for failed health checks skip the restart back-off: a service whose check always fails is restarted every few tens of ms"]
 fn restarts_for_failed_health_checks_back_off_like_any_other() {
     let b = Daemon::builder("health-backoff");
     let dir = b.dir().path.clone();
@@ -467,7 +461,6 @@ fn an_essential_one_shot_that_succeeds_keeps_reapd_running() {
 }
 
 #[test]
-#[ignore = "defect: `ready_timeout_ms` on a one-shot is accepted without a word and ignored: a hung migration holds its dependents for ever"]
 fn a_one_shot_that_hangs_past_its_ready_timeout_fails_or_the_key_is_refused() {
     let b = Daemon::builder("oneshot-hangs");
     let dir = b.dir().path.clone();
@@ -533,7 +526,6 @@ fn an_essential_service_stopped_by_reapd_s_own_shutdown_or_by_ctl_does_not_chang
 }
 
 #[test]
-#[ignore = "defect: an essential service that never becomes ready ends reapd with 143, the SIGTERM reapd itself sent"]
 fn an_essential_service_that_never_becomes_ready_ends_reapd_with_1() {
     let b = Daemon::builder("essential-not-ready");
     let cfg = json!({ "services": {
@@ -550,7 +542,6 @@ fn an_essential_service_that_never_becomes_ready_ends_reapd_with_1() {
 }
 
 #[test]
-#[ignore = "defect: an essential service given up on after failed health checks ends reapd with 143, the SIGTERM reapd itself sent"]
 fn an_essential_service_given_up_on_for_its_health_ends_reapd_with_1() {
     let b = Daemon::builder("essential-unhealthy");
     let cfg = json!({ "services": {

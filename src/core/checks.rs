@@ -107,6 +107,9 @@ impl Checks {
             seq: self.seq,
             ..Checks::default()
         };
+        if let Some(limit) = run.oneshot_timeout {
+            self.ready_by = Some(now + limit);
+        }
         if let Some(Readiness { probe, interval }) = &run.ready {
             self.ready_by = Some(now + run.ready_timeout);
             if !matches!(probe, Probe::NotifyFd(_)) {

@@ -252,6 +252,15 @@ pub enum Action {
         /// Whose cgroups to read.
         services: Vec<String>,
     },
+    /// Send a signal to every process of a process group: what an exec check left in its group
+    /// once it ended or ran out of time (reapd made the check the group's leader; the group's
+    /// number cannot be reused while a member lives).
+    SignalGroup {
+        /// The group.
+        pgid: Pid,
+        /// The signal.
+        signal: Signal,
+    },
     /// Send a signal through the process's pidfd (opening one if needed).
     Signal {
         /// Target.

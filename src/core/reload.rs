@@ -28,7 +28,7 @@ fn effective(s: &Service) -> Option<&ServiceSpec> {
     match &s.then {
         AfterStop::Remove => None,
         AfterStop::Replace(spec) => Some(spec),
-        AfterStop::Stay | AfterStop::Start | AfterStop::Retry | AfterStop::Fail(_) => Some(&s.spec),
+        AfterStop::Stay | AfterStop::Start | AfterStop::Retry => Some(&s.spec),
     }
 }
 
@@ -56,8 +56,14 @@ pub fn plan(services: &Services, new: &Config) -> ReloadPlan {
 /// Rebuilds the table in the new start order. A renewed service that runs (or is stopping)
 /// restarts with its new definition once stopped; one that does not run just takes it. Removed
 /// services stay, marked to leave, until their stop is over. Returns the services that must be
-/// stopped for the plan to take effect.
-pub fn apply(services: &mut Services, new: &Config, plan: &ReloadPlan) -> Vec<String> {
+/// stopped for the plan to take effect, and the one-shots that completed under their old
+/// definition: they run again with the new one.
+pub fn apply(
+    services: &mut Services,
+    new: &Config,
+    plan: &ReloadPlan,
+) -> (Vec<String>, Vec<String>) {
+    let mut rerun = Vec::new();
     let renewed: HashSet<&str> = plan
         .added
         .iter()
@@ -90,10 +96,15 @@ pub fn apply(services: &mut Services, new: &Config, plan: &ReloadPlan) -> Vec<St
                     to_stop.push(spec.name.clone());
                     AfterStop::Replace(Box::new(spec.clone()))
                 }
+                ServiceState::Done => {
+                    s.spec = spec.clone();
+                    s.state = ServiceState::Down;
+                    rerun.push(spec.name.clone());
+                    AfterStop::Stay
+                }
                 ServiceState::Down
                 | ServiceState::Backoff { .. }
                 | ServiceState::Waiting
-                | ServiceState::Done
                 | ServiceState::Failed { .. } => {
                     s.spec = spec.clone();
                     AfterStop::Stay
@@ -108,7 +119,7 @@ pub fn apply(services: &mut Services, new: &Config, plan: &ReloadPlan) -> Vec<St
         table.push(s);
     }
     *services = Services::new(table);
-    to_stop
+    (to_stop, rerun)
 }
 
 #[cfg(test)]
@@ -140,7 +151,7 @@ mod tests {
         if let Some(b) = s.get_mut("b") {
             b.started(ProcId { pid: 5, start: 1 }, epoch());
         }
-        let to_stop = apply(&mut s, &new, &p);
+        let (to_stop, _) = apply(&mut s, &new, &p);
         assert_eq!(to_stop, ["c", "b"]);
         assert_eq!(s.names(), ["a", "b", "d", "c"]);
         assert!(matches!(

@@ -38,6 +38,11 @@ impl Waiters {
         self.list.push((to, w));
     }
 
+    /// How many requests wait for this.
+    pub fn count(&self, what: &Waiter) -> usize {
+        self.list.iter().filter(|(_, w)| w == what).count()
+    }
+
     /// Takes every request waiting for this.
     pub fn take(&mut self, what: &Waiter) -> Vec<ReplyTo> {
         let (hit, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.list)

@@ -80,10 +80,9 @@ pub enum AfterStop {
     Replace(Box<ServiceSpec>),
     /// It leaves the table (a reload removed it).
     Remove,
-    /// Its restart policy decides, as after a failure (it did not become ready in time).
+    /// Its restart policy decides, as after a failure (it did not become ready in time, or it
+    /// was unhealthy).
     Retry,
-    /// It is `failed` (an unhealthy service reached its restart limit).
-    Fail(String),
 }
 
 /// One supervised service.

@@ -80,6 +80,7 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
     };
     // Whoever reads our output may stop early (`reapd ctl watch | head`): that ends us quietly.
     let shown = match (&answer, args.json) {
+        (Answer::Ok(Reply::Ready { ready: false, .. }), false) if args.cmd == Cmd::Wait => Ok(()),
         (_, true) | (Answer::Unknown, false) => emit(&format!("{line}\n")),
         (Answer::Ok(reply), false) => emit(&render::reply(reply, &style)),
         (Answer::Error(_) | Answer::UnknownError(_), false) => Ok(()),
@@ -96,8 +97,19 @@ pub fn run(args: &CtlArgs, socket: &Path) -> ExitCode {
             );
             return ExitCode::ErrorReply;
         }
-        // A probe: "not ready" is a failure.
-        Answer::Ok(Reply::Ready { ready: false, .. }) => return ExitCode::ErrorReply,
+        // A probe: "not ready" is a failure; a wait that cannot end says why on stderr.
+        Answer::Ok(Reply::Ready {
+            ready: false,
+            not_ready,
+        }) => {
+            if args.cmd == Cmd::Wait {
+                eprintln!(
+                    "reapd ctl: not ready, and none of it is on its way any more: {} (see reapd ctl list)",
+                    not_ready.join(", ")
+                );
+            }
+            return ExitCode::ErrorReply;
+        }
         Answer::Ok(_) | Answer::Unknown => {}
     }
     if let Some(mut w) = watcher {

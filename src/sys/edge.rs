@@ -173,6 +173,7 @@ impl Edge for SysEdge {
                     }
                 };
             debug!("reaped pid {pid} ({status})");
+            self.notified(pid);
             self.learnt.push(Input::Reaped { pid, status });
             self.forget(pid);
         }
@@ -285,6 +286,14 @@ impl Edge for SysEdge {
                     seq,
                     result,
                 });
+            }
+            Action::SignalGroup { pgid, signal } => {
+                // ESRCH: the group is empty, which is the usual case.
+                match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal) {
+                    Ok(()) => debug!("sent {signal} to process group {pgid}"),
+                    Err(Errno::ESRCH) => {}
+                    Err(e) => warn!("kill({signal}) of process group {pgid}: {e}"),
+                }
             }
             Action::Signal { proc, signal } => {
                 let reach = self.send(proc, signal);
@@ -517,6 +526,8 @@ impl SysEdge {
     /// A pidfd became readable: the process exited. If it is reapd's child it is collected at
     /// once, through its pidfd (its exit status is learnt before its end); then it is forgotten.
     pub(super) fn exited(&mut self, pid: Pid) {
+        // A newline written just before the exit counts: it is told before the exit.
+        self.notified(pid);
         if let Some(w) = self.pidfds.get(&pid)
             && let Some((pid, status)) = w.fd.reap().and_then(reaped)
         {

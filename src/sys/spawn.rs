@@ -129,6 +129,17 @@ fn spawn(spec: &SpawnSpec<'_>, stdin: Stdio, nofile: Option<Nofile>) -> Result<S
     }
     let prepared = Prepared::new(spec.launch);
     let notify = spec.notify;
+    if let Some((_, to)) = notify
+        && let Ok((soft, _)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        && u64::try_from(to).is_ok_and(|fd| fd >= soft)
+    {
+        // dup2 would fail with a bare EBADF that reads like a problem with the program.
+        return Err(format!(
+            "ready.notify_fd {to} is not below the open-file limit ({soft}): choose a smaller \
+             descriptor, or raise the limit (ulimit -n) of whoever starts reapd"
+        ));
+    }
     if let Some(fd) = spec.cgroup {
         // SAFETY: runs between fork and exec, first of the child's steps: one write(2) of a
         // static byte string to a descriptor the parent holds open until the spawn returns.

@@ -252,7 +252,15 @@ fn parse_ctl(argv: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("json") => json = true,
             Long("wait") => wait = true,
             Long("ready") => ready = true,
-            Long("timeout") => timeout_ms = Some(millis(&mut p, "--timeout")?),
+            Long("timeout") => match millis(&mut p, "--timeout")? {
+                0 => {
+                    return Err(
+                        "--timeout: expected at least 1 ms (reapd ctl ready answers at once)"
+                            .into(),
+                    );
+                }
+                ms => timeout_ms = Some(ms),
+            },
             Short('f') | Long("follow") => options.push(('f', None)),
             Short('n') | Long("lines") => options.push(('n', Some(text(&mut p)?))),
             Short('h') | Long("help") => return Ok(Command::Help),

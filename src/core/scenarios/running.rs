@@ -100,12 +100,20 @@ fn a_service_not_ready_in_time_is_a_failed_start_and_its_policy_decides() {
         "its dependent never starts"
     );
     assert!(
-        never.k.notices.contains(&Notice::Ready),
-        "nothing is on its way any more: readiness is not held back for ever"
+        !never.k.notices.contains(&Notice::Ready),
+        "readiness is said only when it is true"
     );
     let r = never.request(7, r#"{"cmd":"ready"}"#).expect("answered");
     assert_eq!(r["ready"], false);
     assert_eq!(r["not_ready"], serde_json::json!(["db", "web"]));
+    let w = never
+        .request(8, r#"{"cmd":"wait"}"#)
+        .expect("answered at once");
+    assert_eq!(
+        (w["ready"].clone(), w["not_ready"].clone()),
+        (serde_json::json!(false), serde_json::json!(["db", "web"])),
+        "nothing is on its way: waiting would be for ever"
+    );
 }
 
 #[test]

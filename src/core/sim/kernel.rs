@@ -540,6 +540,22 @@ impl Edge for Kernel {
                 }]
             }
             Action::Signal { proc, signal } => self.deliver(proc, signal),
+            Action::SignalGroup { pgid, signal } => {
+                // Processes here lead their own sessions and groups: the group is the session.
+                let members: Vec<ProcId> = self
+                    .procs
+                    .values()
+                    .filter(|(p, _)| p.sid == pgid && !p.is_dead())
+                    .map(|(p, _)| ProcId {
+                        pid: p.pid,
+                        start: p.start,
+                    })
+                    .collect();
+                members
+                    .into_iter()
+                    .flat_map(|id| self.deliver(id, signal))
+                    .collect()
+            }
             Action::Watch(proc) => {
                 if self.id_of(proc.pid) == Some(proc) {
                     self.watch(proc)

@@ -16,6 +16,10 @@ use crate::wire::replies::{ErrorCode, ErrorReply, Reply};
 
 use super::{MAX_REPORTED_ERRORS, Supervisor};
 
+/// Most `wait` requests held at once: each holds a connection, and the control socket must keep
+/// room for probes (`ping`, `ready`).
+pub const MAX_READY_WAITERS: usize = 16;
+
 impl Supervisor {
     // ----- control requests --------------------------------------------------------------------
 
@@ -77,8 +81,19 @@ impl Supervisor {
                             self.phase().as_str()
                         ),
                     ))
-                } else if matches!(reply, Reply::Ready { ready: true, .. }) {
+                } else if matches!(reply, Reply::Ready { ready: true, .. })
+                    || !self.readiness_on_its_way()
+                {
+                    // Ready, or never going to be without a client's help: answered now.
                     Ok(reply)
+                } else if self.waiters.count(&Waiter::Ready) >= MAX_READY_WAITERS {
+                    // Each waiter holds a connection: past this, probes would find no slot.
+                    Err(ErrorReply::new(
+                        ErrorCode::Failed,
+                        format!(
+                            "{MAX_READY_WAITERS} clients already wait for readiness; ask `ready` instead, or wait later"
+                        ),
+                    ))
                 } else {
                     self.waiters.push(to, Waiter::Ready);
                     return;
@@ -117,9 +132,12 @@ impl Supervisor {
             Request::Start { name } => match self.services.get_mut(&name) {
                 None => Err(requests::no_such(&name, &self.services)),
                 Some(s) => match s.state {
-                    ServiceState::Running { .. } | ServiceState::Waiting => {
+                    ServiceState::Running { .. } => Ok(requests::running(&self.services, &name)),
+                    // Answered once it runs, like any start.
+                    ServiceState::Waiting => {
                         s.wanted = true;
-                        Ok(requests::running(&self.services, &name))
+                        self.waiters.push(to, Waiter::Running(name));
+                        return;
                     }
                     ServiceState::Stopping { .. } => {
                         if s.then == AfterStop::Stay {
@@ -136,18 +154,9 @@ impl Supervisor {
                         // A client's start forgives a restart limit reached before.
                         s.recent_restarts.clear();
                         s.wanted = true;
+                        self.waiters.push(to, Waiter::Running(name.clone()));
                         self.request_start(&name);
-                        if matches!(
-                            self.services.get(&name).map(|s| &s.state),
-                            Some(ServiceState::Waiting)
-                        ) {
-                            // It waits for its dependencies: say so now rather than hold the
-                            // client until they are ready.
-                            Ok(requests::running(&self.services, &name))
-                        } else {
-                            self.waiters.push(to, Waiter::Running(name.clone()));
-                            return;
-                        }
+                        return;
                     }
                 },
             },
@@ -305,7 +314,7 @@ impl Supervisor {
             self.out.event(Event::ConfigWarning { warning });
         }
         let plan = reload::plan(&self.services, &new);
-        let to_stop = reload::apply(&mut self.services, &new, &plan);
+        let (to_stop, rerun) = reload::apply(&mut self.services, &new, &plan);
         self.shutdown.reconfigure(
             new.shutdown_timeout,
             new.effective_grace(),
@@ -324,7 +333,7 @@ impl Supervisor {
         for name in &to_stop {
             self.begin_stop(name, None, now);
         }
-        for name in &plan.added {
+        for name in plan.added.iter().chain(&rerun) {
             // One still stopping starts once its stop is over (see `AfterStop`).
             if self
                 .services

@@ -7,7 +7,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use crate::core::checks::{HealthStatus, Purpose, Verdict};
-use crate::core::io::{Action, Notice, Spawnee};
+use crate::core::io::{Action, Spawnee};
 use crate::core::proctree::Pid;
 use crate::core::requests::Waiter;
 use crate::core::service::{AfterStop, Restart, ServiceState};
@@ -88,27 +88,10 @@ impl Supervisor {
             .collect()
     }
 
-    /// Readiness may have changed: announce reapd's own once, and answer `ready` waiters.
-    /// reapd is ready when every service that should run is ready, or once none is still on
-    /// its way (a service that failed or is kept down must not hold a service manager's start
-    /// for ever; `ctl ready` keeps saying no for it).
-    pub(super) fn readiness_changed(&mut self) {
-        if self.phase() != Phase::Running || self.recovery.is_some() {
-            return;
-        }
-        let not_ready = self.not_ready();
-        if not_ready.is_empty() {
-            for to in self.waiters.take(&Waiter::Ready) {
-                self.out.answer(
-                    &to,
-                    Ok(Reply::Ready {
-                        ready: true,
-                        not_ready: Vec::new(),
-                    }),
-                );
-            }
-        }
-        let on_its_way = self.services.iter().any(|s| {
+    /// Whether readiness can still come without a client's help: some service that should
+    /// run is on its way (starting, restarting, stopping to start again).
+    pub(super) fn readiness_on_its_way(&self) -> bool {
+        self.services.iter().any(|s| {
             s.wanted
                 && matches!(
                     s.state,
@@ -117,11 +100,31 @@ impl Supervisor {
                         | ServiceState::Backoff { .. }
                         | ServiceState::Stopping { .. }
                 )
-        });
-        if !self.ready_sent && (not_ready.is_empty() || !on_its_way) {
-            self.ready_sent = true;
-            self.out.push(Action::Notify(Notice::Ready));
-            self.status_due = true;
+        })
+    }
+
+    /// Readiness may have changed: announce reapd's own once every service that should run is
+    /// ready (as `ctl ready` says; a failed service holds it back), and answer `wait` requests
+    /// once everything is ready, or once nothing is on its way any more (it cannot be, then).
+    pub(super) fn readiness_changed(&mut self) {
+        if self.phase() != Phase::Running || self.recovery.is_some() {
+            return;
+        }
+        let not_ready = self.not_ready();
+        if not_ready.is_empty() || !self.readiness_on_its_way() {
+            let ready = not_ready.is_empty();
+            for to in self.waiters.take(&Waiter::Ready) {
+                self.out.answer(
+                    &to,
+                    Ok(Reply::Ready {
+                        ready,
+                        not_ready: not_ready.clone(),
+                    }),
+                );
+            }
+        }
+        if not_ready.is_empty() {
+            self.announce_ready();
         }
     }
 
@@ -209,19 +212,17 @@ impl Supervisor {
         }
     }
 
-    /// An unhealthy service is restarted through its stop procedure, counted against its
-    /// restart limit.
+    /// An unhealthy service is stopped through its stop procedure; then its restart policy
+    /// decides as after a failure, with its back-off and its restart limit.
     fn restart_unhealthy(&mut self, name: &str, now: Instant) {
         let Some(s) = self.services.get_mut(name) else {
             return;
         };
-        s.then = match s.count_restart(now) {
-            None => {
-                s.restarts += 1;
-                AfterStop::Start
-            }
-            Some(why) => AfterStop::Fail(why),
-        };
+        let detail = s.checks.last.clone().unwrap_or_default();
+        s.start_failure = Some(format!("unhealthy: {detail}"));
+        if s.then == AfterStop::Stay {
+            s.then = AfterStop::Retry;
+        }
         self.begin_stop(name, None, now);
     }
 
@@ -242,7 +243,7 @@ impl Supervisor {
             };
             if let Some((proc, verdict)) = s.checks.overdue(&s.spec.run, now) {
                 if let Some(p) = proc {
-                    self.out.signal(p, Signal::SIGKILL);
+                    self.kill_check(p);
                 }
                 self.apply_verdict(&name, verdict, now);
             }
@@ -254,11 +255,11 @@ impl Supervisor {
                     ServiceState::Running { since, .. } => since,
                     _ => now,
                 };
-                let why = s
-                    .checks
-                    .last
-                    .clone()
-                    .unwrap_or_else(|| "no notification".into());
+                let why = match (s.spec.run.kind, s.checks.last.clone()) {
+                    (ServiceKind::Oneshot, _) => "still running at its ready_timeout_ms".into(),
+                    (_, Some(last)) => last,
+                    (_, None) => "no notification".into(),
+                };
                 self.failed_start(&name, why, since, now);
                 continue;
             }
@@ -353,6 +354,12 @@ impl Supervisor {
         let Some((name, seq)) = found else {
             return false;
         };
+        // What it left in its process group would pile up, one generation per check: a check
+        // is over when its leader is.
+        self.out.push(Action::SignalGroup {
+            pgid: pid,
+            signal: Signal::SIGKILL,
+        });
         let result = if status.success() {
             Ok(())
         } else {
@@ -367,8 +374,18 @@ impl Supervisor {
         if let Some(s) = self.services.get_mut(name)
             && let Some(p) = s.checks.cancel()
         {
-            self.out.signal(p, Signal::SIGKILL);
+            self.kill_check(p);
         }
+    }
+
+    /// An exec check out of time or no longer wanted: it and whatever it started in its
+    /// process group (reapd made it the group's leader) are killed.
+    fn kill_check(&mut self, check: crate::core::proctree::ProcId) {
+        self.out.signal(check, Signal::SIGKILL);
+        self.out.push(Action::SignalGroup {
+            pgid: check.pid,
+            signal: Signal::SIGKILL,
+        });
     }
 
     // ----- the end of a run: restart, done, failed, essential ----------------------------------
@@ -387,6 +404,13 @@ impl Supervisor {
         let policy_status = match (&start_failure, status.success()) {
             (Some(_), true) => ExitStatus::Code(1),
             _ => status,
+        };
+        // An essential service given up on for a failure of reapd's checks ends reapd with 1,
+        // not with the signal its stop sent.
+        let end_status = if start_failure.is_some() {
+            ExitStatus::Code(1)
+        } else {
+            status
         };
         let oneshot = s.spec.run.kind == ServiceKind::Oneshot;
         let wanted = s.wanted;
@@ -410,7 +434,7 @@ impl Supervisor {
             }
             Restart::KeptDown if wanted && (oneshot || start_failure.is_some()) => {
                 let why = start_failure.unwrap_or_else(|| format!("one-shot ended with {status}"));
-                self.fail(name, why, policy_status, now);
+                self.fail(name, why, end_status, now);
             }
             Restart::KeptDown => {
                 self.out.event(Event::KeptDown {
@@ -423,7 +447,13 @@ impl Supervisor {
                     self.essential_ended(name, status, now);
                 }
             }
-            Restart::Failed(why) => self.fail(name, why, policy_status, now),
+            Restart::Failed(limit) => {
+                let why = match start_failure {
+                    Some(cause) => format!("{cause}; {limit}"),
+                    None => format!("ended with {status}; {limit}"),
+                };
+                self.fail(name, why, end_status, now);
+            }
         }
     }
 

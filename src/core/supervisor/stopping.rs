@@ -406,11 +406,6 @@ impl Supervisor {
             AfterStop::Retry => {
                 self.restart(name, last_exit.unwrap_or(ExitStatus::Code(1)), now);
             }
-            AfterStop::Fail(why) => {
-                if running {
-                    self.fail(name, why, last_exit.unwrap_or(ExitStatus::Code(1)), now);
-                }
-            }
         }
         if !running {
             for to in self.waiters.take(&Waiter::Running(name.to_string())) {

@@ -139,6 +139,7 @@ impl Cx {
                 .map(String::as_str)
                 .collect();
             cfg.services = self.start_order(specs, &declared);
+            self.manual_dependencies(&cfg.services);
         }
         if let Some(v) = top.get("cleanup")
             && let Some(list) = self.array("cleanup", v)

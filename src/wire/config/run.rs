@@ -125,6 +125,9 @@ pub struct RunSpec {
     pub ready: Option<Readiness>,
     /// How long it may take to become ready: a failed start after that.
     pub ready_timeout: Duration,
+    /// A one-shot with `ready_timeout_ms`: how long it may run before it counts as failed
+    /// (without the key a one-shot may take as long as it needs, as a migration may).
+    pub oneshot_timeout: Option<Duration>,
     /// Its health check.
     pub health: Option<Health>,
     /// At most this many restarts within `restart_window`; then `failed`.
@@ -143,6 +146,7 @@ impl Default for RunSpec {
             kind: ServiceKind::Longrun,
             ready: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            oneshot_timeout: None,
             health: None,
             max_restarts: None,
             restart_window: DEFAULT_RESTART_WINDOW,
@@ -199,7 +203,11 @@ impl Cx {
                 Some(n) => run.max_restarts = Some(n),
                 None => self.err(
                     &p,
-                    format!("expected a count from 0 up, found {}", describe(v)),
+                    format!(
+                        "expected a count from 0 to {}, found {}",
+                        u32::MAX,
+                        describe(v)
+                    ),
                 ),
             }
         }
@@ -224,6 +232,9 @@ impl Cx {
             run.autostart = self.boolean(&join(path, "autostart"), v).unwrap_or(true);
         }
         if run.kind == ServiceKind::Oneshot {
+            if obj.contains_key("ready_timeout_ms") {
+                run.oneshot_timeout = Some(run.ready_timeout);
+            }
             if run.ready.is_some() {
                 self.err(&join(path, "ready"), "a one-shot is ready when it exits 0: remove \"ready\", or make the service a \"longrun\"");
             }
@@ -240,6 +251,25 @@ impl Cx {
                     "a one-shot is never run again after it succeeded: use \"on-failure\" (retry a failure) or \"never\"",
                 ),
                 Some(_) => {}
+            }
+        }
+    }
+
+    /// A service that starts with reapd but is `after` one that does not waits until a client
+    /// starts that one: legal, but worth a word.
+    pub(super) fn manual_dependencies(&mut self, services: &[ServiceSpec]) {
+        let manual: std::collections::HashSet<&str> = services
+            .iter()
+            .filter(|s| !s.run.autostart)
+            .map(|s| s.name.as_str())
+            .collect();
+        for s in services.iter().filter(|s| s.run.autostart) {
+            for dep in s.after.iter().filter(|d| manual.contains(d.as_str())) {
+                self.warnings.push(format!(
+                    "{}: {dep} has \"autostart\": false, so {} waits until `reapd ctl start {dep}`",
+                    join(&join("services", &s.name), "after"),
+                    s.name
+                ));
             }
         }
     }
@@ -358,8 +388,9 @@ impl Cx {
     fn health(&mut self, path: &str, v: &Value) -> Option<Health> {
         let obj = self.object(path, v)?;
         // `notify_fd` gets its own message below rather than "unknown key".
-        let known: Vec<&str> = HEALTH_KEYS.iter().copied().chain(["notify_fd"]).collect();
-        self.known_keys(path, obj, &known);
+        let mut others = obj.clone();
+        others.remove("notify_fd");
+        self.known_keys(path, &others, HEALTH_KEYS);
         let probe = self.probe(path, obj, false)?;
         let interval = self.interval(path, obj, DEFAULT_HEALTH_INTERVAL);
         let mut health = Health {
@@ -384,7 +415,7 @@ impl Cx {
                 _ => self.err(
                     &p,
                     format!(
-                        "expected a count from 1 up (failures in a row before a restart), found {}",
+                        "expected a count from 1 to 4294967295 (failures in a row before a restart), found {}",
                         describe(v)
                     ),
                 ),

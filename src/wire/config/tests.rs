@@ -337,7 +337,7 @@ fn run_keys_refuse_checks_that_cannot_work() {
             "services.f.restart: a one-shot is never run again after it succeeded: use \"on-failure\" (retry a failure) or \"never\"",
             "services.g.type: expected \"longrun\" or \"oneshot\", found \"daemon\"",
             "services.g.ready.unix: expected an absolute socket path, found \"rel.sock\"",
-            "services.h.health.retries: expected a count from 1 up (failures in a row before a restart), found 0",
+            "services.h.health.retries: expected a count from 1 to 4294967295 (failures in a row before a restart), found 0",
             "services.h.essential: expected true or false, found \"yes\"",
         ]
     );
