@@ -165,6 +165,19 @@ impl Service {
         &self.spec.name
     }
 
+    /// What its processes (main process and exec checks) get added to reapd's environment:
+    /// its `env`, and the `REAPD_SERVICE` marker that attributes an escaped orphan to it.
+    pub fn spawn_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("REAPD_SERVICE".into(), self.spec.name.clone()));
+        env
+    }
+
     /// The main process, while there is one.
     pub fn main(&self) -> Option<ProcId> {
         match &self.state {

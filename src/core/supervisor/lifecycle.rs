@@ -83,13 +83,7 @@ impl Supervisor {
         };
         s.wanted = true;
         s.state = ServiceState::Starting;
-        let mut env: Vec<(String, String)> = s
-            .spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.push(("REAPD_SERVICE".into(), s.spec.name.clone()));
+        let env = s.spawn_env();
         self.out.push(Action::Spawn {
             who: Spawnee::Service(s.spec.name.clone()),
             cmd: s.spec.cmd.clone(),

@@ -272,13 +272,7 @@ impl Supervisor {
             };
             match probe {
                 Some(Probe::Exec(argv)) => {
-                    let mut env: Vec<(String, String)> = s
-                        .spec
-                        .env
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    env.push(("REAPD_SERVICE".into(), name.clone()));
+                    let env = s.spawn_env();
                     self.out.push(Action::Spawn {
                         who: Spawnee::Check {
                             service: name.clone(),
