@@ -1,7 +1,8 @@
 //! The guard around every process tree a test starts: [`Marked`] spawns a command with the test's
 //! marker in its environment and, when dropped (also when the test fails), kills it and then, by
-//! pid, every live process that carries the marker. Must never kill by name, nor a process
-//! that does not carry the marker.
+//! pid, every live process that carries the marker, and removes the cgroups a killed reapd made
+//! for itself. Must never kill by name, nor a process that does not carry the marker, nor touch
+//! a cgroup it did not learn from its own child.
 
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -92,10 +93,61 @@ impl Marked {
 
 impl Drop for Marked {
     fn drop(&mut self) {
+        // A reapd killed here cannot remove the cgroups it made: learn where they are first.
+        let cgroups = own_cgroup_base(self.pid());
         if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
         kill_marked(&self.marker);
+        if let Some(base) = cgroups {
+            remove_cgroup_tree(&base);
+        }
+    }
+}
+
+/// The `reapd-<pid>` cgroup directory a reapd with this pid made for itself and its services,
+/// if it runs in one (its own leaf is `reapd-<pid>/reapd`).
+fn own_cgroup_base(pid: i32) -> Option<std::path::PathBuf> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let base = std::path::Path::new(path).parent()?;
+    if base.file_name()?.to_str()? != format!("reapd-{pid}") {
+        return None;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let (fields, fstype) = l.split_once(" - ")?;
+        fstype
+            .starts_with("cgroup2 ")
+            .then(|| fields.split_whitespace().nth(4).map(str::to_string))?
+    })?;
+    Some(std::path::Path::new(&mount).join(base.strip_prefix("/").ok()?))
+}
+
+/// Removes a cgroup directory and those below it, deepest first, once their processes are gone
+/// (bounded: a cgroup that stays populated is left for the next run to see).
+fn remove_cgroup_tree(base: &std::path::Path) {
+    let end = Instant::now() + Duration::from_secs(2);
+    while base.exists() && Instant::now() < end {
+        let mut dirs = vec![base.to_path_buf()];
+        let mut i = 0;
+        while let Some(d) = dirs.get(i).cloned() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        if base.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
