@@ -40,16 +40,9 @@ impl StopJob {
         }
         // Processes found since the hold (an orphan, a child that slipped through) are held
         // first, and asked once a scan shows them stopped.
-        let unheld: Vec<Pid> = forest
-            .top_down()
-            .into_iter()
-            .filter(|&p| {
-                snap.procs
-                    .get(&p)
-                    .and_then(|i| self.members.get(&i.id()))
-                    .is_some_and(|m| !m.spared && !m.stopped && m.signalled.is_none() && !m.gone)
-            })
-            .collect();
+        let unheld = self.records_where(snap, forest.top_down(), |m| {
+            !m.spared && !m.stopped && m.signalled.is_none() && !m.gone
+        });
         if !unheld.is_empty() {
             self.stop_procs(&unheld, snap, out);
             self.scan_wanted = true;

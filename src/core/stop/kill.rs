@@ -5,7 +5,7 @@
 use nix::sys::signal::Signal;
 
 use super::{JobOut, Stage, StopJob};
-use crate::core::proctree::{Forest, Pid, ProcId, Snapshot};
+use crate::core::proctree::{Forest, ProcId, Snapshot};
 
 impl StopJob {
     /// The stop timeout has passed: every member is held (SIGSTOP, top-down) and killed
@@ -22,16 +22,7 @@ impl StopJob {
         out: &mut Vec<JobOut>,
     ) {
         self.kill_group(out);
-        let unstopped: Vec<Pid> = forest
-            .top_down()
-            .into_iter()
-            .filter(|&p| {
-                snap.procs
-                    .get(&p)
-                    .and_then(|i| self.members.get(&i.id()))
-                    .is_some_and(|m| !m.stopped && !m.killed)
-            })
-            .collect();
+        let unstopped = self.records_where(snap, forest.top_down(), |m| !m.stopped && !m.killed);
         self.stop_procs(&unstopped, snap, out);
         self.kill(forest, snap, out);
         self.stage = Stage::Killing;
@@ -47,17 +38,7 @@ impl StopJob {
         forest: &Forest,
         out: &mut Vec<JobOut>,
     ) {
-        let fresh: Vec<Pid> = forest
-            .members()
-            .iter()
-            .copied()
-            .filter(|&p| {
-                snap.procs
-                    .get(&p)
-                    .and_then(|i| self.members.get(&i.id()))
-                    .is_some_and(|m| !m.killed)
-            })
-            .collect();
+        let fresh = self.records_where(snap, forest.members().iter().copied(), |m| !m.killed);
         if !fresh.is_empty() {
             let sub = Forest::new(snap, fresh.iter().copied());
             self.freeze_and_kill(snap, &sub, out);

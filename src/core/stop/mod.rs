@@ -209,6 +209,24 @@ pub struct StopJob {
 }
 
 impl StopJob {
+    /// Of `pids` (in their order), those whose record, as the snapshot identifies them, passes
+    /// `keep`: the one filter every stage applies to a tree it is about to signal.
+    fn records_where(
+        &self,
+        snap: &Snapshot,
+        pids: impl IntoIterator<Item = Pid>,
+        keep: impl Fn(&Member) -> bool,
+    ) -> Vec<Pid> {
+        pids.into_iter()
+            .filter(|p| {
+                snap.procs
+                    .get(p)
+                    .and_then(|i| self.members.get(&i.id()))
+                    .is_some_and(&keep)
+            })
+            .collect()
+    }
+
     /// A graceful stop: `signal` bottom-up (or as `scope` says), then freeze-then-kill once
     /// `timeout` has passed.
     pub fn new(
