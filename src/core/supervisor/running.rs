@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::core::checks::{HealthStatus, Purpose, Verdict};
 use crate::core::io::{Action, Spawnee};
-use crate::core::proctree::Pid;
+use crate::core::proctree::{Pid, ProcId};
 use crate::core::requests::Waiter;
 use crate::core::service::{AfterStop, Restart, ServiceState};
 use crate::core::shutdown::{Phase, Trigger};
@@ -319,12 +319,7 @@ impl Supervisor {
     }
 
     /// An exec check started.
-    pub(super) fn check_spawned(
-        &mut self,
-        name: &str,
-        seq: u64,
-        proc: crate::core::proctree::ProcId,
-    ) {
+    pub(super) fn check_spawned(&mut self, name: &str, seq: u64, proc: ProcId) {
         let Some(s) = self.services.get_mut(name) else {
             // Its service is gone: the check has nothing to check.
             self.out.signal(proc, Signal::SIGKILL);
@@ -374,7 +369,7 @@ impl Supervisor {
 
     /// An exec check out of time or no longer wanted: it and whatever it started in its
     /// process group (reapd made it the group's leader) are killed.
-    fn kill_check(&mut self, check: crate::core::proctree::ProcId) {
+    fn kill_check(&mut self, check: ProcId) {
         self.out.signal(check, Signal::SIGKILL);
         self.out.push(Action::SignalGroup {
             pgid: check.pid,
