@@ -1,10 +1,11 @@
 //! cgroup v2 containment: finding a hierarchy reapd may write, one cgroup per service, and what
 //! the kernel offers a stop (exact membership, freezing, `cgroup.kill`, `populated`).
 //!
-//! Owns: the layout under reapd's own cgroup, `<own>/reapd-<pid>/` (the *base*), holding
-//! `reapd` (the leaf reapd moves itself into: a cgroup with children may hold no process once
-//! controllers are enabled) and `svc-<name>` per service (a prefix no interface file has, so a
-//! service named `cpu.stat` cannot collide with one); the `cgroup.events` descriptors watched
+//! Owns: the layout under reapd's own cgroup, `<own>/reapd-<pid>/` (the *base*, which holds no
+//! process, so controllers can be enabled in it), holding `svc-<name>` per service (a prefix no
+//! interface file has, so a service named `cpu.stat` cannot collide with one); reapd itself stays
+//! where it was started (moving a process between cgroups waits for an RCU grace period, 10 to
+//! 20 ms, and moving back at exit would add that to every shutdown); the `cgroup.events` descriptors watched
 //! for `populated`; reading membership and accounting files; removing the directories.
 //! Must never: decide. What it reads goes to the core as inputs; what it writes (a freeze, a
 //! kill, a removal) the core asked for. Nor fail the daemon: past detection, a file that cannot
@@ -25,7 +26,8 @@ use crate::core::proctree::Pid;
 use crate::sys::tokens;
 use crate::wire::replies::Usage;
 
-/// The leaf reapd moves itself into.
+/// The leaf an earlier reapd moved itself (and its hooks) into: what a crashed one left there
+/// is a survivor.
 const SELF_LEAF: &str = "reapd";
 /// A service's directory is this prefix and its name.
 const SERVICE_PREFIX: &str = "svc-";
@@ -37,11 +39,9 @@ const MAX_MEMBERS: usize = 1 << 16;
 /// Largest interface file read (`cgroup.procs` of a storm is the big one).
 const MAX_FILE: u64 = 4 << 20;
 
-/// A writable cgroup v2 hierarchy, with reapd in its own leaf.
+/// A writable cgroup v2 hierarchy, with a base for reapd's services.
 #[derive(Debug)]
 pub struct Cgroups {
-    /// reapd's cgroup when it started (its parent's choice).
-    own: PathBuf,
     /// `<own>/reapd-<pid>`.
     base: PathBuf,
     /// `cgroup.kill` exists (Linux 5.14).
@@ -71,8 +71,7 @@ pub struct Mount {
 }
 
 impl Cgroups {
-    /// Finds reapd's cgroup on a cgroup2 mount, creates the base and reapd's leaf, and moves
-    /// reapd into it. The error says why the `/proc` walk is used instead.
+    /// Finds reapd's cgroup on a cgroup2 mount and creates the base in it. The error says why the `/proc` walk is used instead.
     pub fn detect(pid: Pid) -> Result<Cgroups, String> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
@@ -94,6 +93,15 @@ impl Cgroups {
                     .join(", ")
             )
         })?;
+        // A service's process moves itself from reapd's cgroup into its own: the kernel asks
+        // for write access to the cgroup.procs of their common ancestor, which is reapd's.
+        let procs = own.join("cgroup.procs");
+        if let Err(e) = nix::unistd::access(&procs, nix::unistd::AccessFlags::W_OK) {
+            return Err(format!(
+                "not writable: cannot write {}: {e}",
+                procs.display()
+            ));
+        }
         let base = own.join(format!("reapd-{pid}"));
         match fs::create_dir(&base) {
             Ok(()) => {}
@@ -105,24 +113,10 @@ impl Cgroups {
                 ));
             }
         }
-        let leaf = base.join(SELF_LEAF);
-        let moved = match fs::create_dir(&leaf) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-            _ => write_file(&leaf.join("cgroup.procs"), "0"),
-        };
-        if let Err(e) = moved {
-            let _ = fs::remove_dir(&leaf);
-            let _ = fs::remove_dir(&base);
-            return Err(format!(
-                "not writable: cannot move reapd into {}: {e}",
-                leaf.display()
-            ));
-        }
         enable_controllers(&base);
         Ok(Cgroups {
             can_kill: base.join("cgroup.kill").exists(),
             can_freeze: base.join("cgroup.freeze").exists(),
-            own,
             base,
             events: HashMap::new(),
             next_token: 0,
@@ -282,8 +276,7 @@ impl Cgroups {
         }
     }
 
-    /// At exit: reapd goes back to the cgroup it started in and removes every directory it made.
-    /// Returns what could not be removed.
+    /// At exit: removes every directory reapd made. Returns what could not be removed.
     pub fn release(&mut self, registry: &Registry) -> Vec<String> {
         for (_, w) in self.events.drain() {
             let _ = registry.deregister(&mut SourceFd(&w.file.as_raw_fd()));
@@ -293,15 +286,7 @@ impl Cgroups {
 
     fn undo(&mut self) -> Vec<String> {
         self.released = true;
-        let mut failures = Vec::new();
-        if let Err(e) = write_file(&self.own.join("cgroup.procs"), "0") {
-            failures.push(format!(
-                "cannot move reapd back to {}: {e}",
-                self.own.display()
-            ));
-        }
-        failures.extend(remove_tree(&self.base));
-        failures
+        remove_tree(&self.base)
     }
 }
 

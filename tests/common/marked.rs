@@ -106,15 +106,12 @@ impl Drop for Marked {
     }
 }
 
-/// The `reapd-<pid>` cgroup directory a reapd with this pid made for itself and its services,
-/// if it runs in one (its own leaf is `reapd-<pid>/reapd`).
+/// The `reapd-<pid>` cgroup directory a reapd with this pid made for its services beside itself,
+/// if it made one.
 fn own_cgroup_base(pid: i32) -> Option<std::path::PathBuf> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let base = std::path::Path::new(path).parent()?;
-    if base.file_name()?.to_str()? != format!("reapd-{pid}") {
-        return None;
-    }
+    let base = std::path::Path::new(path).join(format!("reapd-{pid}"));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mount = mounts.lines().find_map(|l| {
         let (fields, fstype) = l.split_once(" - ")?;
@@ -122,7 +119,8 @@ fn own_cgroup_base(pid: i32) -> Option<std::path::PathBuf> {
             .starts_with("cgroup2 ")
             .then(|| fields.split_whitespace().nth(4).map(str::to_string))?
     })?;
-    Some(std::path::Path::new(&mount).join(base.strip_prefix("/").ok()?))
+    let dir = std::path::Path::new(&mount).join(base.strip_prefix("/").ok()?);
+    dir.is_dir().then_some(dir)
 }
 
 /// Removes a cgroup directory and those below it, deepest first, once their processes are gone
