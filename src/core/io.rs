@@ -92,6 +92,21 @@ pub struct ScanRequest {
     /// When not empty, read only these processes' `stat` (a stop checking that the processes it
     /// held have stopped): the snapshot is then partial.
     pub only: Vec<Pid>,
+    /// Processes outside reapd's tree that reapd has records of (ones it signalled, a crashed
+    /// predecessor's): a look at reapd's tree alone includes them and what descends from them.
+    pub also: Vec<Pid>,
+    /// Every process of the machine matters, not only reapd's tree and [`ScanRequest::also`]
+    /// (a crashed predecessor's processes are being found).
+    pub everyone: bool,
+}
+
+impl ScanRequest {
+    /// True when the scan must read every process of the machine: processes outside reapd's
+    /// tree are looked for (by command line or port), or [`ScanRequest::everyone`] says so.
+    /// Otherwise reapd's tree, [`ScanRequest::also`] and their descendants are all that matter.
+    pub fn needs_machine(&self) -> bool {
+        self.everyone || self.foreign_cmdlines || !self.ports.is_empty()
+    }
 }
 
 /// Messages for the service manager (s6 readiness fd, systemd `NOTIFY_SOCKET`).

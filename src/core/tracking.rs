@@ -126,6 +126,8 @@ impl Tracking {
                 .chain(self.roots.spawned.keys().map(|id| id.pid))
                 .collect(),
             service_sessions: self.roots.sessions.keys().copied().collect(),
+            // What reapd signalled outside its tree (a sweep's targets) must stay in sight.
+            also: self.touched.keys().map(|id| id.pid).collect(),
             ..ScanRequest::default()
         }
     }

@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, error, warn};
+use log::{debug, error, trace, warn};
 use mio::Poll;
 use mio::unix::SourceFd;
 use nix::errno::Errno;
@@ -98,7 +98,35 @@ pub struct SysEdge {
     cgroups: Option<Cgroups>,
     /// A crashed predecessor's cgroup directory, removed once its processes are gone.
     predecessor_cgroup: Option<PathBuf>,
+    /// reapd's tree can be read on its own (see [`procfs::walk_works`]).
+    walk_works: bool,
+    /// How many processes the last looks found, to choose the cheaper way to look.
+    sizes: Sizes,
 }
+
+/// The sizes that decide between walking reapd's tree and scanning the machine.
+#[derive(Debug)]
+struct Sizes {
+    /// Processes of the machine, as of the last scan of every process.
+    machine: usize,
+    /// Processes of reapd's tree (and the request's records), as of the last look.
+    tree: usize,
+}
+
+impl Sizes {
+    fn learn(&mut self, snap: &Snapshot, req: &ScanRequest, walked: bool) {
+        if walked {
+            self.tree = snap.procs.len();
+        } else {
+            // A scan knows both.
+            self.machine = snap.procs.len();
+            self.tree = snap.descendants(snap.self_pid).len() + req.also.len();
+        }
+    }
+}
+
+/// What a look that walked reapd's tree is called in the trace.
+const WALK: &str = "walk of reapd's tree";
 
 /// What the edge is built from, prepared by the event loop's start-up.
 pub(super) struct Resources {
@@ -130,6 +158,22 @@ impl SysEdge {
             config_path: r.config_path,
             self_pid: r.self_pid,
             self_start: procfs::read_stat(r.self_pid).map_or(0, |p| p.start),
+            walk_works: {
+                let works = procfs::walk_works(r.self_pid);
+                debug!(
+                    "looks at /proc read {}",
+                    if works {
+                        "reapd's tree through the kernel's children lists"
+                    } else {
+                        "every process (no children lists, or reapd is not a subreaper)"
+                    }
+                );
+                works
+            },
+            sizes: Sizes {
+                machine: procfs::count(),
+                tree: 0,
+            },
             state_path: r.state_path,
             exit_code: None,
             learnt: Vec::new(),
@@ -436,12 +480,12 @@ impl Edge for SysEdge {
             widened = r;
             &widened
         };
-        let mut snap = procfs::scan(self.self_pid, req);
+        let mut snap = self.look(req, &groups);
         if snap.incomplete
             && out_of_fds(self.poll.as_raw_fd())
             && self.shed_client("scanning /proc")
         {
-            snap = procfs::scan(self.self_pid, req);
+            snap = self.look(req, &groups);
         }
         snap.groups = groups;
         snap
@@ -457,6 +501,37 @@ impl Edge for SysEdge {
 }
 
 impl SysEdge {
+    /// Reads `/proc` as the request needs: reapd's tree (with the cgroups' members and what the
+    /// request names) when nothing outside it matters and the kernel can list it, else every
+    /// process of the machine.
+    fn look(&mut self, req: &ScanRequest, groups: &BTreeMap<String, Vec<Pid>>) -> Snapshot {
+        let t0 = std::time::Instant::now();
+        // A walk reads two files per process of the tree, a scan one per process of the machine.
+        let tree_is_small = 2 * self.sizes.tree < self.sizes.machine;
+        let (how, snap) = if !req.only.is_empty() {
+            ("check", procfs::scan(self.self_pid, req))
+        } else if self.walk_works && tree_is_small && !req.needs_machine() {
+            let roots: Vec<Pid> = req
+                .also
+                .iter()
+                .chain(groups.values().flatten())
+                .copied()
+                .collect();
+            (WALK, procfs::walk(self.self_pid, req, &roots))
+        } else {
+            ("scan of every process", procfs::scan(self.self_pid, req))
+        };
+        trace!(
+            "{how}: {} processes in {} µs",
+            snap.procs.len(),
+            t0.elapsed().as_micros()
+        );
+        if req.only.is_empty() {
+            self.sizes.learn(&snap, req, how == WALK);
+        }
+        snap
+    }
+
     /// Drains the signal pipe: whether SIGCHLD was among them (reap then), and the others.
     pub(super) fn read_signals(&mut self) -> (bool, Vec<Input>) {
         let mut chld = false;

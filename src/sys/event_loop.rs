@@ -17,7 +17,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll};
 
 use crate::core::io::{Containment, Input, Mode};
@@ -32,6 +32,7 @@ use crate::sys::rlimits;
 use crate::sys::signals::SignalSource;
 use crate::sys::spawn::Spawner;
 use crate::sys::state_file;
+use crate::sys::timer::PreciseTimer;
 use crate::sys::tokens::{self, Source};
 use crate::wire::config::{CgroupMode, Config};
 use crate::wire::exit::ExitCode;
@@ -196,6 +197,10 @@ fn contain(mode: CgroupMode, self_pid: Pid) -> Option<(Option<Cgroups>, Containm
 fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
     let mut events = Events::with_capacity(256);
     let mut broken = false;
+    // Without it, a deadline closer than a millisecond waits a whole one.
+    let mut timer = PreciseTimer::new(edge.poll.registry())
+        .map_err(|e| warn!("no precise timer (timerfd: {e}): short waits last a millisecond"))
+        .ok();
     loop {
         if let Some(code) = edge.exit_code {
             return edge.exit(code);
@@ -215,7 +220,14 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
             std::thread::sleep(timeout.unwrap_or(BROKEN_LOOP_NAP).min(BROKEN_LOOP_NAP));
             events.clear();
         } else {
-            match edge.poll.poll(&mut events, timeout) {
+            if let Some(t) = timer.as_mut() {
+                t.before_poll(timeout);
+            }
+            let polled = edge.poll.poll(&mut events, timeout);
+            if let Some(t) = timer.as_mut() {
+                t.after_poll();
+            }
+            match polled {
                 Ok(()) => {}
                 // A signal arrived during epoll_wait, which is never restarted; it is in the pipe.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -241,6 +253,8 @@ fn turn_loop(sup: &mut Supervisor, edge: &mut SysEdge) -> i32 {
                     inputs.extend(sigs);
                 }
                 Source::Listener => accept = true,
+                // It only ends the wait; the turn looks at the core's deadlines.
+                Source::Timer => {}
                 Source::Conn(conn) => {
                     let Some(c) = edge.control.as_mut() else {
                         continue;

@@ -22,4 +22,5 @@ pub mod rlimits;
 pub mod signals;
 pub mod spawn;
 pub mod state_file;
+pub mod timer;
 pub mod tokens;

@@ -1,13 +1,15 @@
 //! Reading `/proc`: process snapshots, service markers, command lines and TCP listeners.
 //!
 //! Owns: every read of `/proc` reapd makes, and tolerance for processes that vanish mid-scan (a
-//! vanished entry is skipped). An entry that could not be read for another reason (out of
+//! vanished entry is skipped). Two ways to take a snapshot: [`scan`] reads every process of the
+//! machine; [`walk`] reads reapd's tree only, through the kernel's `children` lists, which costs
+//! what the tree costs and not what the machine does. An entry that could not be read for another reason (out of
 //! descriptors) marks the snapshot incomplete: "could not look" must never pass for "gone".
 //! Must never: decide anything about the processes it reads; the pure modules do that.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use crate::core::io::ScanRequest;
@@ -19,8 +21,55 @@ use crate::core::proctree::{
 /// Reads one process's `stat`: `Ok(None)` when it is gone (or hidden from us), `Err` when it
 /// could not be looked at (out of descriptors, ...): then nothing is known about it.
 pub fn read_stat_checked(pid: Pid) -> io::Result<Option<ProcInfo>> {
-    match fs::read(format!("/proc/{pid}/stat")) {
-        Ok(raw) => Ok(parse_stat(&raw).map(resolve_zombie_leader)),
+    match gone_is_none(read_proc(&format!("/proc/{pid}/stat"), Ends::Newline))? {
+        Some(raw) => Ok(parse_stat(&raw).map(resolve_zombie_leader)),
+        None => Ok(None),
+    }
+}
+
+/// How a `/proc` file shows it was read whole.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// With a newline (`stat`): no read for the end of the file is needed.
+    Newline,
+    /// Only with the end of the file (`children` ends with a space).
+    Eof,
+}
+
+/// Reads a small `/proc` file whole in as few system calls as it allows: `open`, usually one
+/// `read`, `close`. (`fs::read` also asks for the size, which is 0 in `/proc`, and then reads in
+/// chunks that start at 32 bytes: eight system calls for one `stat`.)
+fn read_proc(path: &str, ends: Ends) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        let Some(free) = buf.get_mut(len..) else {
+            break;
+        };
+        let n = match file.read(free) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        len += n;
+        let whole = ends == Ends::Newline && buf.get(..len).is_some_and(|b| b.ends_with(b"\n"));
+        if n == 0 || whole {
+            break;
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// A process that is gone (or hidden from us) is `Ok(None)`; anything else that kept a file from
+/// being read is an error: then nothing is known about the process.
+fn gone_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -45,7 +94,8 @@ fn resolve_zombie_leader(mut p: ProcInfo) -> ProcInfo {
     };
     let states: Vec<char> = tasks
         .flatten()
-        .filter_map(|t| fs::read(t.path().join("stat")).ok())
+        .filter_map(|t| t.path().join("stat").to_str().map(str::to_string))
+        .filter_map(|path| read_proc(&path, Ends::Newline).ok())
         .filter_map(|raw| parse_stat(&raw).map(|t| t.state))
         .collect();
     if !states.is_empty() {
@@ -135,6 +185,139 @@ pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     let mut snap = Snapshot::new(self_pid, procs);
     snap.incomplete = incomplete;
     snap.ticks = ticks;
+    annotate(&mut snap, req);
+    snap
+}
+
+/// How many processes the machine has (entries of `/proc`, nothing read in them).
+pub fn count() -> usize {
+    fs::read_dir("/proc").map_or(0, |dir| {
+        dir.flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<Pid>().is_ok())
+            })
+            .count()
+    })
+}
+
+/// How many times a walk reads reapd's own `children` list again for processes reparented to it
+/// while the walk went on.
+const REREADS: usize = 4;
+/// Most ancestors of reapd a walk reads (they are what reapd must never signal).
+const MAX_ANCESTORS: usize = 64;
+
+/// True when [`walk`] sees everything reapd is responsible for: the kernel has `children` lists
+/// (`CONFIG_PROC_CHILDREN`), and every orphan of reapd's tree comes back to reapd (it is PID 1
+/// or a child subreaper), so its tree is every descendant it ever had.
+pub fn walk_works(self_pid: Pid) -> bool {
+    let lists = Path::new(&format!("/proc/{self_pid}/task/{self_pid}/children")).exists();
+    let reaper = self_pid == 1 || nix::sys::prctl::get_child_subreaper().unwrap_or(false);
+    lists && reaper
+}
+
+/// Takes a snapshot of reapd's tree: reapd, every descendant of it and of `roots` (processes
+/// outside the tree that reapd has records of), and reapd's ancestors; with the same extras as
+/// [`scan`]. It reads `stat` and the `children` lists of those processes only, so it costs the
+/// size of the tree, not of the machine.
+///
+/// A `children` list is exact while its owner cannot fork (a held process) and may miss an entry
+/// while siblings come and go, like a directory walk of `/proc` misses what forks behind it: the
+/// next look finds it. A process whose parent exits during the walk moves to reapd's own list, so
+/// that list is read again at the end until it shows nothing new.
+pub fn walk(self_pid: Pid, req: &ScanRequest, roots: &[Pid]) -> Snapshot {
+    let ticks = boot_ticks();
+    let mut procs: Vec<ProcInfo> = Vec::new();
+    let mut incomplete = false;
+    let mut seen: HashSet<Pid> = HashSet::from([self_pid]);
+    let mut queue: VecDeque<Pid> = VecDeque::from([self_pid]);
+    queue.extend(roots.iter().copied().filter(|p| seen.insert(*p)));
+    let mut me: Option<ProcInfo> = None;
+    for _ in 0..REREADS {
+        while let Some(pid) = queue.pop_front() {
+            match read_stat_checked(pid) {
+                Ok(Some(p)) => {
+                    // A zombie has no children: they were handed on when it exited.
+                    if !p.is_dead() {
+                        match children_of(&p) {
+                            Ok(kids) => queue.extend(kids.into_iter().filter(|k| seen.insert(*k))),
+                            Err(_) => incomplete = true,
+                        }
+                    }
+                    if pid == self_pid {
+                        me = Some(p.clone());
+                    }
+                    procs.push(p);
+                }
+                Ok(None) => {}
+                Err(_) => incomplete = true,
+            }
+        }
+        let Some(me) = me.as_ref() else {
+            break;
+        };
+        match children_of(me) {
+            Ok(kids) => queue.extend(kids.into_iter().filter(|k| seen.insert(*k))),
+            Err(_) => incomplete = true,
+        }
+        if queue.is_empty() {
+            break;
+        }
+    }
+    if !queue.is_empty() {
+        // Still finding orphans after every reread: what is left unread may be alive.
+        incomplete = true;
+    }
+    let mut up = me.map(|m| m.ppid);
+    for _ in 0..MAX_ANCESTORS {
+        let Some(pid) = up.filter(|p| *p > 0 && seen.insert(*p)) else {
+            break;
+        };
+        up = read_stat(pid).map(|p| {
+            let ppid = p.ppid;
+            procs.push(p);
+            ppid
+        });
+    }
+    let mut snap = Snapshot::new(self_pid, procs);
+    snap.incomplete = incomplete;
+    snap.ticks = ticks;
+    annotate(&mut snap, req);
+    snap
+}
+
+/// The children of a process: those of each of its threads (a child is listed under the thread
+/// that forked it, `/proc/PID/task/TID/children`). Gone is no children.
+fn children_of(p: &ProcInfo) -> io::Result<Vec<Pid>> {
+    let mut out = Vec::new();
+    let tids: Vec<String> = if p.threads <= 1 {
+        vec![p.pid.to_string()]
+    } else {
+        match gone_is_none(fs::read_dir(format!("/proc/{}/task", p.pid)))? {
+            Some(dir) => dir
+                .flatten()
+                .filter_map(|t| t.file_name().to_str().map(str::to_string))
+                .collect(),
+            None => return Ok(out),
+        }
+    };
+    for tid in tids {
+        let path = format!("/proc/{}/task/{tid}/children", p.pid);
+        if let Some(raw) = gone_is_none(read_proc(&path, Ends::Eof))? {
+            out.extend(
+                raw.split(|b| b.is_ascii_whitespace())
+                    .filter_map(|w| std::str::from_utf8(w).ok()?.parse::<Pid>().ok()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// What a request asks for beyond `stat`: markers of orphans nothing else identifies, command
+/// lines, listeners.
+fn annotate(snap: &mut Snapshot, req: &ScanRequest) {
+    let self_pid = snap.self_pid;
     let ours: HashSet<Pid> = snap.descendants(self_pid).into_iter().collect();
     for (pid, p) in snap.procs.iter_mut() {
         // An orphan reparented to reapd that nothing else identifies: its marker may.
@@ -157,7 +340,6 @@ pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     if !req.ports.is_empty() {
         snap.listeners = listeners(&req.ports, snap.procs.keys().copied());
     }
-    snap
 }
 
 /// Finds the processes holding a listening TCP socket on one of `ports` (IPv4 and IPv6, in
@@ -228,6 +410,63 @@ mod tests {
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n";
         assert_eq!(parse_net_tcp_listeners(v6), vec![(8080, 777)]);
         assert!(parse_net_tcp_listeners("garbage\n1 2 3").is_empty());
+    }
+
+    #[test]
+    fn a_walk_finds_the_tree_a_scan_finds() {
+        use std::process::{Command, Stdio};
+        let me = std::process::id() as Pid;
+        // Forked by a test thread: listed under that thread, not under the process's leader.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & exec sleep 30"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id() as Pid;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut grandchildren = Vec::new();
+        while grandchildren.is_empty() && std::time::Instant::now() < end {
+            grandchildren = scan(me, &ScanRequest::default()).descendants(pid);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let scanned = scan(me, &ScanRequest::default());
+        let walked = walk(me, &ScanRequest::default(), &[]);
+        let mut kill = scanned.descendants(pid);
+        kill.push(pid);
+        for p in &kill {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.wait();
+        assert!(!grandchildren.is_empty(), "the shell's child started");
+        let mut a = scanned.descendants(me);
+        let mut b = walked.descendants(me);
+        a.sort_unstable();
+        b.sort_unstable();
+        assert!(b.contains(&pid) && b.contains(&grandchildren[0]), "{b:?}");
+        assert!(
+            a.iter()
+                .filter(|p| kill.contains(p))
+                .eq(b.iter().filter(|p| kill.contains(p))),
+            "{a:?} {b:?}"
+        );
+        // reapd's ancestors are in it: it must never signal them.
+        let ppid = walked.procs.get(&me).map(|p| p.ppid).expect("own entry");
+        assert!(walked.procs.contains_key(&ppid));
+        assert!(!walked.incomplete);
+    }
+
+    #[test]
+    fn a_proc_file_is_read_whole() {
+        let me = std::process::id();
+        let stat = read_proc(&format!("/proc/{me}/stat"), Ends::Newline).expect("stat");
+        assert!(stat.ends_with(b"\n") && parse_stat(&stat).is_some());
+        // Longer than the first buffer: read to its end.
+        let maps = read_proc(&format!("/proc/{me}/maps"), Ends::Eof).expect("maps");
+        let whole = fs::read(format!("/proc/{me}/maps")).expect("maps");
+        assert!(maps.len() > 1024 && maps.len().abs_diff(whole.len()) < 4096);
     }
 
     #[test]

@@ -25,6 +25,8 @@ const CGROUP: usize = 5;
 pub const SIGNALS: Token = Token(FIXED);
 /// The control socket's listener.
 pub const LISTENER: Token = Token((1 << KIND_BITS) | FIXED);
+/// The precise wake-up timer.
+pub const TIMER: Token = Token((2 << KIND_BITS) | FIXED);
 
 /// What a token stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub enum Source {
     Signals,
     /// The listener.
     Listener,
+    /// The precise wake-up timer.
+    Timer,
     /// A control connection.
     Conn(ConnId),
     /// A process's pidfd.
@@ -90,6 +94,7 @@ pub fn source(t: Token) -> Source {
     match t.0 & ((1 << KIND_BITS) - 1) {
         FIXED if t == SIGNALS => Source::Signals,
         FIXED if t == LISTENER => Source::Listener,
+        FIXED if t == TIMER => Source::Timer,
         CONN => Source::Conn(value as ConnId),
         PIDFD => Pid::try_from(value).map_or(Source::Unknown, Source::Pidfd),
         OUTPUT if value < 2 => Source::Sink(value),
@@ -108,6 +113,7 @@ mod tests {
     fn every_kind_round_trips_and_none_collide() {
         assert_eq!(source(SIGNALS), Source::Signals);
         assert_eq!(source(LISTENER), Source::Listener);
+        assert_eq!(source(TIMER), Source::Timer);
         for id in [0, 1, 7, 1 << 20] {
             assert_eq!(conn(id).map(source), Some(Source::Conn(id)));
         }

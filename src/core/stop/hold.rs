@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::{CHECK_PAUSE, IMMEDIATE_CHECKS, JobOut, MAX_HOLD, MAX_HOLD_CHECKS, Stage, StopJob};
+use super::{JobOut, MAX_HOLD, MAX_HOLD_CHECKS, Stage, StopJob, check_pause};
 use crate::core::proctree::{ProcId, Snapshot};
 
 impl StopJob {
@@ -82,9 +82,11 @@ impl StopJob {
         }
     }
 
-    /// The next step of the hold, judged from the records: wait for the shallowest held level
-    /// that does not show stopped yet; else hold the shallowest level not held yet; else, once a
-    /// full scan has confirmed the whole tree, the deepest processes get the signal.
+    /// The next step of the hold, judged from the records, from the top level not yet done
+    /// down: wait for a held level that does not show stopped yet; else hold the next level not
+    /// held yet; else, once a full scan has confirmed the whole tree, the deepest processes get
+    /// the signal. Levels above [`StopJob::hold_from`] are done, so the work of a step is its
+    /// level's, not the tree's.
     pub(super) fn advance_hold_records(&mut self, now: Instant, out: &mut Vec<JobOut>) {
         let Stage::Holding { checks } = self.stage else {
             return;
@@ -94,79 +96,36 @@ impl StopJob {
         let hold_by = *self.hold_by.get_or_insert_with(|| {
             now + (self.deadline.saturating_duration_since(now) / 8).min(MAX_HOLD)
         });
-        let out_of_time = now >= hold_by;
-        let mut in_play: Vec<(ProcId, usize, bool, bool)> = self
-            .in_play
-            .iter()
-            .filter_map(|id| {
-                // A process asked already (main-first's main process) is left to its handler.
-                let m = self.members.get(id).filter(|m| m.signalled.is_none())?;
-                // A zombie cannot handle anything either.
-                let shows_stopped = matches!(m.state, 'T' | 't' | 'Z' | 'X');
-                Some((*id, m.depth, m.stopped, shows_stopped))
-            })
+        if now >= hold_by {
+            self.hold_the_rest(out);
+        }
+        let depths: Vec<usize> = self
+            .levels_to_hold
+            .range(self.hold_from..)
+            .map(|(d, _)| *d)
             .collect();
-        // In pid order: the same tree is always held the same way.
-        in_play.sort_unstable_by_key(|&(id, ..)| id.pid);
-        let unconfirmed = in_play
-            .iter()
-            .filter(|(_, _, stopped, shows)| *stopped && !*shows)
-            .map(|&(_, d, _, _)| d)
-            .min();
-        let unheld = in_play
-            .iter()
-            .filter(|(_, _, stopped, _)| !*stopped)
-            .map(|&(_, d, _, _)| d)
-            .min();
-        let waiting_on = match (unconfirmed, unheld) {
-            (Some(w), Some(u)) if w < u => Some(w),
-            (Some(w), None) => Some(w),
-            _ => None,
-        };
-        if out_of_time && unheld.is_some() {
-            // Everything left at once, top-down (in_play is in pid order; depth decides).
-            let mut rest: Vec<(usize, ProcId)> = in_play
-                .iter()
-                .filter(|(_, _, stopped, _)| !*stopped)
-                .map(|&(id, d, ..)| (d, id))
-                .collect();
-            rest.sort_unstable_by_key(|&(d, id)| (d, id.pid));
-            let ids: Vec<ProcId> = rest.into_iter().map(|(_, id)| id).collect();
-            self.stop_ids(&ids, out);
-            self.tree_confirmed = false;
-            self.scan_wanted = true;
-            return;
-        }
-        if let Some(depth) = waiting_on
-            && checks < MAX_HOLD_CHECKS
-            && !out_of_time
-        {
-            self.checks = in_play
-                .iter()
-                .filter(|&&(_, d, stopped, shows)| d == depth && stopped && !shows)
-                .map(|&(id, ..)| id)
-                .collect();
-            // A stop lands when its target next runs: the first checks are immediate, later
-            // ones leave the CPU to the processes still to stop.
-            if checks + 1 >= IMMEDIATE_CHECKS {
-                self.check_at = Some(now + CHECK_PAUSE);
+        for depth in depths {
+            let (unheld, unconfirmed) = self.level_state(depth);
+            if !unheld.is_empty() {
+                // This level's parents are stopped: holding it now, none of them can be in the
+                // middle of handling its SIGCHLD.
+                self.stop_ids(&unheld, out);
+                self.checks = unheld;
+                self.tree_confirmed = false;
+                self.stage = Stage::Holding { checks: 0 };
+                return;
             }
-            self.stage = Stage::Holding { checks: checks + 1 };
-            return;
-        }
-        if let Some(depth) = unheld {
-            // This level's parents are stopped: holding it now, none of them can be in the middle
-            // of handling its SIGCHLD.
-            let level: Vec<ProcId> = in_play
-                .iter()
-                .filter(|&&(_, d, stopped, _)| d == depth && !stopped)
-                .map(|&(id, ..)| id)
-                .collect();
-            self.stop_ids(&level, out);
-            self.checks = level;
-            self.tree_confirmed = false;
+            if !unconfirmed.is_empty() && checks < MAX_HOLD_CHECKS && now < hold_by {
+                self.checks = unconfirmed;
+                // A stop lands when its target next runs: the first checks are immediate,
+                // later ones leave the CPU to the processes still to stop.
+                self.check_at = check_pause(checks + 1).map(|p| now + p);
+                self.stage = Stage::Holding { checks: checks + 1 };
+                return;
+            }
+            // Held and showing stopped (or given up on: a process in uninterruptible sleep).
+            self.hold_from = depth + 1;
             self.stage = Stage::Holding { checks: 0 };
-            return;
         }
         if !self.tree_confirmed {
             // Every process known is held: one full scan shows anything started just before its
@@ -187,6 +146,54 @@ impl StopJob {
             .max()
             .unwrap_or(0);
         self.level_share(levels.saturating_sub(1), now);
+    }
+
+    /// One level of the hold: its processes not held yet, and those held that do not show
+    /// stopped yet (in pid order, so the same tree is always held the same way).
+    fn level_state(&self, depth: usize) -> (Vec<ProcId>, Vec<ProcId>) {
+        let mut unheld = Vec::new();
+        let mut unconfirmed = Vec::new();
+        for id in self.levels_to_hold.get(&depth).into_iter().flatten() {
+            // A process asked already (main-first's main process) is left to its handler.
+            let Some(m) = self
+                .members
+                .get(id)
+                .filter(|m| m.signalled.is_none() && !m.gone && self.in_play.contains(id))
+            else {
+                continue;
+            };
+            // A zombie cannot handle anything either.
+            let shows_stopped = matches!(m.state, 'T' | 't' | 'Z' | 'X');
+            if !m.stopped {
+                unheld.push(*id);
+            } else if !shows_stopped {
+                unconfirmed.push(*id);
+            }
+        }
+        (unheld, unconfirmed)
+    }
+
+    /// The hold's time is up: everything not held yet is held at once, top-down, and a full
+    /// scan confirms it (in a fork storm a stop lands only when its target gets the CPU, and
+    /// thousands of runnable processes would make each level wait).
+    fn hold_the_rest(&mut self, out: &mut Vec<JobOut>) {
+        let rest: Vec<ProcId> = self
+            .levels_to_hold
+            .range(self.hold_from..)
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .filter(|id| {
+                self.in_play.contains(id)
+                    && self
+                        .members
+                        .get(id)
+                        .is_some_and(|m| !m.stopped && !m.gone && m.signalled.is_none())
+            })
+            .collect();
+        self.hold_from = usize::MAX;
+        if !rest.is_empty() {
+            self.stop_ids(&rest, out);
+            self.tree_confirmed = false;
+        }
     }
 
     /// Held processes whose children are all gone, deepest first: due now.

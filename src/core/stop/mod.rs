@@ -45,7 +45,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -59,10 +59,25 @@ use rules::{Members, Signalled, born_after_signal};
 /// Checks of one level's states before reapd gives up waiting for it to show stopped (a process
 /// in uninterruptible sleep does not until it wakes) and goes on.
 pub const MAX_HOLD_CHECKS: u32 = 16;
-/// Checks of a level made at once; the rest wait [`CHECK_PAUSE`] each.
-pub const IMMEDIATE_CHECKS: u32 = 3;
-/// Pause between later checks of a level.
+/// Checks of a level made at once; the rest wait a pause each (see [`check_pause`]).
+pub const IMMEDIATE_CHECKS: u32 = 1;
+/// The first pause before a level is checked again. A stop lands when its target next runs, and
+/// reapd, at real-time priority while it stops things, keeps its CPU until it waits: a target
+/// woken on that CPU (the kernel's choice) needs this much, most of the time.
+pub const FIRST_CHECK_PAUSE: Duration = Duration::from_micros(100);
+/// The longest pause between checks: the pauses double up to it.
 pub const CHECK_PAUSE: Duration = Duration::from_millis(2);
+
+/// The pause before the check that follows `checks` checks of a level: none for the first
+/// [`IMMEDIATE_CHECKS`], then [`FIRST_CHECK_PAUSE`] doubling up to [`CHECK_PAUSE`].
+pub fn check_pause(checks: u32) -> Option<Duration> {
+    let later = checks.checked_sub(IMMEDIATE_CHECKS)?;
+    Some(
+        FIRST_CHECK_PAUSE
+            .saturating_mul(1u32 << later.min(16))
+            .min(CHECK_PAUSE),
+    )
+}
 /// The longest the level-by-level hold may take; a fraction of the stop timeout, this at most.
 /// Past it, what is not held yet is held at once, top-down: in a fork storm a stop lands only
 /// when its target gets the CPU, and thousands of runnable processes would make each level wait.
@@ -170,6 +185,11 @@ pub struct StopJob {
     children: HashMap<ProcId, Vec<ProcId>>,
     /// Members still to stop (alive, not left to an ancestor).
     in_play: HashSet<ProcId>,
+    /// The members in play by depth, in pid order, as of the last scan: the hold goes through
+    /// them a level at a time.
+    levels_to_hold: BTreeMap<usize, Vec<ProcId>>,
+    /// Levels above this depth are held and show stopped (or were given up on).
+    hold_from: usize,
     scans: u64,
     scan_wanted: bool,
     seen_any: bool,
@@ -247,6 +267,8 @@ impl StopJob {
             members: Members::new(),
             children: HashMap::new(),
             in_play: HashSet::new(),
+            levels_to_hold: BTreeMap::new(),
+            hold_from: 0,
             scans: 0,
             scan_wanted: true,
             seen_any: false,
@@ -664,5 +686,15 @@ impl StopJob {
                 self.in_play.insert(info.id());
             }
         }
+        self.levels_to_hold.clear();
+        for id in &self.in_play {
+            if let Some(m) = self.members.get(id) {
+                self.levels_to_hold.entry(m.depth).or_default().push(*id);
+            }
+        }
+        for level in self.levels_to_hold.values_mut() {
+            level.sort_unstable_by_key(|id| id.pid);
+        }
+        self.hold_from = 0;
     }
 }

@@ -178,9 +178,15 @@ fn later_checks_of_a_level_leave_the_cpu_to_it() {
         job.on_scan(&part, &[], t0);
     }
     assert!(job.wants_check().is_empty(), "then after a pause");
-    assert_eq!(job.deadline(), Some(t0 + CHECK_PAUSE));
-    job.on_tick(t0 + CHECK_PAUSE);
+    let first = check_pause(IMMEDIATE_CHECKS).expect("a pause");
+    assert_eq!(job.deadline(), Some(t0 + first));
+    job.on_tick(t0 + first);
     assert_eq!(job.wants_check().len(), 1);
+    // The pauses double, up to the longest.
+    job.on_scan(&part, &[], t0 + first);
+    assert_eq!(job.deadline(), Some(t0 + first + 2 * first));
+    assert_eq!(check_pause(40), Some(CHECK_PAUSE));
+    assert_eq!(check_pause(0), None);
 }
 
 #[test]

@@ -213,9 +213,10 @@ impl Supervisor {
     /// The scan needed before more progress can be made, if any.
     pub fn scan_request(&self) -> Option<ScanRequest> {
         match &self.teardown {
-            Teardown::Reporting(Reporting::LastLook(_)) => {
+            Teardown::Reporting(Reporting::LastLook(pending)) => {
                 return Some(ScanRequest {
                     stopped_cmdlines: true,
+                    also: pending.candidates.keys().map(|id| id.pid).collect(),
                     ..ScanRequest::default()
                 });
             }
@@ -236,6 +237,8 @@ impl Supervisor {
             });
         }
         let mut req = self.tracking.scan_request();
+        // A crashed predecessor's processes are not in reapd's tree.
+        req.everyone = self.recovery.is_some();
         if self.containment.cgroups {
             // Membership matters to a stop: the services being stopped have theirs read.
             req.groups = self
