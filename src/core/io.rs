@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -98,7 +99,15 @@ pub struct ScanRequest {
     /// Every process of the machine matters, not only reapd's tree and [`ScanRequest::also`]
     /// (a crashed predecessor's processes are being found).
     pub everyone: bool,
+    /// A stop timeout falls then: the kill must not wait for a long look (thousands of processes
+    /// in a fork storm), so a look still under way at that moment ends, marked incomplete (once
+    /// it has had [`MIN_LOOK`]).
+    pub until: Option<Instant>,
 }
+
+/// The least time a look gets before [`ScanRequest::until`] may end it: each look makes some
+/// progress.
+pub const MIN_LOOK: Duration = Duration::from_millis(10);
 
 impl ScanRequest {
     /// True when the scan must read every process of the machine: processes outside reapd's

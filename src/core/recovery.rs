@@ -115,10 +115,10 @@ impl Recovery {
     }
 
     /// Skips what is left of every graceful stop; what to perform, by owner.
-    pub fn escalate(&mut self) -> Vec<(String, Vec<JobOut>)> {
+    pub fn escalate(&mut self, now: Instant) -> Vec<(String, Vec<JobOut>)> {
         self.owners
             .iter_mut()
-            .map(|o| (o.owner.clone(), o.job.escalate()))
+            .map(|o| (o.owner.clone(), o.job.escalate(now)))
             .collect()
     }
 }

@@ -109,21 +109,36 @@ pub struct SysEdge {
 struct Sizes {
     /// Processes of the machine, as of the last scan of every process.
     machine: usize,
-    /// Processes of reapd's tree (and the request's records), as of the last look.
+    /// What a walk of reapd's tree (and the request's records) reads, as of the last look: a
+    /// process's `stat`, and a `children` list per thread.
     tree: usize,
 }
 
 impl Sizes {
+    /// A walk is the cheaper look: it reads at most half as many files as a scan would.
+    /// `members` is what the cgroups hold now (the tree may have grown since the last look).
+    fn walk_is_cheaper(&self, members: usize) -> bool {
+        2 * self.tree.max(members) < self.machine
+    }
+
     fn learn(&mut self, snap: &Snapshot, req: &ScanRequest, walked: bool) {
+        let cost = |pids: &mut dyn Iterator<Item = Pid>| -> usize {
+            pids.filter_map(|p| snap.procs.get(&p))
+                .map(|p| p.threads.max(1) as usize)
+                .sum()
+        };
         if walked {
-            self.tree = snap.procs.len();
+            self.tree = cost(&mut snap.procs.keys().copied());
         } else {
             // A scan knows both.
             self.machine = snap.procs.len();
-            self.tree = snap.descendants(snap.self_pid).len() + req.also.len();
+            self.tree = cost(&mut snap.descendants(snap.self_pid).into_iter()) + req.also.len();
         }
     }
 }
+
+/// Children reaped with `waitpid(-1)` in one go before the rest are reaped by pid.
+const REAP_ANY: usize = 32;
 
 /// What a look that walked reapd's tree is called in the trace.
 const WALK: &str = "walk of reapd's tree";
@@ -203,25 +218,30 @@ impl Edge for SysEdge {
 
     /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.
     fn reap(&mut self) -> Vec<Input> {
+        let mut any = 0;
         loop {
+            if any == REAP_ANY && self.walk_works {
+                self.reap_by_pid();
+                break;
+            }
+            any += 1;
             let (pid, status) =
                 match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                     Ok(w) => match reaped(w) {
                         Some(r) => r,
-                        None if w == WaitStatus::StillAlive => break,
+                        None if w == WaitStatus::StillAlive => {
+                            return std::mem::take(&mut self.learnt);
+                        }
                         None => continue,
                     },
-                    Err(Errno::ECHILD) => break,
+                    Err(Errno::ECHILD) => return std::mem::take(&mut self.learnt),
                     Err(Errno::EINTR) => continue,
                     Err(e) => {
                         error!("waitpid: {e}");
-                        break;
+                        return std::mem::take(&mut self.learnt);
                     }
                 };
-            debug!("reaped pid {pid} ({status})");
-            self.notified(pid);
-            self.learnt.push(Input::Reaped { pid, status });
-            self.forget(pid);
+            self.collected(pid, status);
         }
         std::mem::take(&mut self.learnt)
     }
@@ -487,6 +507,15 @@ impl Edge for SysEdge {
         {
             snap = self.look(req, &groups);
         }
+        // Read again after the look: a process forked into a cgroup since the first read is in
+        // the look, and must not pass for one that moved out of it.
+        let mut groups = groups;
+        for (service, after) in self.group_members(req) {
+            let members = groups.entry(service).or_default();
+            members.extend(after);
+            members.sort_unstable();
+            members.dedup();
+        }
         snap.groups = groups;
         snap
     }
@@ -507,7 +536,9 @@ impl SysEdge {
     fn look(&mut self, req: &ScanRequest, groups: &BTreeMap<String, Vec<Pid>>) -> Snapshot {
         let t0 = std::time::Instant::now();
         // A walk reads two files per process of the tree, a scan one per process of the machine.
-        let tree_is_small = 2 * self.sizes.tree < self.sizes.machine;
+        let tree_is_small = self
+            .sizes
+            .walk_is_cheaper(groups.values().map(Vec::len).sum());
         let (how, snap) = if !req.only.is_empty() {
             ("check", procfs::scan(self.self_pid, req))
         } else if self.walk_works && tree_is_small && !req.needs_machine() {
@@ -530,6 +561,35 @@ impl SysEdge {
             self.sizes.learn(&snap, req, how == WALK);
         }
         snap
+    }
+
+    /// Many children ended at once (a killed storm's zombies, handed to reapd): each
+    /// `waitpid(-1)` walks every child, the square of their number in all, so the rest are
+    /// reaped by pid from the kernel's list of reapd's children, one step each. One reparented
+    /// meanwhile brings its own SIGCHLD.
+    fn reap_by_pid(&mut self) {
+        for pid in procfs::own_children(self.self_pid) {
+            loop {
+                match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(w) => {
+                        if let Some((pid, status)) = reaped(w) {
+                            self.collected(pid, status);
+                        }
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => {}
+                }
+                break;
+            }
+        }
+    }
+
+    /// A child was reaped: its exit status is told, its pidfd forgotten.
+    fn collected(&mut self, pid: Pid, status: ExitStatus) {
+        debug!("reaped pid {pid} ({status})");
+        self.notified(pid);
+        self.learnt.push(Input::Reaped { pid, status });
+        self.forget(pid);
     }
 
     /// Drains the signal pipe: whether SIGCHLD was among them (reap then), and the others.

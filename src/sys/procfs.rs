@@ -11,8 +11,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
+use std::time::Instant;
 
-use crate::core::io::ScanRequest;
+use crate::core::io::{MIN_LOOK, ScanRequest};
 use crate::core::proctree::{
     Listener, Pid, ProcInfo, Snapshot, cmdline_from_bytes, group_state, marker_from_environ,
     parse_stat,
@@ -137,6 +138,7 @@ pub fn boot_ticks() -> Option<u64> {
 /// beyond that (see [`ScanRequest`] for why `environ` and `cmdline` are read sparingly).
 pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
     let ticks = boot_ticks();
+    let mut clock = Cutoff::new(req);
     if !req.only.is_empty() {
         // A check of a few processes' states: no directory walk, no other file.
         let mut incomplete = false;
@@ -173,6 +175,10 @@ pub fn scan(self_pid: Pid, req: &ScanRequest) -> Snapshot {
                 else {
                     continue;
                 };
+                if clock.passed() {
+                    incomplete = true;
+                    break;
+                }
                 match read_stat_checked(pid) {
                     Ok(Some(p)) => procs.push(p),
                     Ok(None) => {}
@@ -234,8 +240,14 @@ pub fn walk(self_pid: Pid, req: &ScanRequest, roots: &[Pid]) -> Snapshot {
     let mut queue: VecDeque<Pid> = VecDeque::from([self_pid]);
     queue.extend(roots.iter().copied().filter(|p| seen.insert(*p)));
     let mut me: Option<ProcInfo> = None;
+    let mut clock = Cutoff::new(req);
     for _ in 0..REREADS {
         while let Some(pid) = queue.pop_front() {
+            if clock.passed() {
+                incomplete = true;
+                queue.clear();
+                break;
+            }
             match read_stat_checked(pid) {
                 Ok(Some(p)) => {
                     // A zombie has no children: they were handed on when it exited.
@@ -285,6 +297,35 @@ pub fn walk(self_pid: Pid, req: &ScanRequest, roots: &[Pid]) -> Snapshot {
     snap.ticks = ticks;
     annotate(&mut snap, req);
     snap
+}
+
+/// When a look must end ([`ScanRequest::until`], after [`MIN_LOOK`]); the clock is read every
+/// few processes only.
+struct Cutoff {
+    at: Option<Instant>,
+    count: u32,
+}
+
+impl Cutoff {
+    fn new(req: &ScanRequest) -> Cutoff {
+        let now = Instant::now();
+        Cutoff {
+            at: req.until.map(|u| u.max(now + MIN_LOOK)),
+            count: 0,
+        }
+    }
+
+    fn passed(&mut self) -> bool {
+        self.count = self.count.wrapping_add(1);
+        self.count.is_multiple_of(32) && self.at.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+/// reapd's own children, from the kernel's lists (empty if they cannot be read).
+pub fn own_children(self_pid: Pid) -> Vec<Pid> {
+    read_stat(self_pid)
+        .and_then(|me| children_of(&me).ok())
+        .unwrap_or_default()
 }
 
 /// The children of a process: those of each of its threads (a child is listed under the thread

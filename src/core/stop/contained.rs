@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{EMPTY_WAIT, JobOut, Stage, StopHow, StopJob};
+use super::{EMPTY_WAIT, GROUP_KILL_WAIT, JobOut, Stage, StopHow, StopJob};
 
 impl StopJob {
     /// The members are exactly a cgroup's (membership read from `cgroup.procs`): the kill stage
@@ -44,12 +44,28 @@ impl StopJob {
         self.confirmed_by_cgroup = true;
     }
 
-    /// The kill stage of a contained stop begins with the cgroup's kill, once.
-    pub(super) fn kill_group(&mut self, out: &mut Vec<JobOut>) {
+    /// The kill stage of a contained stop begins with the cgroup's kill, once. When every
+    /// member is in the cgroup, nothing can outrun that kill: the stop waits for `populated 0`
+    /// (at most [`GROUP_KILL_WAIT`]) instead of chasing stragglers.
+    pub(super) fn kill_group(&mut self, out: &mut Vec<JobOut>, now: Instant) {
         if self.contained && !self.group_killed {
             self.group_killed = true;
             out.push(JobOut::KillGroup);
         }
+        if self.group_kill_reaches_all() {
+            self.scan_wanted = false;
+            self.empty_by.get_or_insert(now + GROUP_KILL_WAIT);
+        }
+    }
+
+    /// The cgroup was killed whole and, as of the last scan, every member was in it.
+    pub(super) fn group_kill_reaches_all(&self) -> bool {
+        self.group_killed && !self.outside_group && self.seen_any
+    }
+
+    /// What the last scan showed: whether some member is outside the cgroup.
+    pub fn set_outside_group(&mut self, outside: bool) {
+        self.outside_group = outside;
     }
 
     /// Every member the job knows is gone: a contained stop waits a moment for the cgroup to
@@ -57,7 +73,8 @@ impl StopJob {
     /// looks at once.
     pub(super) fn confirm_gone(&mut self, now: Instant) {
         if self.contained {
-            self.empty_by.get_or_insert(now + EMPTY_WAIT);
+            let by = now + EMPTY_WAIT;
+            self.empty_by = Some(self.empty_by.map_or(by, |t| t.min(by)));
         } else {
             self.scan_wanted = true;
         }

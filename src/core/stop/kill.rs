@@ -2,6 +2,8 @@
 //! the looks after the kill that chase what was forked just before it.
 //! Must never: wait for a process to show stopped before killing it.
 
+use std::time::Instant;
+
 use nix::sys::signal::Signal;
 
 use super::{JobOut, Stage, StopJob};
@@ -20,13 +22,14 @@ impl StopJob {
         snap: &Snapshot,
         forest: &Forest,
         out: &mut Vec<JobOut>,
+        now: Instant,
     ) {
-        self.kill_group(out);
+        self.kill_group(out, now);
         let unstopped = self.records_where(snap, forest.top_down(), |m| !m.stopped && !m.killed);
         self.stop_procs(&unstopped, snap, out);
         self.kill(forest, snap, out);
         self.stage = Stage::Killing;
-        self.scan_wanted = true;
+        self.scan_wanted = !self.group_kill_reaches_all();
     }
 
     /// A look after the kill: a process not killed yet was forked just before its parent's
@@ -37,11 +40,12 @@ impl StopJob {
         snap: &Snapshot,
         forest: &Forest,
         out: &mut Vec<JobOut>,
+        now: Instant,
     ) {
         let fresh = self.records_where(snap, forest.members().iter().copied(), |m| !m.killed);
         if !fresh.is_empty() {
             let sub = Forest::new(snap, fresh.iter().copied());
-            self.freeze_and_kill(snap, &sub, out);
+            self.freeze_and_kill(snap, &sub, out, now);
         }
         for p in forest.deepest_first() {
             if let Some(i) = snap.procs.get(&p)

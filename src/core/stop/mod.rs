@@ -90,6 +90,12 @@ pub const RETRY: Duration = Duration::from_millis(100);
 /// the last look, which no pidfd announces). The kernel tells it from a work queue, within a
 /// millisecond on an idle machine; the margin is for a loaded one.
 pub const EMPTY_WAIT: Duration = Duration::from_millis(100);
+/// How long a cgroup killed whole (`cgroup.kill`) may take to report `populated 0` before reapd
+/// looks at `/proc` itself. Nothing in the cgroup can outrun that kill (the kernel kills what
+/// forks into it meanwhile), so there is no straggler to chase, only the kernel's teardown to
+/// wait for: about 5 000 processes a second on 2 cores, and a look meanwhile would compete with
+/// it for the CPU.
+pub const GROUP_KILL_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait, after a level got its signal, before reapd looks again for processes that
 /// exec'd since and may have lost the signal on the way (see [`rules::lost_its_signal`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -226,6 +232,9 @@ pub struct StopJob {
     /// Every known member is gone: the scan that confirms it waits until then for the cgroup to
     /// say it is empty.
     empty_by: Option<Instant>,
+    /// The last scan found a member outside the cgroup (moved out by a process with root): a
+    /// kill of the cgroup does not reach everything, so the kill stage looks for stragglers.
+    outside_group: bool,
 }
 
 impl StopJob {
@@ -287,6 +296,7 @@ impl StopJob {
             group_killed: false,
             confirmed_by_cgroup: false,
             empty_by: None,
+            outside_group: false,
         }
     }
 
@@ -378,6 +388,11 @@ impl StopJob {
         self.blind || self.retry_at.is_some()
     }
 
+    /// The stop timeout, while the graceful part lasts: then everything is frozen and killed.
+    pub fn kill_at(&self) -> Option<Instant> {
+        (!self.is_killing() && !self.is_done()).then_some(self.deadline)
+    }
+
     /// True once the graceful part is over.
     pub fn is_killing(&self) -> bool {
         matches!(self.stage, Stage::Freezing | Stage::Killing)
@@ -417,7 +432,7 @@ impl StopJob {
     /// Skips what is left of the graceful part: every process the job knows alive is frozen
     /// and killed at once, from its records, without waiting for a scan (in a storm a scan
     /// takes a good part of a second); the look that follows finds what was forked since.
-    pub fn escalate(&mut self) -> Vec<JobOut> {
+    pub fn escalate(&mut self, now: Instant) -> Vec<JobOut> {
         let mut out = Vec::new();
         if self.is_killing() || self.is_done() {
             return out;
@@ -426,7 +441,7 @@ impl StopJob {
         self.check_at = None;
         self.stage = Stage::Freezing;
         self.scan_wanted = true;
-        self.kill_group(&mut out);
+        self.kill_group(&mut out, now);
         let mut known: Vec<(usize, ProcId)> = self
             .members
             .iter()
@@ -475,7 +490,7 @@ impl StopJob {
             return Vec::new();
         }
         if now >= self.deadline {
-            return self.escalate();
+            return self.escalate(now);
         }
         if let Stage::MainAlone { until } = self.stage
             && now >= until
@@ -626,12 +641,13 @@ impl StopJob {
                 }
             }
             Stage::Holding { .. } => {
-                self.tree_confirmed = true;
+                // A look that could not read everything confirms nothing.
+                self.tree_confirmed = !snap.incomplete;
                 self.advance_hold_records(now, &mut out);
             }
             Stage::Graceful => self.graceful(snap, &forest, now, &mut out),
-            Stage::Freezing => self.freeze_and_kill(snap, &forest, &mut out),
-            Stage::Killing => self.kill_stragglers(snap, &forest, &mut out),
+            Stage::Freezing => self.freeze_and_kill(snap, &forest, &mut out, now),
+            Stage::Killing => self.kill_stragglers(snap, &forest, &mut out, now),
             Stage::Done(_) => {}
         }
         out

@@ -686,3 +686,39 @@ fn a_contained_kill_kills_the_cgroup_first_and_once() {
     let out = plain.on_tick(t0 + Duration::from_secs(1));
     assert!(!out.contains(&JobOut::KillGroup));
 }
+
+#[test]
+fn after_a_whole_cgroup_kill_the_stop_waits_for_its_word_not_for_a_look() {
+    let t0 = epoch();
+    let t1 = t0 + Duration::from_secs(1);
+    let snap = chain(3);
+    let mut job = tree_job(1, t0);
+    job.contain();
+    job.set_outside_group(false);
+    job.on_scan(&snap, &members(&snap), t0);
+    let out = job.on_tick(t1);
+    assert_eq!(out.first(), Some(&JobOut::KillGroup), "{out:?}");
+    assert!(
+        !job.wants_scan(),
+        "nothing in the cgroup outruns its kill: no straggler to look for"
+    );
+    assert_eq!(job.deadline(), Some(t1 + GROUP_KILL_WAIT));
+    job.on_empty();
+    assert_eq!(job.outcome(), Some(StopHow::Killed));
+    // Without the kernel's word in time, it looks for itself.
+    let mut late = tree_job(1, t0);
+    late.contain();
+    late.on_scan(&snap, &members(&snap), t0);
+    late.on_tick(t1);
+    late.on_tick(t1 + GROUP_KILL_WAIT);
+    assert!(late.wants_scan());
+    // A member outside the cgroup (moved out by root) is not reached by its kill: stragglers
+    // are looked for at once.
+    let mut outside = tree_job(1, t0);
+    outside.contain();
+    outside.set_outside_group(true);
+    outside.on_scan(&snap, &members(&snap), t0);
+    let out = outside.on_tick(t1);
+    assert_eq!(out.first(), Some(&JobOut::KillGroup));
+    assert!(outside.wants_scan());
+}

@@ -239,6 +239,7 @@ impl Supervisor {
         let mut req = self.tracking.scan_request();
         // A crashed predecessor's processes are not in reapd's tree.
         req.everyone = self.recovery.is_some();
+        req.until = self.jobs().filter_map(StopJob::kill_at).min();
         if self.containment.cgroups {
             // Membership matters to a stop: the services being stopped have theirs read.
             req.groups = self

@@ -2,7 +2,7 @@
 //! procedure for services, and the shutdown's stages (waves, killing, the sweep, hooks) as the
 //! phase machine moves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -62,6 +62,10 @@ impl Supervisor {
                 && !members.contains(&m.pid)
             {
                 members.push(m.pid);
+            }
+            if let Some(group) = snap.groups.get(&name) {
+                let group: HashSet<Pid> = group.iter().copied().collect();
+                job.set_outside_group(members.iter().any(|p| !group.contains(p)));
             }
             outs.push((Some(name.clone()), job.on_scan(&snap, &members, now)));
             // The main process is our child: the stop is complete once it is reaped, so its exit
@@ -581,7 +585,7 @@ impl Supervisor {
                     match &mut s.state {
                         ServiceState::Stopping { job, .. } => {
                             job.clip(now);
-                            outs.push((Some(name.clone()), job.escalate()));
+                            outs.push((Some(name.clone()), job.escalate(now)));
                         }
                         ServiceState::Running { main, since, .. } => {
                             let (main, since) = (*main, *since);
@@ -606,7 +610,7 @@ impl Supervisor {
                 }
                 if let Some(rec) = self.recovery.as_mut() {
                     rec.clip(now);
-                    outs.extend(rec.escalate().into_iter().map(|(o, out)| (Some(o), out)));
+                    outs.extend(rec.escalate(now).into_iter().map(|(o, out)| (Some(o), out)));
                 }
                 self.teardown = Teardown::Killing {
                     leftovers: StopJob::kill_now(now),
