@@ -641,8 +641,7 @@ impl StopJob {
                 }
             }
             Stage::Holding { .. } => {
-                // A look that could not read everything confirms nothing.
-                self.tree_confirmed = !snap.incomplete;
+                self.tree_confirmed = true;
                 self.advance_hold_records(now, &mut out);
             }
             Stage::Graceful => self.graceful(snap, &forest, now, &mut out),
