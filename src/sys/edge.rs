@@ -15,12 +15,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, error, trace, warn};
+use log::{debug, warn};
 use mio::Poll;
 use mio::unix::SourceFd;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 
 use crate::core::io::{Action, Input, ScanRequest, Spawnee};
 use crate::core::proctree::{Pid, ProcId, Snapshot};
@@ -45,6 +45,7 @@ use crate::wire::state_file::{Recorded, StateRecord};
 
 /// How long reading services' cgroup usage for one request may take (a few files each).
 const ACCOUNT_BUDGET: Duration = Duration::from_millis(20);
+mod looks;
 mod pidfds;
 
 /// How long exiting may spend delivering the last lines to clients.
@@ -101,47 +102,8 @@ pub struct SysEdge {
     /// reapd's tree can be read on its own (see [`procfs::walk_works`]).
     walk_works: bool,
     /// How many processes the last looks found, to choose the cheaper way to look.
-    sizes: Sizes,
+    sizes: looks::Sizes,
 }
-
-/// The sizes that decide between walking reapd's tree and scanning the machine.
-#[derive(Debug)]
-struct Sizes {
-    /// Processes of the machine, as of the last scan of every process.
-    machine: usize,
-    /// What a walk of reapd's tree (and the request's records) reads, as of the last look: a
-    /// process's `stat`, and a `children` list per thread.
-    tree: usize,
-}
-
-impl Sizes {
-    /// A walk is the cheaper look: it reads at most half as many files as a scan would.
-    /// `members` is what the cgroups hold now (the tree may have grown since the last look).
-    fn walk_is_cheaper(&self, members: usize) -> bool {
-        2 * self.tree.max(members) < self.machine
-    }
-
-    fn learn(&mut self, snap: &Snapshot, req: &ScanRequest, walked: bool) {
-        let cost = |pids: &mut dyn Iterator<Item = Pid>| -> usize {
-            pids.filter_map(|p| snap.procs.get(&p))
-                .map(|p| p.threads.max(1) as usize)
-                .sum()
-        };
-        if walked {
-            self.tree = cost(&mut snap.procs.keys().copied());
-        } else {
-            // A scan knows both.
-            self.machine = snap.procs.len();
-            self.tree = cost(&mut snap.descendants(snap.self_pid).into_iter()) + req.also.len();
-        }
-    }
-}
-
-/// Children reaped with `waitpid(-1)` in one go before the rest are reaped by pid.
-const REAP_ANY: usize = 32;
-
-/// What a look that walked reapd's tree is called in the trace.
-const WALK: &str = "walk of reapd's tree";
 
 /// What the edge is built from, prepared by the event loop's start-up.
 pub(super) struct Resources {
@@ -185,10 +147,7 @@ impl SysEdge {
                 );
                 works
             },
-            sizes: Sizes {
-                machine: procfs::count(),
-                tree: 0,
-            },
+            sizes: looks::Sizes::new(),
             state_path: r.state_path,
             exit_code: None,
             learnt: Vec::new(),
@@ -218,32 +177,7 @@ impl Edge for SysEdge {
 
     /// Collects every child that has exited: SIGCHLD coalesces, so one signal may stand for many.
     fn reap(&mut self) -> Vec<Input> {
-        let mut any = 0;
-        loop {
-            if any == REAP_ANY && self.walk_works {
-                self.reap_by_pid();
-                break;
-            }
-            any += 1;
-            let (pid, status) =
-                match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(w) => match reaped(w) {
-                        Some(r) => r,
-                        None if w == WaitStatus::StillAlive => {
-                            return std::mem::take(&mut self.learnt);
-                        }
-                        None => continue,
-                    },
-                    Err(Errno::ECHILD) => return std::mem::take(&mut self.learnt),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => {
-                        error!("waitpid: {e}");
-                        return std::mem::take(&mut self.learnt);
-                    }
-                };
-            self.collected(pid, status);
-        }
-        std::mem::take(&mut self.learnt)
+        self.reap_children()
     }
 
     fn perform(&mut self, action: Action) -> Vec<Input> {
@@ -530,68 +464,6 @@ impl Edge for SysEdge {
 }
 
 impl SysEdge {
-    /// Reads `/proc` as the request needs: reapd's tree (with the cgroups' members and what the
-    /// request names) when nothing outside it matters and the kernel can list it, else every
-    /// process of the machine.
-    fn look(&mut self, req: &ScanRequest, groups: &BTreeMap<String, Vec<Pid>>) -> Snapshot {
-        let t0 = std::time::Instant::now();
-        // A walk reads two files per process of the tree, a scan one per process of the machine.
-        let tree_is_small = self
-            .sizes
-            .walk_is_cheaper(groups.values().map(Vec::len).sum());
-        let (how, snap) = if !req.only.is_empty() {
-            ("check", procfs::scan(self.self_pid, req))
-        } else if self.walk_works && tree_is_small && !req.needs_machine() {
-            let roots: Vec<Pid> = req
-                .also
-                .iter()
-                .chain(groups.values().flatten())
-                .copied()
-                .collect();
-            (WALK, procfs::walk(self.self_pid, req, &roots))
-        } else {
-            ("scan of every process", procfs::scan(self.self_pid, req))
-        };
-        trace!(
-            "{how}: {} processes in {} µs",
-            snap.procs.len(),
-            t0.elapsed().as_micros()
-        );
-        if req.only.is_empty() {
-            self.sizes.learn(&snap, req, how == WALK);
-        }
-        snap
-    }
-
-    /// Many children ended at once (a killed storm's zombies, handed to reapd): each
-    /// `waitpid(-1)` walks every child, the square of their number in all, so the rest are
-    /// reaped by pid from the kernel's list of reapd's children, one step each. One reparented
-    /// meanwhile brings its own SIGCHLD.
-    fn reap_by_pid(&mut self) {
-        for pid in procfs::own_children(self.self_pid) {
-            loop {
-                match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(w) => {
-                        if let Some((pid, status)) = reaped(w) {
-                            self.collected(pid, status);
-                        }
-                    }
-                    Err(Errno::EINTR) => continue,
-                    Err(_) => {}
-                }
-                break;
-            }
-        }
-    }
-
-    /// A child was reaped: its exit status is told, its pidfd forgotten.
-    fn collected(&mut self, pid: Pid, status: ExitStatus) {
-        debug!("reaped pid {pid} ({status})");
-        self.notified(pid);
-        self.learnt.push(Input::Reaped { pid, status });
-        self.forget(pid);
-    }
-
     /// Drains the signal pipe: whether SIGCHLD was among them (reap then), and the others.
     pub(super) fn read_signals(&mut self) -> (bool, Vec<Input>) {
         let mut chld = false;
