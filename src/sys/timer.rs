@@ -72,3 +72,28 @@ impl PreciseTimer {
         let _ = nix::unistd::read(&self.fd, &mut [0u8; 8]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+
+    #[test]
+    fn a_short_deadline_ends_the_wait_and_leaves_nothing_behind() {
+        let mut poll = Poll::new().expect("poll");
+        let mut timer = PreciseTimer::new(poll.registry()).expect("timerfd");
+        let mut events = Events::with_capacity(4);
+        // Far deadlines are the poll timeout's business: nothing armed.
+        timer.before_poll(Some(Duration::from_secs(1)));
+        assert!(!timer.armed);
+        timer.before_poll(Some(Duration::from_micros(200)));
+        assert!(timer.armed);
+        // Without the timer this poll would wait its whole (generous) timeout.
+        poll.poll(&mut events, Some(Duration::from_secs(30)))
+            .expect("poll");
+        assert!(events.iter().any(|e| e.token() == tokens::TIMER));
+        timer.after_poll();
+        poll.poll(&mut events, Some(Duration::ZERO)).expect("poll");
+        assert!(events.is_empty(), "cleared: no stale wake-up");
+    }
+}
