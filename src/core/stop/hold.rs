@@ -88,7 +88,7 @@ impl StopJob {
     /// the signal. Levels above [`StopJob::hold_from`] are done, so the work of a step is its
     /// level's, not the tree's.
     pub(super) fn advance_hold_records(&mut self, now: Instant, out: &mut Vec<JobOut>) {
-        let Stage::Holding { checks } = self.stage else {
+        let Stage::Holding { mut checks } = self.stage else {
             return;
         };
         self.checks.clear();
@@ -123,9 +123,11 @@ impl StopJob {
                 self.stage = Stage::Holding { checks: checks + 1 };
                 return;
             }
-            // Held and showing stopped (or given up on: a process in uninterruptible sleep).
+            // Held and showing stopped (or given up on: a process in uninterruptible sleep);
+            // the next level gets its own checks.
             self.hold_from = depth + 1;
-            self.stage = Stage::Holding { checks: 0 };
+            checks = 0;
+            self.stage = Stage::Holding { checks };
         }
         if !self.tree_confirmed {
             // Every process known is held: one full scan shows anything started just before its

@@ -78,6 +78,7 @@ pub fn check_pause(checks: u32) -> Option<Duration> {
             .min(CHECK_PAUSE),
     )
 }
+
 /// The longest the level-by-level hold may take; a fraction of the stop timeout, this at most.
 /// Past it, what is not held yet is held at once, top-down: in a fork storm a stop lands only
 /// when its target gets the CPU, and thousands of runnable processes would make each level wait.
