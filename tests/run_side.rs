@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -43,29 +42,10 @@ while True:
     json!(["python3", script, port.to_string(), delay, dir.join(log)])
 }
 
-/// A shell service that logs `started <time>` into `log` and sleeps.
-fn logger_cmd(dir: &Path, log: &str) -> serde_json::Value {
-    json!([
-        "sh",
-        "-c",
-        format!(
-            "echo started $(date +%s.%N) >> {}; exec sleep 1000",
-            dir.join(log).display()
-        )
-    ])
-}
-
 fn stamp(text: &str, word: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(word)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {word:?} line in {text:?}"))
-}
-
-fn ctl(d: &Daemon, args: &[&str], limit: Duration) -> ToolRun {
-    let socket = d.socket.display().to_string();
-    let mut all = vec!["ctl", "--socket", socket.as_str()];
-    all.extend_from_slice(args);
-    run_bounded(std::process::Command::new(BIN).args(all), limit)
 }
 
 #[test]
@@ -77,17 +57,17 @@ fn a_dependent_starts_only_once_its_dependency_accepts_connections() {
     let b = Daemon::builder("ready-tcp");
     let cfg = json!({ "services": {
         "db": { "cmd": server_cmd(b.dir(), port, "0.8", "db.log"), "ready": { "tcp": port } },
-        "web": { "cmd": logger_cmd(&b.dir().path, "web.log"), "after": ["db"] },
+        "web": { "cmd": timed_start_logger(&b.dir().path, "web.log"), "after": ["db"] },
     }});
     let mut d = b.config(cfg).start();
-    let not_yet = ctl(&d, &["ready"], SOON);
+    let not_yet = reapd_ctl(&d, &["ready"], SOON);
     assert_eq!(
         not_yet.code,
         Some(1),
         "not ready while db starts: {not_yet:?}"
     );
     assert!(not_yet.stdout.contains("db"), "{not_yet:?}");
-    let waited = ctl(
+    let waited = reapd_ctl(
         &d,
         &["wait", "--ready", "--timeout", "20000"],
         Duration::from_secs(30),
@@ -100,8 +80,8 @@ fn a_dependent_starts_only_once_its_dependency_accepts_connections() {
         "web started before db listened:\nweb: {web}\ndb: {db}"
     );
     assert_eq!(d.service("db").expect("db")["state"], "running");
-    assert_eq!(ctl(&d, &["ready"], SOON).code, Some(0));
-    let down = ctl(&d, &["shutdown", "--wait"], Duration::from_secs(40));
+    assert_eq!(reapd_ctl(&d, &["ready"], SOON).code, Some(0));
+    let down = reapd_ctl(&d, &["shutdown", "--wait"], Duration::from_secs(40));
     assert_eq!(down.code, Some(0), "a clean shutdown: {down:?}");
     assert!(down.stdout.contains("clean"), "{down:?}");
     d.assert_clean_exit();
@@ -113,7 +93,7 @@ fn a_notification_newline_makes_a_service_ready_and_its_absence_is_a_failed_star
     let dir = b.dir().path.clone();
     let cfg = json!({ "services": {
         "db": { "cmd": ["sh", "-c", "sleep 0.3; echo >&3; exec sleep 1000"], "ready": { "notify_fd": 3 } },
-        "web": { "cmd": logger_cmd(&dir, "web.log"), "after": ["db"] },
+        "web": { "cmd": timed_start_logger(&dir, "web.log"), "after": ["db"] },
         "mute": { "cmd": ["sleep", "1000"], "ready": { "notify_fd": 4 }, "ready_timeout_ms": 500,
                   "restart": "never" },
     }});
@@ -127,7 +107,7 @@ fn a_notification_newline_makes_a_service_ready_and_its_absence_is_a_failed_star
             .is_some_and(|w| w.contains("not ready")),
         "{mute}"
     );
-    let not_ready = ctl(&d, &["ready"], SOON);
+    let not_ready = reapd_ctl(&d, &["ready"], SOON);
     assert_eq!(not_ready.code, Some(1), "{not_ready:?}");
     assert!(not_ready.stdout.contains("mute"), "{not_ready:?}");
     let log = d.log();
@@ -144,8 +124,8 @@ fn a_failing_one_shot_holds_back_its_dependents_and_an_essential_one_ends_reapd_
     let cfg = json!({ "services": {
         "setup": { "cmd": ["sh", "-c", "echo setup >> $TEST_DIR/setup.log"], "type": "oneshot" },
         "migrate": { "cmd": ["sh", "-c", "exit 3"], "type": "oneshot", "after": ["setup"] },
-        "web": { "cmd": logger_cmd(&dir, "web.log"), "after": ["migrate"] },
-        "other": { "cmd": logger_cmd(&dir, "other.log"), "after": ["setup"] },
+        "web": { "cmd": timed_start_logger(&dir, "web.log"), "after": ["migrate"] },
+        "other": { "cmd": timed_start_logger(&dir, "other.log"), "after": ["setup"] },
     }});
     let mut d = b.config(cfg).start();
     d.wait_state("migrate", "failed");
@@ -178,7 +158,7 @@ fn a_service_whose_health_check_fails_is_restarted_then_given_up_on() {
     std::fs::write(&flag, "").expect("flag");
     let cfg = json!({ "services": {
         "web": {
-            "cmd": logger_cmd(&dir, "web.log"),
+            "cmd": timed_start_logger(&dir, "web.log"),
             "health": { "exec": ["test", "-e", flag], "interval_ms": 100, "timeout_ms": 2000, "retries": 2 },
             "max_restarts": 1, "restart_window_ms": 60000, "stop_timeout_ms": 1000,
         },
@@ -209,19 +189,19 @@ fn autostart_false_waits_for_ctl_start_and_ctl_wait_times_out_honestly() {
     let b = Daemon::builder("autostart");
     let dir = b.dir().path.clone();
     let cfg = json!({ "services": {
-        "tool": { "cmd": logger_cmd(&dir, "tool.log"), "autostart": false },
+        "tool": { "cmd": timed_start_logger(&dir, "tool.log"), "autostart": false },
         "slow": { "cmd": ["sleep", "1000"], "ready": { "notify_fd": 3 } },
     }});
     let mut d = b.config(cfg).start();
     assert_eq!(d.service("tool").expect("tool")["state"], "stopped");
-    let timed_out = ctl(
+    let timed_out = reapd_ctl(
         &d,
         &["wait", "--ready", "--timeout", "300"],
         Duration::from_secs(10),
     );
     assert_eq!(timed_out.code, Some(1), "{timed_out:?}");
     assert!(timed_out.stderr.contains("within 300 ms"), "{timed_out:?}");
-    let usage = ctl(&d, &["list", "--wait"], SOON);
+    let usage = reapd_ctl(&d, &["list", "--wait"], SOON);
     assert_eq!(usage.code, Some(2), "{usage:?}");
     d.request(r#"{"cmd":"start","name":"tool"}"#);
     d.wait_for("tool.log", "started");
@@ -236,7 +216,7 @@ fn a_dependency_that_restarts_is_waited_for_again_without_duplicating_its_depend
     let cfg = json!({ "services": {
         "db": { "cmd": ["sh", "-c", format!("echo up >> {}; sleep 0.2; echo >&3; exec sleep 1000", dir.join("db.log").display())],
                 "ready": { "notify_fd": 3 } },
-        "web": { "cmd": logger_cmd(&dir, "web.log"), "after": ["db"] },
+        "web": { "cmd": timed_start_logger(&dir, "web.log"), "after": ["db"] },
     }});
     let mut d = b.config(cfg).start();
     d.wait_for("web.log", "started");
@@ -274,7 +254,7 @@ fn an_exec_check_that_hangs_is_killed_at_its_timeout_and_never_left_behind() {
                  "health": { "exec": ["sh", "-c", check], "interval_ms": 100, "timeout_ms": 300, "retries": 100 } },
     }});
     let mut d = b.config(cfg).start();
-    let ran = wait_until(SOON, || d.dir.read("checks.log").lines().count() >= 3);
+    let ran = wait_until(SOON, || line_count(&d, "checks.log") >= 3);
     assert!(ran, "checks never ran:\n{}", d.log());
     let first: i32 = d
         .dir

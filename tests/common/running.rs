@@ -21,11 +21,20 @@ pub fn reapd_ctl(d: &Daemon, args: &[&str], limit: Duration) -> ToolRun {
 
 /// A shell service that logs `started` into `log` in `dir`, then sleeps.
 pub fn start_logger(dir: &Path, log: &str) -> Value {
+    logger(dir, log, "started")
+}
+
+/// [`start_logger`] with the time: `started <seconds since the epoch>`.
+pub fn timed_start_logger(dir: &Path, log: &str) -> Value {
+    logger(dir, log, "started $(date +%s.%N)")
+}
+
+fn logger(dir: &Path, log: &str, line: &str) -> Value {
     json!([
         "sh",
         "-c",
         format!(
-            "echo started >> {}; exec sleep 1000",
+            "echo {line} >> {}; exec sleep 1000",
             dir.join(log).display()
         )
     ])
