@@ -44,22 +44,23 @@ impl StopJob {
         self.confirmed_by_cgroup = true;
     }
 
-    /// The kill stage of a contained stop begins with the cgroup's kill, once. When every
-    /// member is in the cgroup, nothing can outrun that kill: the stop waits for `populated 0`
-    /// (at most [`GROUP_KILL_WAIT`]) instead of chasing stragglers.
+    /// The kill stage begins here: a contained stop kills its cgroup, once. Then a look chases
+    /// what was forked before the kill, unless every member is in the cgroup: nothing can outrun
+    /// that kill, so the stop waits for `populated 0` (at most [`GROUP_KILL_WAIT`]) instead.
     pub(super) fn kill_group(&mut self, out: &mut Vec<JobOut>, now: Instant) {
         if self.contained && !self.group_killed {
             self.group_killed = true;
             out.push(JobOut::KillGroup);
         }
-        if self.group_kill_reaches_all() {
-            self.scan_wanted = false;
+        let reaches_all = self.group_kill_reaches_all();
+        self.scan_wanted = !reaches_all;
+        if reaches_all {
             self.empty_by.get_or_insert(now + GROUP_KILL_WAIT);
         }
     }
 
     /// The cgroup was killed whole and, as of the last scan, every member was in it.
-    pub(super) fn group_kill_reaches_all(&self) -> bool {
+    fn group_kill_reaches_all(&self) -> bool {
         self.group_killed && !self.outside_group && self.seen_any
     }
 

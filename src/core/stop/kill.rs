@@ -29,7 +29,6 @@ impl StopJob {
         self.stop_procs(&unstopped, snap, out);
         self.kill(forest, snap, out);
         self.stage = Stage::Killing;
-        self.scan_wanted = !self.group_kill_reaches_all();
     }
 
     /// A look after the kill: a process not killed yet was forked just before its parent's

@@ -441,7 +441,6 @@ impl StopJob {
         self.checks.clear();
         self.check_at = None;
         self.stage = Stage::Freezing;
-        self.scan_wanted = true;
         self.kill_group(&mut out, now);
         let mut known: Vec<(usize, ProcId)> = self
             .members
