@@ -22,7 +22,7 @@ use crate::core::proctree::{
 /// Reads one process's `stat`: `Ok(None)` when it is gone (or hidden from us), `Err` when it
 /// could not be looked at (out of descriptors, ...): then nothing is known about it.
 pub fn read_stat_checked(pid: Pid) -> io::Result<Option<ProcInfo>> {
-    match gone_is_none(read_proc(&format!("/proc/{pid}/stat"), Ends::Newline))? {
+    match gone_is_none(read_proc(format!("/proc/{pid}/stat"), Ends::Newline))? {
         Some(raw) => Ok(parse_stat(&raw).map(resolve_zombie_leader)),
         None => Ok(None),
     }
@@ -40,7 +40,7 @@ enum Ends {
 /// Reads a small `/proc` file whole in as few system calls as it allows: `open`, usually one
 /// `read`, `close`. (`fs::read` also asks for the size, which is 0 in `/proc`, and then reads in
 /// chunks that start at 32 bytes: eight system calls for one `stat`.)
-fn read_proc(path: &str, ends: Ends) -> io::Result<Vec<u8>> {
+fn read_proc(path: impl AsRef<Path>, ends: Ends) -> io::Result<Vec<u8>> {
     let mut file = fs::File::open(path)?;
     let mut buf = vec![0u8; 1024];
     let mut len = 0;
@@ -95,8 +95,7 @@ fn resolve_zombie_leader(mut p: ProcInfo) -> ProcInfo {
     };
     let states: Vec<char> = tasks
         .flatten()
-        .filter_map(|t| t.path().join("stat").to_str().map(str::to_string))
-        .filter_map(|path| read_proc(&path, Ends::Newline).ok())
+        .filter_map(|t| read_proc(t.path().join("stat"), Ends::Newline).ok())
         .filter_map(|raw| parse_stat(&raw).map(|t| t.state))
         .collect();
     if !states.is_empty() {
@@ -117,7 +116,7 @@ pub fn read_stat(pid: Pid) -> Option<ProcInfo> {
 
 /// Reads a process's command line (empty for kernel threads and zombies).
 pub fn read_cmdline(pid: Pid) -> Option<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
+    read_proc(format!("/proc/{pid}/cmdline"), Ends::Eof)
         .ok()
         .map(|raw| cmdline_from_bytes(&raw))
 }
@@ -366,7 +365,7 @@ fn annotate(snap: &mut Snapshot, req: &ScanRequest) {
             && !req.attributed.contains(pid)
             && !req.service_sessions.contains(&p.sid);
         if orphan && !p.is_dead() {
-            p.marker = fs::read(format!("/proc/{pid}/environ"))
+            p.marker = read_proc(format!("/proc/{pid}/environ"), Ends::Eof)
                 .ok()
                 .and_then(|e| marker_from_environ(&e));
         }
@@ -502,10 +501,10 @@ mod tests {
     #[test]
     fn a_proc_file_is_read_whole() {
         let me = std::process::id();
-        let stat = read_proc(&format!("/proc/{me}/stat"), Ends::Newline).expect("stat");
+        let stat = read_proc(format!("/proc/{me}/stat"), Ends::Newline).expect("stat");
         assert!(stat.ends_with(b"\n") && parse_stat(&stat).is_some());
         // Longer than the first buffer: read to its end.
-        let maps = read_proc(&format!("/proc/{me}/maps"), Ends::Eof).expect("maps");
+        let maps = read_proc(format!("/proc/{me}/maps"), Ends::Eof).expect("maps");
         let whole = fs::read(format!("/proc/{me}/maps")).expect("maps");
         assert!(maps.len() > 1024 && maps.len().abs_diff(whole.len()) < 4096);
     }
